@@ -1,0 +1,33 @@
+# distillax: `make train` and `make test` are all a fresh clone needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# A working Python >= 3.12: $(PYTHON) if given, else python3.12 on PATH, else pyenv's 3.12.x.
+# (On these machines the pyenv shim `python3.12` exists but fails, so each candidate is run.)
+PYTHON ?= $(shell for c in python3.12 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 2>/dev/null) python3; do \
+  $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo $$c; break; }; done)
+
+.PHONY: venv train test bench clean
+
+$(STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then echo "error: no working Python >= 3.12 found (tried python3.12, pyenv's 3.12.x, python3); set PYTHON=/path/to/python3.12" >&2; exit 1; fi
+	@echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m distillax.train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests $(ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs

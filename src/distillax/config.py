@@ -1,0 +1,186 @@
+"""The run configuration: one frozen dataclass, validated once, before any compilation.
+
+Fields that set array shapes or choose code paths are static (`pytree_node=False`); numeric
+coefficients are pytree leaves, so a sweep over them can be vmapped without recompiling
+(the rejax pattern). `validate` raises `ConfigError` naming the field, the value and what
+would be valid; the CLI turns that into a one-line message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+from flax import struct
+
+METHODS = ("central", "ppo")
+PARTITIONERS = ("kmeans", "grid", "tasks")
+ACTIVATIONS = ("tanh", "relu")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field, the value and what is valid."""
+
+
+def static(default: Any) -> Any:
+    return struct.field(pytree_node=False, default=default)
+
+
+@struct.dataclass
+class Config:
+    # --- what to train -------------------------------------------------------------------
+    task: str = static("cartpole")  # a name in distillax.envs.TASKS
+    method: str = static("central")  # coupling between teachers and the central policy
+    partitioner: str = static("kmeans")  # how the context space is cut into partitions
+    partitions: int = static(4)  # P, the number of teachers (forced to 1 by method `ppo`)
+    grid_shape: tuple[int, ...] = static(())  # cells per context dim for `grid`; product = P
+    kmeans_samples: int = static(10_000)  # samples of rho for k-means and the weights rho_i
+    context_candidates: int = static(32)  # rejection-sampling candidates per reset (bounded)
+    teacher_sees_context: bool = static(False)  # DnC: teachers do not see the context
+    central_sees_context: bool = static(True)  # the central policy does by default
+    normalize_obs: bool = static(False)  # running mean/std of observations (per role)
+    seed: int = static(0)
+
+    # --- budget and batch shapes -----------------------------------------------------------
+    num_envs: int = static(64)  # total envs, split evenly over partitions and devices
+    num_steps: int = static(128)  # T, rollout length per iteration
+    total_steps: int = static(3_000_000)  # env-step budget over all partitions
+    update_epochs: int = static(4)  # E
+    num_minibatches: int = static(4)  # M; each minibatch holds every partition's slice
+    num_devices: int = static(0)  # devices on the "data" mesh axis; 0 = all visible
+
+    # --- networks --------------------------------------------------------------------------
+    hidden_sizes: tuple[int, ...] = static((64, 64))
+    activation: str = static("tanh")
+
+    # --- optimisation (numeric leaves) -----------------------------------------------------
+    learning_rate: float = 2.5e-3  # teachers' Adam step size
+    central_learning_rate: float = 1e-3  # central policy's Adam step size
+    anneal_lr: bool = static(True)  # linear decay of both step sizes to 0
+    max_grad_norm: float = 0.5  # per-teacher clip of its own (unweighted) loss gradient
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2  # PPO ratio and value clipping
+    vf_coef: float = 0.5  # c_v
+    ent_coef: float = 0.01  # c_ent
+    coupling_coef: float = 0.01  # alpha, weight of L_couple_i
+    distill_coef: float = 1.0  # lambda, weight of L_distill
+
+    # --- reporting -------------------------------------------------------------------------
+    log_every: int = static(5)  # iterations per host call (scanned on device); one line each
+    eval_contexts: int = static(64)  # held-out contexts for the central policy's evaluation
+    eval_every: int = static(5)  # evaluate the central policy every this many iterations
+    checkpoint_dir: str = static("")  # where metrics, checkpoints and the config go
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def num_partitions(self) -> int:
+        return 1 if self.method == "ppo" else self.partitions
+
+    @property
+    def envs_per_partition(self) -> int:
+        return self.num_envs // self.num_partitions
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, self.total_steps // self.steps_per_iteration)
+
+    @property
+    def num_updates(self) -> int:
+        return self.num_iterations * self.update_epochs * self.num_minibatches
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**fixed)
+
+
+def _fail(field: str, value: Any, valid: str) -> None:
+    raise ConfigError(f"config field `{field}` = {value!r} is invalid: {valid}")
+
+
+def validate(config: Config, num_devices: int = 1) -> Config:
+    """Check every field and the combinations that set shapes; returns the config.
+
+    `num_devices` is the size of the "data" mesh axis the run will use.
+    """
+    from distillax.envs import TASKS  # envs import config; import here to keep one direction
+
+    c = config
+    if c.task not in TASKS:
+        _fail("task", c.task, f"one of {sorted(TASKS)}")
+    if c.method not in METHODS:
+        _fail("method", c.method, f"one of {list(METHODS)}")
+    if c.partitioner not in PARTITIONERS:
+        _fail("partitioner", c.partitioner, f"one of {list(PARTITIONERS)}")
+    if c.activation not in ACTIVATIONS:
+        _fail("activation", c.activation, f"one of {list(ACTIVATIONS)}")
+    for name in ("partitions", "num_envs", "num_steps", "total_steps", "update_epochs",
+                 "num_minibatches", "kmeans_samples", "context_candidates", "log_every",
+                 "eval_contexts", "eval_every"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            _fail(name, v, "a positive integer")
+    if not c.hidden_sizes or any((not isinstance(h, int)) or h < 1 for h in c.hidden_sizes):
+        _fail("hidden_sizes", c.hidden_sizes, "a non-empty tuple of positive integers")
+    for name in ("learning_rate", "central_learning_rate", "max_grad_norm", "clip_eps"):
+        v = getattr(c, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            _fail(name, v, "a finite number > 0")
+    for name in ("vf_coef", "ent_coef", "coupling_coef", "distill_coef"):
+        v = getattr(c, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            _fail(name, v, "a finite number >= 0 (a coupling penalty is added to a minimised loss)")
+    for name in ("gamma", "gae_lambda"):
+        v = getattr(c, name)
+        if not (isinstance(v, (int, float)) and 0 <= v <= 1):
+            _fail(name, v, "a number in [0, 1]")
+
+    P = c.num_partitions
+    if c.partitions > c.kmeans_samples:
+        _fail("partitions", c.partitions, f"at most kmeans_samples = {c.kmeans_samples}")
+    if c.num_envs % (P * num_devices):
+        _fail("num_envs", c.num_envs,
+              f"a multiple of partitions x devices = {P} x {num_devices} = {P * num_devices}")
+    if c.num_steps % c.num_minibatches:
+        _fail("num_minibatches", c.num_minibatches,
+              f"a divisor of num_steps = {c.num_steps} (minibatches split the time axis)")
+    if c.total_steps < c.steps_per_iteration:
+        _fail("total_steps", c.total_steps,
+              f"at least num_envs x num_steps = {c.steps_per_iteration} (one iteration)")
+
+    task = TASKS[c.task]()
+    space = task.space
+    if c.partitioner == "grid":
+        if len(c.grid_shape) != space.dim:
+            _fail("grid_shape", c.grid_shape,
+                  f"{space.dim} cell counts, one per context dim {list(space.names)}")
+        if math.prod(c.grid_shape) != P:
+            _fail("grid_shape", c.grid_shape, f"cell counts whose product is partitions = {P}")
+    if c.partitioner == "tasks":
+        if space.tasks is None:
+            _fail("partitioner", c.partitioner,
+                  f"`kmeans` or `grid`: task `{c.task}` has a continuous context space")
+        if P != len(space.tasks):
+            _fail("partitions", c.partitions,
+                  f"the number of tasks of `{c.task}` ({len(space.tasks)}) for partitioner `tasks`")
+    return config

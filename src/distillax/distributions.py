@@ -1,0 +1,75 @@
+"""Action distributions: categorical and diagonal Gaussian, as pytrees.
+
+Both have the same methods, so losses are written once. A distribution over a batch has
+leading axes `[...]`; its parameters carry one more axis `[..., A]`. Every KL is the closed
+form; `kl(p, q)` is KL(p || q).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+LOG_2PI = float(jnp.log(2 * jnp.pi))
+
+
+@struct.dataclass
+class Categorical:
+    logits: jax.Array  # [..., A]
+
+    @property
+    def log_probs(self) -> jax.Array:
+        return jax.nn.log_softmax(self.logits, axis=-1)
+
+    def log_prob(self, action: jax.Array) -> jax.Array:
+        """`action [...]` integer -> `[...]`."""
+        idx = action.astype(jnp.int32)[..., None]
+        return jnp.take_along_axis(self.log_probs, idx, axis=-1)[..., 0]
+
+    def entropy(self) -> jax.Array:
+        lp = self.log_probs
+        return -jnp.sum(jnp.exp(lp) * lp, axis=-1)
+
+    def kl(self, other: "Categorical") -> jax.Array:
+        lp, lq = self.log_probs, other.log_probs
+        return jnp.sum(jnp.exp(lp) * (lp - lq), axis=-1)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return jax.random.categorical(key, self.logits, axis=-1)
+
+    def mode(self) -> jax.Array:
+        return jnp.argmax(self.logits, axis=-1)
+
+
+@struct.dataclass
+class DiagGaussian:
+    mean: jax.Array  # [..., A]
+    log_std: jax.Array  # [..., A] (broadcastable)
+
+    def log_prob(self, action: jax.Array) -> jax.Array:
+        """`action [..., A]` -> `[...]`."""
+        z = (action - self.mean) * jnp.exp(-self.log_std)
+        return jnp.sum(-0.5 * z**2 - self.log_std - 0.5 * LOG_2PI, axis=-1)
+
+    def entropy(self) -> jax.Array:
+        log_std = jnp.broadcast_to(self.log_std, self.mean.shape)
+        return jnp.sum(log_std + 0.5 * (1.0 + LOG_2PI), axis=-1)
+
+    def kl(self, other: "DiagGaussian") -> jax.Array:
+        var_ratio = jnp.exp(2 * (self.log_std - other.log_std))
+        t = ((self.mean - other.mean) * jnp.exp(-other.log_std)) ** 2
+        return jnp.sum(0.5 * (var_ratio + t - 1.0) - (self.log_std - other.log_std), axis=-1)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape)
+
+    def mode(self) -> jax.Array:
+        return self.mean
+
+
+Distribution = Categorical | DiagGaussian
+
+
+def stop_gradient(dist: Distribution) -> Distribution:
+    return jax.tree.map(jax.lax.stop_gradient, dist)

@@ -1,0 +1,94 @@
+"""A contextual environment: a gymnax environment + a context space + `context -> EnvParams`.
+
+Any gymnax environment becomes contextual this way: give its context space and a pure
+function that builds its `EnvParams` from a context vector, recomputing every derived field
+(CartPole's `total_mass`, `polemass_length`). Episodes end in `step`, which resets into the
+context the caller passes as `next_context` (drawn from the acting teacher's partition), so
+the context changes exactly at episode boundaries and the env itself holds no sampler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments.environment import Environment
+
+from distillax.contexts import ContextSpace
+
+
+@struct.dataclass
+class Step:
+    """One transition of one env (shapes for a single env; vmapped they gain axes).
+
+    obs: the next observation to act on (the reset observation when the episode ended);
+    final_obs: the true observation reached by the action (what truncation bootstraps from);
+    context: the context of the next observation.
+    """
+
+    obs: jax.Array
+    state: Any
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+    context: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextualEnv:
+    """A family of MDPs indexed by a context. `to_params(c)` must be pure and jit-able."""
+
+    name: str
+    env: Environment
+    space: ContextSpace
+    to_params: Callable[[jax.Array], Any]
+    default_context: tuple[float, ...]
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.env.observation_space(self.env.default_params).shape[0])
+
+    @property
+    def discrete(self) -> bool:
+        return hasattr(self.env.action_space(self.env.default_params), "n")
+
+    @property
+    def action_dim(self) -> int:
+        """Number of actions (categorical) or action dimensions (Gaussian)."""
+        space = self.env.action_space(self.env.default_params)
+        return int(space.n) if self.discrete else int(space.shape[0])
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.env.default_params.max_steps_in_episode)
+
+    def reset(self, key: jax.Array, context: jax.Array) -> tuple[jax.Array, Any]:
+        return self.env.reset_env(key, self.to_params(context))
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array, context: jax.Array,
+             next_context: jax.Array) -> Step:
+        """Step in `context`; on termination or truncation reset into `next_context`.
+
+        The key is split exactly as gymnax's own `step` splits it, so with a fixed context
+        equal to the default this reproduces `env.step(key, state, action, default_params)`.
+        """
+        key_step, key_reset = jax.random.split(key)
+        obs_st, state_st, reward, terminated, _ = self.env.step_env(
+            key_step, state, action, self.to_params(context))
+        truncated = self.env.is_truncated(state_st, self.to_params(context))
+        done = jnp.logical_or(terminated, truncated)
+        obs_re, state_re = self.reset(key_reset, next_context)
+        pick = lambda re, st: jax.lax.select(done, re, st)  # noqa: E731
+        return Step(
+            obs=jax.tree.map(pick, obs_re, obs_st),
+            state=jax.tree.map(pick, state_re, state_st),
+            reward=jnp.asarray(reward, jnp.float32),
+            terminated=jnp.asarray(terminated, bool),
+            truncated=jnp.asarray(truncated, bool),
+            final_obs=obs_st,
+            context=jnp.where(done, next_context, context),
+        )

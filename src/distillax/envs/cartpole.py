@@ -1,0 +1,39 @@
+"""CartPole with a contextual pole and a sign-flipping actuator gain.
+
+Context (length, masspole, gain_abs, gain_sign): the pole's half-length in [0.25, 1.0]
+(gymnax's `length`), the pole mass in [0.05, 0.5], and the actuator gain g = gain_abs x
+gain_sign with |g| in [0.5, 1.5] and a sign of +1 or -1 with equal probability; the force
+is g x the default 10 N. Where the sign is negative the same action pushes the other way,
+so no single context-blind policy can balance the whole space.
+"""
+
+import jax.numpy as jnp
+from gymnax.environments.classic_control.cartpole import CartPole, EnvParams
+
+from distillax.contexts import ContextSpace
+from distillax.envs.base import ContextualEnv
+
+SPACE = ContextSpace(
+    names=("length", "masspole", "gain_abs", "gain_sign"),
+    low=(0.25, 0.05, 0.5, -1.0),
+    high=(1.0, 0.5, 1.5, 1.0),
+    values=(None, None, None, (-1.0, 1.0)),
+)
+DEFAULT = EnvParams()
+
+
+def to_params(c):
+    """EnvParams for a context `[4]`; derived fields are recomputed, never left stale."""
+    length, masspole, gain = c[0], c[1], c[2] * c[3]
+    return DEFAULT.replace(
+        length=length,
+        masspole=masspole,
+        total_mass=DEFAULT.masscart + masspole,
+        polemass_length=masspole * length,
+        force_mag=DEFAULT.force_mag * gain,
+    )
+
+
+def make() -> ContextualEnv:
+    return ContextualEnv("cartpole", CartPole(), SPACE, to_params,
+                         default_context=(DEFAULT.length, DEFAULT.masspole, 1.0, 1.0))

@@ -1,0 +1,92 @@
+"""Loss terms: PPO, value, entropy, couplings and distillation. Pure; each returns a scalar.
+
+Shapes: one teacher's minibatch has `[n]` samples (vmapped over partitions by the update).
+Gradient paths are part of the contract: distillation stops the gradient into the teacher
+(its target); the `central` coupling stops the gradient into the central policy.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from distillax.distributions import Distribution, stop_gradient
+
+
+def ppo_clip_loss(log_ratio: jax.Array, advantages: jax.Array, clip_eps: float) -> jax.Array:
+    """Clipped surrogate, to minimise: `-mean(min(r A, clip(r, 1-eps, 1+eps) A))`, `[n]`."""
+    ratio = jnp.exp(log_ratio)
+    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    return -jnp.mean(jnp.minimum(ratio * advantages, clipped * advantages))
+
+
+def value_loss(value: jax.Array, old_value: jax.Array, returns: jax.Array,
+               clip_eps: float) -> jax.Array:
+    """Clipped value loss `0.5 mean(max((v - R)^2, (v_clip - R)^2))`, all `[n]`."""
+    v_clipped = old_value + jnp.clip(value - old_value, -clip_eps, clip_eps)
+    return 0.5 * jnp.mean(jnp.maximum((value - returns) ** 2, (v_clipped - returns) ** 2))
+
+
+def ratio_kl(log_ratio: jax.Array, log_ratio_central: jax.Array) -> jax.Array:
+    """KL(pi_i || sg pi_c) on samples a ~ pi_i,old, from the two likelihood ratios `[n]`.
+
+    With r_i = pi_i/pi_i,old and r_c = pi_c/pi_i,old (the central likelihood ratio),
+    KL(pi_i || pi_c) = E_{pi_i,old}[ r_i (log r_i - log r_c) ], an unbiased estimate whose
+    gradient reaches the teacher only (r_c is stopped).
+    """
+    log_rc = jax.lax.stop_gradient(log_ratio_central)
+    return jnp.mean(jnp.exp(log_ratio) * (log_ratio - log_rc))
+
+
+def distill_kl(teacher: Distribution, central: Distribution) -> jax.Array:
+    """Distillation loss `mean KL(sg pi_i || pi_c)` over `[n]` states, closed form."""
+    return jnp.mean(stop_gradient(teacher).kl(central))
+
+
+def normalize(x: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """`(x - mean) / (std + 1e-8)`; with `axis_name`, moments over every device's shard."""
+    mean, sq = jnp.mean(x), jnp.mean(x**2)
+    if axis_name is not None:
+        mean, sq = jax.lax.pmean((mean, sq), axis_name)
+    return (x - mean) / (jnp.sqrt(jnp.maximum(sq - mean**2, 0.0)) + 1e-8)
+
+
+@struct.dataclass
+class TeacherTerms:
+    """The per-teacher terms of one minibatch (scalars, or `[P]` when vmapped)."""
+
+    loss: jax.Array  # L_clip + c_v L_value - c_ent H + alpha L_couple
+    clip: jax.Array
+    value: jax.Array
+    entropy: jax.Array
+    couple: jax.Array
+    approx_kl: jax.Array  # E[(r - 1) - log r], the usual PPO diagnostic
+    clip_frac: jax.Array
+    central_log_ratio: jax.Array  # mean log r_c, the central likelihood ratio
+
+
+def teacher_loss(dist: Distribution, value: jax.Array, action: jax.Array,
+                 old_log_prob: jax.Array, old_value: jax.Array, advantages: jax.Array,
+                 returns: jax.Array, central_log_prob: jax.Array, *, clip_eps: float,
+                 vf_coef: float, ent_coef: float, coupling_coef: float,
+                 axis_name: str | None = None) -> TeacherTerms:
+    """One teacher's loss on its minibatch slice (all per-sample arrays `[n]`).
+
+    `central_log_prob` is log pi_c(a|s,c) on the same samples; the central likelihood
+    ratio is r_c = pi_c / pi_i,old. Advantages are normalised over every device's shard.
+    """
+    log_ratio = dist.log_prob(action) - old_log_prob
+    log_ratio_c = central_log_prob - old_log_prob
+    adv = normalize(advantages, axis_name)
+    clip = ppo_clip_loss(log_ratio, adv, clip_eps)
+    v = value_loss(value, old_value, returns, clip_eps)
+    ent = jnp.mean(dist.entropy())
+    couple = ratio_kl(log_ratio, log_ratio_c)
+    loss = clip + vf_coef * v - ent_coef * ent + coupling_coef * couple
+    return TeacherTerms(
+        loss=loss, clip=clip, value=v, entropy=ent, couple=couple,
+        approx_kl=jnp.mean(jnp.expm1(log_ratio) - log_ratio),
+        clip_frac=jnp.mean(jnp.abs(jnp.exp(log_ratio) - 1.0) > clip_eps),
+        central_log_ratio=jnp.mean(log_ratio_c),
+    )

@@ -1,0 +1,102 @@
+"""The static pieces of a run, built once from a config: task, networks, optimizers, inputs.
+
+`Model` holds no arrays. Its methods are pure functions of params and inputs; the rollout,
+the update and the evaluator all build network inputs here, so every role sees the same
+normalisation and context features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from distillax import normalizer
+from distillax.config import Config
+from distillax.distributions import Distribution
+from distillax.envs import ContextualEnv, make_task
+from distillax.networks import Actor, ActorCritic, apply_stacked, init_stacked
+from distillax.normalizer import RunningStats
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    config: Config
+    env: ContextualEnv
+    teacher: ActorCritic
+    central: Actor
+    teacher_tx: optax.GradientTransformation
+    central_tx: optax.GradientTransformation
+
+    @property
+    def has_central(self) -> bool:
+        return self.config.method != "ppo"
+
+    @property
+    def teacher_in_dim(self) -> int:
+        return self.env.obs_dim + (self.env.space.dim if self.config.teacher_sees_context else 0)
+
+    @property
+    def central_in_dim(self) -> int:
+        return self.env.obs_dim + (self.env.space.dim if self.config.central_sees_context else 0)
+
+    def _input(self, obs: jax.Array, context: jax.Array, stats: RunningStats,
+               with_context: bool) -> jax.Array:
+        x = normalizer.apply(stats, obs, self.config.normalize_obs)
+        if with_context:
+            x = jnp.concatenate([x, self.env.space.features(context)], axis=-1)
+        return x
+
+    def teacher_input(self, obs: jax.Array, context: jax.Array, stats: RunningStats) -> jax.Array:
+        """`obs [P, ..., obs]`, `context [P, ..., d]`, per-teacher stats `[P, obs]`."""
+        expand = lambda s: s.reshape(s.shape[:1] + (1,) * (obs.ndim - 2) + s.shape[1:])  # noqa
+        return self._input(obs, context, jax.tree.map(expand, stats),
+                           self.config.teacher_sees_context)
+
+    def central_input(self, obs: jax.Array, context: jax.Array, stats: RunningStats) -> jax.Array:
+        """`obs [..., obs]`, `context [..., d]`, one set of stats `[obs]`."""
+        return self._input(obs, context, stats, self.config.central_sees_context)
+
+    def teachers(self, params: Any, obs: jax.Array, context: jax.Array,
+                 stats: RunningStats) -> tuple[Distribution, jax.Array]:
+        """All teachers on their own inputs `[P, ...]` -> (distribution, value `[P, ...]`)."""
+        return apply_stacked(self.teacher, params, self.teacher_input(obs, context, stats))
+
+    def teacher_values(self, params: Any, obs: jax.Array, context: jax.Array,
+                       stats: RunningStats) -> jax.Array:
+        x = self.teacher_input(obs, context, stats)
+        return apply_stacked(self.teacher, params, x, method=ActorCritic.value)
+
+    def central_dist(self, params: Any, obs: jax.Array, context: jax.Array,
+                     stats: RunningStats) -> Distribution:
+        return self.central.apply(params, self.central_input(obs, context, stats))
+
+    def init_params(self, key: jax.Array) -> tuple[Any, Any]:
+        """(teacher params `[P, ...]`, central params)."""
+        k_t, k_c = jax.random.split(key)
+        teacher = init_stacked(self.teacher, k_t, self.config.num_partitions,
+                               jnp.zeros((self.teacher_in_dim,)))
+        central = self.central.init(k_c, jnp.zeros((self.central_in_dim,)))
+        return teacher, central
+
+
+def build_model(config: Config) -> Model:
+    """Networks and optimizers for `config` (assumed validated)."""
+    env = make_task(config.task)
+    hidden, act = tuple(config.hidden_sizes), config.activation
+    teacher = ActorCritic(env.action_dim, env.discrete, hidden, act)
+    central = Actor(env.action_dim, env.discrete, hidden, act)
+
+    def adam(lr: float) -> optax.GradientTransformation:
+        if config.anneal_lr:
+            lr = optax.linear_schedule(lr, 0.0, config.num_updates)
+        return optax.adam(lr, eps=1e-5)
+
+    # Teachers' gradients are clipped per teacher in the update (see update.clip_per_teacher);
+    # the central policy has one network and one global-norm clip.
+    central_tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                             adam(config.central_learning_rate))
+    return Model(config, env, teacher, central, adam(config.learning_rate), central_tx)

@@ -1,0 +1,153 @@
+"""Acting: teachers roll out in their partitions; GAE; held-out evaluation episodes.
+
+`rollout` scans over T steps and vmaps over P partitions x B envs. Its arguments are the
+teachers' params, never the central policy's: the central policy does not act during
+training. Every env carries its own PRNG key, so a rollout is the same whichever device
+holds which envs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from distillax.contexts import ContextSpace, Partition, sample_in_cell
+from distillax.envs.base import ContextualEnv
+
+
+@struct.dataclass
+class EnvCarry:
+    """Per-env state, every leaf `[P, B, ...]` (the env axis is what devices split)."""
+
+    state: Any  # the gymnax env state
+    obs: jax.Array  # [P, B, obs] raw observation to act on
+    context: jax.Array  # [P, B, d] the context of the running episode
+    key: jax.Array  # [P, B, 2] each env's own PRNG key
+    episode_return: jax.Array  # [P, B] return so far in the running episode
+    last_return: jax.Array  # [P, B] return of the last completed episode
+    episodes: jax.Array  # [P, B] completed episodes
+
+
+@struct.dataclass
+class Transition:
+    """A rollout, every leaf `[P, T, B, ...]` (time-major within a partition)."""
+
+    obs: jax.Array  # raw teacher observation s_t
+    context: jax.Array  # c_t, for the central policy's input
+    action: jax.Array
+    log_prob: jax.Array  # log pi_i,old(a_t | s_t)
+    value: jax.Array  # V_i(s_t)
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_value: jax.Array  # V_i(true s_{t+1}); used only where truncated
+
+
+def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per_cell: int,
+              candidates: int) -> EnvCarry:
+    """Reset `envs_per_cell` envs in every cell, each in a context drawn from its cell."""
+    P = partition.size
+    keys = jax.random.split(key, P * envs_per_cell).reshape(P, envs_per_cell, -1)
+    cells = jnp.broadcast_to(jnp.arange(P)[:, None], (P, envs_per_cell))
+
+    def one(key, cell):
+        key, k_ctx, k_reset = jax.random.split(key, 3)
+        context = sample_in_cell(k_ctx, partition, env.space, cell, candidates)
+        obs, state = env.reset(k_reset, context)
+        return key, context, obs, state
+
+    keys, contexts, obs, states = jax.vmap(jax.vmap(one))(keys, cells)
+    zeros = jnp.zeros((P, envs_per_cell))
+    return EnvCarry(states, obs, contexts, keys, zeros, zeros, zeros)
+
+
+def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
+            act: Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]],
+            value_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
+            env: ContextualEnv, num_steps: int, candidates: int) -> tuple[EnvCarry, Transition]:
+    """T steps of every teacher in its own partition.
+
+    `act(params, obs [P, B, obs], context [P, B, d]) -> (dist, value)` and `value_fn` (same
+    inputs -> `[P, B]`) close over the teacher network and its input normalisation.
+    Returns the carry after T steps and the transitions `[P, T, B, ...]`.
+    """
+    P = partition.size
+    cells = jnp.arange(P)
+
+    def step(carry: EnvCarry, _):
+        keys = jax.vmap(jax.vmap(lambda k: jax.random.split(k, 4)))(carry.key)
+        key, k_act, k_step, k_ctx = (keys[:, :, i] for i in range(4))
+        dist, value = act(teacher_params, carry.obs, carry.context)
+        action = jax.vmap(jax.vmap(lambda d, k: d.sample(k)))(dist, k_act)
+        next_context = jax.vmap(
+            lambda ks, cell: jax.vmap(
+                lambda k: sample_in_cell(k, partition, env.space, cell, candidates))(ks)
+        )(k_ctx, cells)
+        out = jax.vmap(jax.vmap(env.step))(k_step, carry.state, action, carry.context,
+                                           next_context)
+        final_value = value_fn(teacher_params, out.final_obs, carry.context)
+        done = jnp.logical_or(out.terminated, out.truncated)
+        ep_return = carry.episode_return + out.reward
+        new = EnvCarry(
+            state=out.state, obs=out.obs, context=out.context, key=key,
+            episode_return=jnp.where(done, 0.0, ep_return),
+            last_return=jnp.where(done, ep_return, carry.last_return),
+            episodes=carry.episodes + done,
+        )
+        tr = Transition(carry.obs, carry.context, action, dist.log_prob(action), value,
+                        out.reward, out.terminated, out.truncated, final_value)
+        return new, tr
+
+    carry, traj = jax.lax.scan(step, carry, None, length=num_steps)
+    return carry, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj)
+
+
+def gae(reward_t: jax.Array, value_t: jax.Array, terminated_t: jax.Array,
+        truncated_t: jax.Array, final_value_t: jax.Array, last_value: jax.Array,
+        gamma: float, lam: float) -> tuple[jax.Array, jax.Array]:
+    """Generalised advantage estimation for one teacher, time-major `[T, B]`.
+
+    `last_value [B]` is V(s_T) after the rollout. An episode that ended at t is never
+    bootstrapped through into the next one; a truncated (not terminated) one bootstraps from
+    the value of its true final observation. Returns (advantages, returns), `[T, B]`.
+    """
+    done = jnp.logical_or(terminated_t, truncated_t)
+    next_value = jnp.concatenate([value_t[1:], last_value[None]], axis=0)
+    bootstrap = jnp.where(done, jnp.where(terminated_t, 0.0, final_value_t), next_value)
+    delta = reward_t + gamma * bootstrap - value_t
+
+    def back(adv_tp1, x):
+        delta, done = x
+        adv = delta + gamma * lam * jnp.where(done, 0.0, adv_tp1)
+        return adv, adv
+
+    _, adv = jax.lax.scan(back, jnp.zeros_like(last_value), (delta, done), reverse=True)
+    return adv, adv + value_t
+
+
+def episode_returns(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+                    env: ContextualEnv, contexts: jax.Array, key: jax.Array) -> jax.Array:
+    """Undiscounted return of one episode in each context `[N, d]` -> `[N]`.
+
+    `policy(obs [N, obs], context [N, d], key) -> action [N, ...]`. Runs the env's maximum
+    episode length and counts reward up to the first termination or truncation.
+    """
+    n = contexts.shape[0]
+    key_reset, key_run = jax.random.split(key)
+    obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, n), contexts)
+
+    def step(carry, key):
+        obs, state, total, alive = carry
+        k_act, k_env = jax.random.split(key)
+        action = policy(obs, contexts, k_act)
+        out = jax.vmap(env.step)(jax.random.split(k_env, n), state, action, contexts, contexts)
+        total = total + jnp.where(alive, out.reward, 0.0)
+        alive = alive & ~(out.terminated | out.truncated)
+        return (out.obs, out.state, total, alive), None
+
+    init = (obs, state, jnp.zeros(n), jnp.ones(n, bool))
+    (_, _, total, _), _ = jax.lax.scan(step, init, jax.random.split(key_run, env.max_steps))
+    return total

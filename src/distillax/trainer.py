@@ -1,0 +1,168 @@
+"""One training iteration as a pure function, its sharded form, and held-out evaluation.
+
+An iteration = rollout of every teacher in its partition, GAE, the fused update, and the
+normaliser update: `iteration(model, state) -> (state, metrics)`, run under `shard_map`
+and scanned `log_every` times per host call, so the host syncs once per report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.sharding import Mesh
+
+from distillax import normalizer, parallel
+from distillax.contexts import Partition, assign, make_partition
+from distillax.model import Model
+from distillax.normalizer import RunningStats
+from distillax.rollout import EnvCarry, episode_returns, gae, init_envs, rollout
+from distillax.update import Batch, OptState, Params, UpdateMetrics, update
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: checkpoint this and resume exactly."""
+
+    params: Params
+    opt: OptState
+    teacher_stats: RunningStats  # [P, obs]
+    central_stats: RunningStats  # [obs]
+    env: EnvCarry  # leaves [P, B, ...], split across devices
+    partition: Partition
+    key: jax.Array  # [2]
+    iteration: jax.Array  # int32 scalar
+
+
+@struct.dataclass
+class IterationMetrics:
+    update: UpdateMetrics
+    teacher_return: jax.Array  # [P] mean return of each env's last completed episode
+    episodes: jax.Array  # [P] episodes completed so far
+
+
+def init_state(model: Model, key: jax.Array) -> TrainState:
+    """A fresh run: partitions, params, optimizer states, normalisers and reset envs."""
+    c = model.config
+    k_part, k_params, k_env, k_train = jax.random.split(key, 4)
+    P = c.num_partitions
+    partition = make_partition(k_part, model.env.space, c.partitioner, P, c.kmeans_samples,
+                               tuple(c.grid_shape))
+    teacher, central = model.init_params(k_params)
+    opt = OptState(model.teacher_tx.init(teacher), model.central_tx.init(central))
+    obs_dim = model.env.obs_dim
+    env = jax.jit(init_envs, static_argnums=(1, 3, 4))(
+        k_env, model.env, partition, c.envs_per_partition, c.context_candidates)
+    return TrainState(Params(teacher, central), opt, normalizer.init_stats((P, obs_dim)),
+                      normalizer.init_stats((obs_dim,)), env, partition, k_train,
+                      jnp.zeros((), jnp.int32))
+
+
+def _psum_mean(total: jax.Array, count: jax.Array, axis_name: str | None) -> jax.Array:
+    if axis_name is not None:
+        total, count = jax.lax.psum((total, count), axis_name)
+    return total / jnp.maximum(count, 1.0)
+
+
+def iteration(model: Model, state: TrainState,
+              axis_name: str | None = parallel.AXIS) -> tuple[TrainState, IterationMetrics]:
+    """Rollout + GAE + fused update + normaliser update. Pure; run inside `shard_map`."""
+    c = model.config
+    key, k_update = jax.random.split(state.key)
+    t_stats = state.teacher_stats
+    act = lambda p, o, ctx: model.teachers(p, o, ctx, t_stats)  # noqa: E731
+    value_fn = lambda p, o, ctx: model.teacher_values(p, o, ctx, t_stats)  # noqa: E731
+    env, traj = rollout(state.params.teacher, state.env, state.partition, act, value_fn,
+                        model.env, c.num_steps, c.context_candidates)
+    last_value = value_fn(state.params.teacher, env.obs, env.context)
+    adv, ret = jax.vmap(lambda r, v, te, tr, fv, lv: gae(r, v, te, tr, fv, lv, c.gamma,
+                                                         c.gae_lambda))(
+        traj.reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
+    batch = Batch(traj.obs, traj.context, traj.action, traj.log_prob, traj.value, adv, ret)
+    params, opt, metrics = update(model, state.params, state.opt, batch, t_stats,
+                                  state.central_stats, state.partition.weights, k_update,
+                                  axis_name)
+    teacher_stats, central_stats = state.teacher_stats, state.central_stats
+    if c.normalize_obs:
+        teacher_stats = normalizer.update(teacher_stats, traj.obs, (1, 2), axis_name)
+        central_stats = normalizer.update(central_stats, traj.obs, (0, 1, 2), axis_name)
+    seen = (env.episodes > 0).astype(jnp.float32)
+    teacher_return = _psum_mean(jnp.sum(env.last_return * seen, 1), jnp.sum(seen, 1), axis_name)
+    episodes = jnp.sum(env.episodes, 1)
+    if axis_name is not None:
+        episodes = jax.lax.psum(episodes, axis_name)
+    new = TrainState(params, opt, teacher_stats, central_stats, env, state.partition, key,
+                     state.iteration + 1)
+    return new, IterationMetrics(metrics, teacher_return, episodes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    """The compiled, sharded training step for one model on one mesh."""
+
+    model: Model
+    mesh: Mesh
+    step: Callable[[TrainState], tuple[TrainState, IterationMetrics]]
+    state_specs: Any
+
+    def place(self, state: TrainState) -> TrainState:
+        return parallel.put(state, self.mesh, self.state_specs)
+
+
+def make_runner(model: Model, state: TrainState, mesh: Mesh, iterations: int) -> Runner:
+    """`step(state)` runs `iterations` iterations on device; metrics are stacked `[n, ...]`."""
+
+    def multi(state):
+        return jax.lax.scan(lambda s, _: iteration(model, s), state, None, length=iterations)
+
+    state_specs = parallel.specs(state)
+    return Runner(model, mesh, parallel.shard(multi, mesh, state_specs), state_specs)
+
+
+# --- evaluation --------------------------------------------------------------------------
+
+
+def central_policy(model: Model, params: Any, stats: RunningStats,
+                   greedy: bool) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    def policy(obs, context, key):
+        dist = model.central_dist(params, obs, context, stats)
+        return dist.mode() if greedy else dist.sample(key)
+
+    return policy
+
+
+def teacher_policy(model: Model, params: Any, stats: RunningStats, partition: Partition,
+                   greedy: bool) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """Each context is acted in by the teacher of its own cell."""
+
+    def policy(obs, context, key):
+        cell = assign(partition, model.env.space, context)  # [N]
+        pick = lambda x: x[cell]  # noqa: E731  N teachers [N, ...], one sample each
+        dist, _ = model.teachers(jax.tree.map(pick, params), obs[:, None], context[:, None],
+                                 jax.tree.map(pick, stats))
+        dist = jax.tree.map(lambda x: x[:, 0], dist)
+        return dist.mode() if greedy else dist.sample(key)
+
+    return policy
+
+
+def evaluate(model: Model, state: TrainState, contexts: jax.Array, key: jax.Array,
+             greedy: bool, who: str = "central") -> jax.Array:
+    """Return of one episode per held-out context `[N, d]` -> `[N]`, by `who` in
+    {"central", "teachers"}. For method `ppo` there is no central policy: its single
+    teacher is evaluated either way."""
+    if who == "central" and model.has_central:
+        policy = central_policy(model, state.params.central, state.central_stats, greedy)
+    else:
+        policy = teacher_policy(model, state.params.teacher, state.teacher_stats,
+                                state.partition, greedy)
+    return episode_returns(policy, model.env, contexts, key)
+
+
+def heldout_contexts(model: Model) -> np.ndarray:
+    """The fixed held-out contexts `[N, d]` (from their own key, never a training one)."""
+    return model.env.space.spread(model.config.eval_contexts, jax.random.PRNGKey(2**31 - 1))

@@ -1,0 +1,147 @@
+"""The fused update: E epochs x M minibatches of one gradient step on (teachers, central).
+
+Each minibatch holds every partition's slice `[P, n, ...]`. One `jax.value_and_grad` over
+`Params(teacher [P, ...], central)` of
+
+    L = sum_i rho_i [ L_clip_i + c_v L_value_i - c_ent H_i + alpha L_couple_i ]
+        + lambda sum_i rho_i E_{s~pi_i} KL(sg pi_i || pi_c)
+
+where the teachers' forward pass on the minibatch is shared by the PPO terms, the central
+likelihood ratio and the distillation target. Under `shard_map` the loss is `pmean`-ed over
+the data axis before differentiation: the gradient of a replicated parameter inside
+`shard_map` is already summed over devices, so this gives the global-mean gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from distillax import losses
+from distillax.model import Model
+from distillax.normalizer import RunningStats
+
+
+@struct.dataclass
+class Params:
+    teacher: Any  # leaves [P, ...]
+    central: Any
+
+
+@struct.dataclass
+class OptState:
+    teacher: Any
+    central: Any
+
+
+@struct.dataclass
+class Batch:
+    """Training data, every leaf `[P, T, B, ...]` (or `[P, n, ...]` for a minibatch)."""
+
+    obs: jax.Array
+    context: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    advantages: jax.Array
+    returns: jax.Array
+
+
+@struct.dataclass
+class UpdateMetrics:
+    loss: jax.Array  # the total minimised loss L
+    teacher: losses.TeacherTerms  # each field [P]
+    distill: jax.Array  # [P] E KL(pi_i || pi_c) on teacher states
+    teacher_grad_norm: jax.Array  # [P] before clipping, of rho_i-weighted terms
+
+
+def clip_per_teacher(grads: Any, max_norms: jax.Array) -> tuple[Any, jax.Array]:
+    """Clip each teacher's slice of stacked grads `[P, ...]` to its own norm `max_norms [P]`.
+
+    Teachers are independent learners, so one teacher's large gradient must not shrink
+    another's step, as a global-norm clip over all of them would.
+    """
+    sq = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in jax.tree.leaves(grads))
+    norms = jnp.sqrt(sq)
+    scale = jnp.minimum(1.0, max_norms / (norms + 1e-12))
+    return jax.tree.map(lambda g: g * scale.reshape((-1,) + (1,) * (g.ndim - 1)), grads), norms
+
+
+def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats,
+            central_stats: RunningStats, weights: jax.Array,
+            axis_name: str | None) -> tuple[jax.Array, UpdateMetrics]:
+    """Total loss on a minibatch `[P, n, ...]`; `weights [P]` are rho_i."""
+    c = model.config
+    dist, value = model.teachers(params.teacher, mb.obs, mb.context, teacher_stats)
+    if model.has_central:
+        central = model.central_dist(params.central, mb.obs, mb.context, central_stats)
+        central_log_prob = central.log_prob(mb.action)
+        distill = jax.vmap(losses.distill_kl)(dist, central)
+    else:
+        central_log_prob = mb.log_prob
+        distill = jnp.zeros(weights.shape)
+    coupling = c.coupling_coef if c.method == "central" else 0.0
+    terms = jax.vmap(lambda *a: losses.teacher_loss(
+        *a, clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef,
+        coupling_coef=coupling, axis_name=axis_name))(
+        dist, value, mb.action, mb.log_prob, mb.value, mb.advantages, mb.returns,
+        central_log_prob)
+    total = jnp.sum(weights * terms.loss) + c.distill_coef * jnp.sum(weights * distill)
+    if axis_name is not None:
+        total = jax.lax.pmean(total, axis_name)
+        terms, distill = jax.lax.pmean((terms, distill), axis_name)
+    return total, UpdateMetrics(total, terms, distill, jnp.zeros(weights.shape))
+
+
+def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
+                   teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
+                   axis_name: str | None) -> tuple[Params, OptState, UpdateMetrics]:
+    """One gradient step of teachers and central policy on one minibatch."""
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, model, mb, teacher_stats, central_stats, weights, axis_name)
+    # Clip teacher i's gradient of rho_i * L_i at rho_i * max_grad_norm: the same as clipping
+    # the gradient of its own loss at max_grad_norm, as a stand-alone PPO learner would.
+    t_grads, norms = clip_per_teacher(grads.teacher, weights * model.config.max_grad_norm)
+    t_upd, t_opt = model.teacher_tx.update(t_grads, opt.teacher, params.teacher)
+    c_upd, c_opt = model.central_tx.update(grads.central, opt.central, params.central)
+    params = Params(optax.apply_updates(params.teacher, t_upd),
+                    optax.apply_updates(params.central, c_upd))
+    return params, OptState(t_opt, c_opt), metrics.replace(teacher_grad_norm=norms)
+
+
+def update(model: Model, params: Params, opt: OptState, batch: Batch,
+           teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
+           key: jax.Array, axis_name: str | None) -> tuple[Params, OptState, UpdateMetrics]:
+    """E epochs x M minibatches over `batch [P, T, B, ...]`; metrics averaged over all steps.
+
+    Minibatches split a random permutation of the time axis (shared by all envs and all
+    devices, from a replicated key), each keeping every env: so the minibatches of a
+    sharded run are exactly the device-wise pieces of the 1-device minibatches.
+    """
+    c = model.config
+    T, M = c.num_steps, c.num_minibatches
+
+    def epoch(carry, key):
+        perm = jax.random.permutation(key, T)
+
+        def split(x):  # [P, T, B, ...] -> [M, P, (T/M) * B, ...]
+            x = jnp.take(x, perm, axis=1)
+            x = x.reshape(x.shape[:1] + (M, T // M) + x.shape[2:])
+            x = jnp.moveaxis(x, 1, 0)
+            return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
+
+        def step(carry, mb):
+            params, opt = carry
+            params, opt, metrics = minibatch_step(model, params, opt, mb, teacher_stats,
+                                                  central_stats, weights, axis_name)
+            return (params, opt), metrics
+
+        return jax.lax.scan(step, carry, jax.tree.map(split, batch))
+
+    (params, opt), metrics = jax.lax.scan(epoch, (params, opt),
+                                          jax.random.split(key, c.update_epochs))
+    return params, opt, jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics)
