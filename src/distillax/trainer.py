@@ -8,6 +8,7 @@ and scanned `log_every` times per host call, so the host syncs once per report.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -155,12 +156,20 @@ def evaluate(model: Model, state: TrainState, contexts: jax.Array, key: jax.Arra
     """Return of one episode per held-out context `[N, d]` -> `[N]`, by `who` in
     {"central", "teachers"}. For method `ppo` there is no central policy: its single
     teacher is evaluated either way."""
-    if who == "central" and model.has_central:
-        policy = central_policy(model, state.params.central, state.central_stats, greedy)
-    else:
-        policy = teacher_policy(model, state.params.teacher, state.teacher_stats,
-                                state.partition, greedy)
-    return episode_returns(policy, model.env, contexts, key)
+    return _evaluator(model, greedy, who)(state, contexts, key)
+
+
+@functools.lru_cache(maxsize=64)
+def _evaluator(model: Model, greedy: bool, who: str) -> Callable:
+    def run(state, contexts, key):
+        if who == "central" and model.has_central:
+            policy = central_policy(model, state.params.central, state.central_stats, greedy)
+        else:
+            policy = teacher_policy(model, state.params.teacher, state.teacher_stats,
+                                    state.partition, greedy)
+        return episode_returns(policy, model.env, contexts, key)
+
+    return jax.jit(run)
 
 
 def heldout_contexts(model: Model) -> np.ndarray:
