@@ -73,6 +73,8 @@ class Config:
     eval_contexts: int = static(64)  # held-out contexts for the central policy's evaluation
     eval_every: int = static(5)  # evaluate the central policy every this many iterations
     checkpoint_dir: str = static("")  # where metrics, checkpoints and the config go
+    checkpoint_every: int = static(50)  # iterations between checkpoints (and one at the end)
+    max_to_keep: int = static(3)  # checkpoints kept on disk
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -136,7 +138,7 @@ def validate(config: Config, num_devices: int = 1) -> Config:
         _fail("activation", c.activation, f"one of {list(ACTIVATIONS)}")
     for name in ("partitions", "num_envs", "num_steps", "total_steps", "update_epochs",
                  "num_minibatches", "kmeans_samples", "context_candidates", "log_every",
-                 "eval_contexts", "eval_every"):
+                 "eval_contexts", "eval_every", "checkpoint_every", "max_to_keep"):
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             _fail(name, v, "a positive integer")
