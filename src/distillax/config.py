@@ -15,7 +15,9 @@ from typing import Any
 
 from flax import struct
 
-METHODS = ("central", "ppo")
+METHODS = ("independent", "central", "dnc", "distral", "distral2col", "ppo")
+DIVERGENCES = ("auto", "kl", "nll", "mse")
+SCHEDULES = ("constant", "linear")
 PARTITIONERS = ("kmeans", "grid", "tasks")
 ACTIVATIONS = ("tanh", "relu")
 
@@ -65,8 +67,19 @@ class Config:
     clip_eps: float = 0.2  # PPO ratio and value clipping
     vf_coef: float = 0.5  # c_v
     ent_coef: float = 0.01  # c_ent
-    coupling_coef: float = 0.01  # alpha, weight of L_couple_i
-    distill_coef: float = 1.0  # lambda, weight of L_distill
+    coupling_coef: float = 0.01  # alpha, weight of L_couple_i (`central`, `dnc`)
+    distill_coef: float = 1.0  # lambda, weight of L_distill (at the start of the schedule)
+    distill_coef_end: float = 1.0  # lambda at the last iteration, for schedule `linear`
+    distral_alpha: float = 0.5  # Distral's alpha: weight of log pi_c (reward / shared logits)
+    distral_beta: float = 5.0  # Distral's beta: inverse temperature of the teachers
+
+    # --- distillation and coupling choices (static) ----------------------------------------
+    # D in L_distill: kl (closed form), nll (of the teacher's action), mse (logits / means);
+    # auto = kl, except nll for `distral` (its gamma^t-weighted maximum likelihood).
+    divergence: str = static("auto")
+    distill_schedule: str = static("constant")  # lambda over iterations: constant or linear
+    distill_epochs: int = static(0)  # epochs per iteration that train the central policy; 0 = all
+    reset_every: int = static(0)  # copy central weights into every teacher each R iterations; 0 off
 
     # --- reporting -------------------------------------------------------------------------
     log_every: int = static(5)  # iterations per host call (scanned on device); one line each
@@ -80,6 +93,12 @@ class Config:
     @property
     def num_partitions(self) -> int:
         return 1 if self.method == "ppo" else self.partitions
+
+    @property
+    def resolved_divergence(self) -> str:
+        if self.divergence != "auto":
+            return self.divergence
+        return "nll" if self.method == "distral" else "kl"
 
     @property
     def envs_per_partition(self) -> int:
@@ -134,6 +153,10 @@ def validate(config: Config, num_devices: int = 1) -> Config:
         _fail("method", c.method, f"one of {list(METHODS)}")
     if c.partitioner not in PARTITIONERS:
         _fail("partitioner", c.partitioner, f"one of {list(PARTITIONERS)}")
+    if c.divergence not in DIVERGENCES:
+        _fail("divergence", c.divergence, f"one of {list(DIVERGENCES)}")
+    if c.distill_schedule not in SCHEDULES:
+        _fail("distill_schedule", c.distill_schedule, f"one of {list(SCHEDULES)}")
     if c.activation not in ACTIVATIONS:
         _fail("activation", c.activation, f"one of {list(ACTIVATIONS)}")
     for name in ("partitions", "num_envs", "num_steps", "total_steps", "update_epochs",
@@ -144,11 +167,13 @@ def validate(config: Config, num_devices: int = 1) -> Config:
             _fail(name, v, "a positive integer")
     if not c.hidden_sizes or any((not isinstance(h, int)) or h < 1 for h in c.hidden_sizes):
         _fail("hidden_sizes", c.hidden_sizes, "a non-empty tuple of positive integers")
-    for name in ("learning_rate", "central_learning_rate", "max_grad_norm", "clip_eps"):
+    for name in ("learning_rate", "central_learning_rate", "max_grad_norm", "clip_eps",
+                 "distral_beta"):
         v = getattr(c, name)
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             _fail(name, v, "a finite number > 0")
-    for name in ("vf_coef", "ent_coef", "coupling_coef", "distill_coef"):
+    for name in ("vf_coef", "ent_coef", "coupling_coef", "distill_coef", "distill_coef_end",
+                 "distral_alpha"):
         v = getattr(c, name)
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             _fail(name, v, "a finite number >= 0 (a coupling penalty is added to a minimised loss)")
@@ -156,6 +181,22 @@ def validate(config: Config, num_devices: int = 1) -> Config:
         v = getattr(c, name)
         if not (isinstance(v, (int, float)) and 0 <= v <= 1):
             _fail(name, v, "a number in [0, 1]")
+
+    for name in ("distill_epochs", "reset_every"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            _fail(name, v, "an integer >= 0 (0 switches it off / means every epoch)")
+    if c.distill_epochs > c.update_epochs:
+        _fail("distill_epochs", c.distill_epochs, f"at most update_epochs = {c.update_epochs}")
+    if c.reset_every:
+        if c.method in ("ppo", "distral2col"):
+            _fail("reset_every", c.reset_every,
+                  f"0 for method `{c.method}` (it has no separate central network to copy)")
+        if c.teacher_sees_context != c.central_sees_context:
+            _fail("reset_every", c.reset_every,
+                  "0 unless teachers and the central policy have the same input "
+                  f"(teacher_sees_context = {c.teacher_sees_context}, central_sees_context = "
+                  f"{c.central_sees_context})")
 
     P = c.num_partitions
     if c.partitions > c.kmeans_samples:

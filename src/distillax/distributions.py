@@ -41,6 +41,15 @@ class Categorical:
     def mode(self) -> jax.Array:
         return jnp.argmax(self.logits, axis=-1)
 
+    @property
+    def location(self) -> jax.Array:
+        """What `mse` distillation matches: the logits."""
+        return self.logits
+
+    def combine(self, other: "Categorical", alpha: float, beta: float) -> "Categorical":
+        """The Boltzmann policy of `alpha * self.logits + beta * other.logits`."""
+        return Categorical(alpha * self.logits + beta * other.logits)
+
 
 @struct.dataclass
 class DiagGaussian:
@@ -66,6 +75,22 @@ class DiagGaussian:
 
     def mode(self) -> jax.Array:
         return self.mean
+
+    @property
+    def location(self) -> jax.Array:
+        """What `mse` distillation matches: the mean."""
+        return self.mean
+
+    def combine(self, other: "DiagGaussian", alpha: float, beta: float) -> "DiagGaussian":
+        """The normalised product `self^alpha * other^beta`: log-densities add as logits do.
+
+        A Gaussian with precision `alpha/s1^2 + beta/s2^2` and the precision-weighted mean.
+        """
+        p1 = alpha * jnp.exp(-2 * self.log_std)
+        p2 = beta * jnp.exp(-2 * other.log_std)
+        precision = p1 + p2
+        mean = (p1 * self.mean + p2 * other.mean) / precision
+        return DiagGaussian(mean, -0.5 * jnp.log(precision))
 
 
 Distribution = Categorical | DiagGaussian

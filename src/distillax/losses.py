@@ -44,6 +44,50 @@ def distill_kl(teacher: Distribution, central: Distribution) -> jax.Array:
     return jnp.mean(stop_gradient(teacher).kl(central))
 
 
+def distill_loss(teacher: Distribution, central: Distribution, action: jax.Array,
+                 weight: jax.Array, divergence: str) -> jax.Array:
+    """One teacher's distillation loss on its `[n]` states, per-sample `weight [n]`.
+
+    `kl`: KL(sg pi_i || pi_c) over the full distribution (closed form); `nll`: -log pi_c of
+    the teacher's sampled action (Distral's maximum likelihood, with gamma^t weights);
+    `mse`: squared error between central and teacher logits (categorical) or means
+    (Gaussian), summed over action dims. The teacher is always the stopped target.
+    """
+    target = stop_gradient(teacher)
+    if divergence == "kl":
+        per_sample = target.kl(central)
+    elif divergence == "nll":
+        per_sample = -central.log_prob(action)
+    elif divergence == "mse":
+        per_sample = jnp.sum((central.location - target.location) ** 2, axis=-1)
+    else:
+        raise ValueError(f"unknown divergence `{divergence}`; valid: kl, nll, mse")
+    return jnp.mean(weight * per_sample)
+
+
+def dnc_coupling(own: Distribution, cross: Distribution, weights: jax.Array) -> jax.Array:
+    """DnC's pairwise penalty for every teacher i (Ghosh et al. 2018), `[P]`:
+
+        L_couple_i = sum_j rho_j ( E_{s~pi_i}[KL(pi_i || sg pi_j)] + E_{s~pi_j}[KL(sg pi_j || pi_i)] )
+
+    `own`: each teacher on its own states `[P, n]`; `cross[i, j]`: teacher i on partition j's
+    states `[P, P, n]`; `weights [P]`: rho. Gradients reach teacher i only through pi_i.
+    """
+    cross_sg, own_sg = stop_gradient(cross), stop_gradient(own)
+    own_i = jax.tree.map(lambda x: x[:, None], own)  # [i, 1]: pi_i on s ~ pi_i
+    j_on_i = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), cross_sg)  # [i, j]: pi_j on s ~ pi_i
+    own_j = jax.tree.map(lambda x: x[None], own_sg)  # [1, j]: pi_j on s ~ pi_j
+    forward = jnp.mean(own_i.kl(j_on_i), axis=-1)  # [i, j] E_{s~pi_i} KL(pi_i || pi_j)
+    reverse = jnp.mean(own_j.kl(cross), axis=-1)  # [i, j] E_{s~pi_j} KL(pi_j || pi_i)
+    return jnp.sum(weights[None, :] * (forward + reverse), axis=1)
+
+
+def distral_reward(reward: jax.Array, central_log_prob: jax.Array,
+                   teacher_log_prob: jax.Array, alpha: float, beta: float) -> jax.Array:
+    """Distral's entropy-regularised reward `r + (alpha/beta) log pi_c - (1/beta) log pi_i`."""
+    return reward + (alpha / beta) * central_log_prob - teacher_log_prob / beta
+
+
 def normalize(x: jax.Array, axis_name: str | None = None) -> jax.Array:
     """`(x - mean) / (std + 1e-8)`; with `axis_name`, moments over every device's shard."""
     mean, sq = jnp.mean(x), jnp.mean(x**2)

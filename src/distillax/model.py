@@ -60,15 +60,47 @@ class Model:
         """`obs [..., obs]`, `context [..., d]`, one set of stats `[obs]`."""
         return self._input(obs, context, stats, self.config.central_sees_context)
 
-    def teachers(self, params: Any, obs: jax.Array, context: jax.Array,
-                 stats: RunningStats) -> tuple[Distribution, jax.Array]:
-        """All teachers on their own inputs `[P, ...]` -> (distribution, value `[P, ...]`)."""
-        return apply_stacked(self.teacher, params, self.teacher_input(obs, context, stats))
+    @property
+    def shares_central(self) -> bool:
+        """distral2col: every teacher's policy contains the central network as a column."""
+        return self.config.method == "distral2col"
 
-    def teacher_values(self, params: Any, obs: jax.Array, context: jax.Array,
+    def acting_params(self, teacher: Any, central: Any) -> Any:
+        """What the teachers act with: their own params, plus (distral2col only) the shared
+        central column. Every other method acts without the central params."""
+        return (teacher, central) if self.shares_central else teacher
+
+    def teachers(self, acting: Any, obs: jax.Array, context: jax.Array, stats: RunningStats,
+                 central_stats: RunningStats | None = None) -> tuple[Distribution, jax.Array]:
+        """All teachers on their own inputs `[P, ...]` -> (distribution, value `[P, ...]`).
+
+        In distral2col the policy of teacher i is the Boltzmann policy of
+        `alpha * h_c(s, c) + beta * f_i(s)` (for Gaussians, the normalised product
+        `pi_c^alpha * pi_f_i^beta`), so the central network gets every teacher's gradient.
+        """
+        own = acting[0] if self.shares_central else acting
+        dist, value = apply_stacked(self.teacher, own, self.teacher_input(obs, context, stats))
+        if self.shares_central:
+            h = self.central_dist(acting[1], obs, context, central_stats)
+            dist = h.combine(dist, self.config.distral_alpha, self.config.distral_beta)
+        return dist, value
+
+    def teacher_values(self, acting: Any, obs: jax.Array, context: jax.Array,
                        stats: RunningStats) -> jax.Array:
+        own = acting[0] if self.shares_central else acting
         x = self.teacher_input(obs, context, stats)
-        return apply_stacked(self.teacher, params, x, method=ActorCritic.value)
+        return apply_stacked(self.teacher, own, x, method=ActorCritic.value)
+
+    def cross_policies(self, teacher: Any, obs: jax.Array, context: jax.Array,
+                       stats: RunningStats) -> Distribution:
+        """Every teacher on every partition's states: `obs [P, n, obs]` -> dist `[P, P, n]`,
+        indexed [teacher, partition of the states, sample] (P^2 forward passes, vmapped)."""
+
+        def one(params_i, stats_i):
+            x = self._input(obs, context, stats_i, self.config.teacher_sees_context)
+            return self.teacher.apply(params_i, x, method=ActorCritic.policy)
+
+        return jax.vmap(one)(teacher, stats)
 
     def central_dist(self, params: Any, obs: jax.Array, context: jax.Array,
                      stats: RunningStats) -> Distribution:

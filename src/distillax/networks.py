@@ -77,6 +77,9 @@ class ActorCritic(nn.Module):
     def value(self, obs: jax.Array) -> jax.Array:
         return self.critic(obs)[..., 0]
 
+    def policy(self, obs: jax.Array) -> Distribution:
+        return self.actor(obs)
+
 
 def init_stacked(module: nn.Module, key: jax.Array, num: int, obs: jax.Array) -> Any:
     """Params of `num` independent copies of `module`, stacked: leaves `[num, ...]`."""

@@ -29,6 +29,7 @@ class EnvCarry:
     episode_return: jax.Array  # [P, B] return so far in the running episode
     last_return: jax.Array  # [P, B] return of the last completed episode
     episodes: jax.Array  # [P, B] completed episodes
+    episode_step: jax.Array  # [P, B] steps since the running episode began (t in gamma^t)
 
 
 @struct.dataclass
@@ -44,6 +45,7 @@ class Transition:
     terminated: jax.Array
     truncated: jax.Array
     final_value: jax.Array  # V_i(true s_{t+1}); used only where truncated
+    episode_step: jax.Array  # t, the step's index within its episode
 
 
 def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per_cell: int,
@@ -61,7 +63,8 @@ def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per
 
     keys, contexts, obs, states = jax.vmap(jax.vmap(one))(keys, cells)
     zeros = jnp.zeros((P, envs_per_cell))
-    return EnvCarry(states, obs, contexts, keys, zeros, zeros, zeros)
+    return EnvCarry(states, obs, contexts, keys, zeros, zeros, zeros,
+                    jnp.zeros((P, envs_per_cell), jnp.int32))
 
 
 def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
@@ -96,9 +99,11 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
             episode_return=jnp.where(done, 0.0, ep_return),
             last_return=jnp.where(done, ep_return, carry.last_return),
             episodes=carry.episodes + done,
+            episode_step=jnp.where(done, 0, carry.episode_step + 1),
         )
         tr = Transition(carry.obs, carry.context, action, dist.log_prob(action), value,
-                        out.reward, out.terminated, out.truncated, final_value)
+                        out.reward, out.terminated, out.truncated, final_value,
+                        carry.episode_step)
         return new, tr
 
     carry, traj = jax.lax.scan(step, carry, None, length=num_steps)

@@ -17,7 +17,8 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh
 
-from distillax import normalizer, parallel
+from distillax import losses, normalizer, parallel
+from distillax.config import Config
 from distillax.contexts import Partition, assign, make_partition
 from distillax.model import Model
 from distillax.normalizer import RunningStats
@@ -69,24 +70,52 @@ def _psum_mean(total: jax.Array, count: jax.Array, axis_name: str | None) -> jax
     return total / jnp.maximum(count, 1.0)
 
 
+def distill_coef_at(config: Config, iteration: jax.Array) -> jax.Array:
+    """lambda at an iteration: constant, or linear from distill_coef to distill_coef_end."""
+    if config.distill_schedule == "constant":
+        return jnp.asarray(config.distill_coef, jnp.float32)
+    frac = iteration / max(config.num_iterations - 1, 1)
+    return config.distill_coef + (config.distill_coef_end - config.distill_coef) * frac
+
+
+def reset_teachers(teacher: Any, central: Any) -> Any:
+    """Copy the central actor into every teacher's actor (DnC's periodic reset); critics stay."""
+    num = jax.tree.leaves(teacher)[0].shape[0]
+    actor = jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + x.shape), central["params"])
+    return {**teacher, "params": {**teacher["params"], "actor": actor}}
+
+
 def iteration(model: Model, state: TrainState,
               axis_name: str | None = parallel.AXIS) -> tuple[TrainState, IterationMetrics]:
     """Rollout + GAE + fused update + normaliser update. Pure; run inside `shard_map`."""
     c = model.config
     key, k_update = jax.random.split(state.key)
-    t_stats = state.teacher_stats
-    act = lambda p, o, ctx: model.teachers(p, o, ctx, t_stats)  # noqa: E731
+    t_stats, c_stats = state.teacher_stats, state.central_stats
+    act = lambda p, o, ctx: model.teachers(p, o, ctx, t_stats, c_stats)  # noqa: E731
     value_fn = lambda p, o, ctx: model.teacher_values(p, o, ctx, t_stats)  # noqa: E731
-    env, traj = rollout(state.params.teacher, state.env, state.partition, act, value_fn,
+    acting = model.acting_params(state.params.teacher, state.params.central)
+    env, traj = rollout(acting, state.env, state.partition, act, value_fn,
                         model.env, c.num_steps, c.context_candidates)
-    last_value = value_fn(state.params.teacher, env.obs, env.context)
+    last_value = value_fn(acting, env.obs, env.context)
+    reward, distill_weight = traj.reward, jnp.ones_like(traj.reward)
+    if c.method == "distral":
+        central = model.central_dist(state.params.central, traj.obs, traj.context, c_stats)
+        reward = losses.distral_reward(reward, central.log_prob(traj.action), traj.log_prob,
+                                       c.distral_alpha, c.distral_beta)
+        distill_weight = c.gamma ** traj.episode_step.astype(jnp.float32)
     adv, ret = jax.vmap(lambda r, v, te, tr, fv, lv: gae(r, v, te, tr, fv, lv, c.gamma,
                                                          c.gae_lambda))(
-        traj.reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
-    batch = Batch(traj.obs, traj.context, traj.action, traj.log_prob, traj.value, adv, ret)
-    params, opt, metrics = update(model, state.params, state.opt, batch, t_stats,
-                                  state.central_stats, state.partition.weights, k_update,
-                                  axis_name)
+        reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
+    batch = Batch(traj.obs, traj.context, traj.action, traj.log_prob, traj.value, adv, ret,
+                  distill_weight)
+    params, opt, metrics = update(model, state.params, state.opt, batch, t_stats, c_stats,
+                                  state.partition.weights, k_update, axis_name,
+                                  distill_coef_at(c, state.iteration))
+    if c.reset_every:
+        do_reset = (state.iteration + 1) % c.reset_every == 0
+        reset = reset_teachers(params.teacher, params.central)
+        params = params.replace(teacher=jax.tree.map(
+            lambda r, p: jnp.where(do_reset, r, p), reset, params.teacher))
     teacher_stats, central_stats = state.teacher_stats, state.central_stats
     if c.normalize_obs:
         teacher_stats = normalizer.update(teacher_stats, traj.obs, (1, 2), axis_name)
@@ -136,15 +165,17 @@ def central_policy(model: Model, params: Any, stats: RunningStats,
     return policy
 
 
-def teacher_policy(model: Model, params: Any, stats: RunningStats, partition: Partition,
+def teacher_policy(model: Model, params: Params, t_stats: RunningStats, c_stats: RunningStats,
+                   partition: Partition,
                    greedy: bool) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """Each context is acted in by the teacher of its own cell."""
 
     def policy(obs, context, key):
         cell = assign(partition, model.env.space, context)  # [N]
         pick = lambda x: x[cell]  # noqa: E731  N teachers [N, ...], one sample each
-        dist, _ = model.teachers(jax.tree.map(pick, params), obs[:, None], context[:, None],
-                                 jax.tree.map(pick, stats))
+        acting = model.acting_params(jax.tree.map(pick, params.teacher), params.central)
+        dist, _ = model.teachers(acting, obs[:, None], context[:, None],
+                                 jax.tree.map(pick, t_stats), c_stats)
         dist = jax.tree.map(lambda x: x[:, 0], dist)
         return dist.mode() if greedy else dist.sample(key)
 
@@ -165,8 +196,8 @@ def _evaluator(model: Model, greedy: bool, who: str) -> Callable:
         if who == "central" and model.has_central:
             policy = central_policy(model, state.params.central, state.central_stats, greedy)
         else:
-            policy = teacher_policy(model, state.params.teacher, state.teacher_stats,
-                                    state.partition, greedy)
+            policy = teacher_policy(model, state.params, state.teacher_stats,
+                                    state.central_stats, state.partition, greedy)
         return episode_returns(policy, model.env, contexts, key)
 
     return jax.jit(run)

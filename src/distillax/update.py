@@ -49,6 +49,7 @@ class Batch:
     value: jax.Array
     advantages: jax.Array
     returns: jax.Array
+    distill_weight: jax.Array  # per-sample weight of L_distill (gamma^t for distral, else 1)
 
 
 @struct.dataclass
@@ -72,15 +73,21 @@ def clip_per_teacher(grads: Any, max_norms: jax.Array) -> tuple[Any, jax.Array]:
 
 
 def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats,
-            central_stats: RunningStats, weights: jax.Array,
-            axis_name: str | None) -> tuple[jax.Array, UpdateMetrics]:
-    """Total loss on a minibatch `[P, n, ...]`; `weights [P]` are rho_i."""
+            central_stats: RunningStats, weights: jax.Array, axis_name: str | None,
+            distill_coef: jax.Array | float | None = None) -> tuple[jax.Array, UpdateMetrics]:
+    """Total loss on a minibatch `[P, n, ...]`; `weights [P]` are rho_i.
+
+    `distill_coef` overrides the config's lambda (the schedule's value this epoch).
+    """
     c = model.config
-    dist, value = model.teachers(params.teacher, mb.obs, mb.context, teacher_stats)
+    lam = c.distill_coef if distill_coef is None else distill_coef
+    acting = model.acting_params(params.teacher, params.central)
+    dist, value = model.teachers(acting, mb.obs, mb.context, teacher_stats, central_stats)
     if model.has_central:
         central = model.central_dist(params.central, mb.obs, mb.context, central_stats)
         central_log_prob = central.log_prob(mb.action)
-        distill = jax.vmap(losses.distill_kl)(dist, central)
+        distill = jax.vmap(losses.distill_loss, in_axes=(0, 0, 0, 0, None))(
+            dist, central, mb.action, mb.distill_weight, c.resolved_divergence)
     else:
         central_log_prob = mb.log_prob
         distill = jnp.zeros(weights.shape)
@@ -90,7 +97,11 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
         coupling_coef=coupling, axis_name=axis_name))(
         dist, value, mb.action, mb.log_prob, mb.value, mb.advantages, mb.returns,
         central_log_prob)
-    total = jnp.sum(weights * terms.loss) + c.distill_coef * jnp.sum(weights * distill)
+    if c.method == "dnc":
+        cross = model.cross_policies(params.teacher, mb.obs, mb.context, teacher_stats)
+        couple = losses.dnc_coupling(dist, cross, weights)
+        terms = terms.replace(loss=terms.loss + c.coupling_coef * couple, couple=couple)
+    total = jnp.sum(weights * terms.loss) + lam * jnp.sum(weights * distill)
     if axis_name is not None:
         total = jax.lax.pmean(total, axis_name)
         terms, distill = jax.lax.pmean((terms, distill), axis_name)
@@ -99,34 +110,52 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
 
 def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
                    teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
-                   axis_name: str | None) -> tuple[Params, OptState, UpdateMetrics]:
-    """One gradient step of teachers and central policy on one minibatch."""
+                   axis_name: str | None, distill_coef: jax.Array | float | None = None,
+                   train_central: jax.Array | bool = True
+                   ) -> tuple[Params, OptState, UpdateMetrics]:
+    """One gradient step of teachers and central policy on one minibatch.
+
+    With `train_central` False the central params and optimizer state are left as they are
+    (Adam would otherwise keep moving them on momentum alone).
+    """
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, model, mb, teacher_stats, central_stats, weights, axis_name)
+        params, model, mb, teacher_stats, central_stats, weights, axis_name, distill_coef)
     # Clip teacher i's gradient of rho_i * L_i at rho_i * max_grad_norm: the same as clipping
     # the gradient of its own loss at max_grad_norm, as a stand-alone PPO learner would.
     t_grads, norms = clip_per_teacher(grads.teacher, weights * model.config.max_grad_norm)
     t_upd, t_opt = model.teacher_tx.update(t_grads, opt.teacher, params.teacher)
     c_upd, c_opt = model.central_tx.update(grads.central, opt.central, params.central)
-    params = Params(optax.apply_updates(params.teacher, t_upd),
-                    optax.apply_updates(params.central, c_upd))
-    return params, OptState(t_opt, c_opt), metrics.replace(teacher_grad_norm=norms)
+    central = optax.apply_updates(params.central, c_upd)
+    keep = lambda new, old: jax.tree.map(  # noqa: E731
+        lambda n, o: jnp.where(train_central, n, o), new, old)
+    params = Params(optax.apply_updates(params.teacher, t_upd), keep(central, params.central))
+    opt = OptState(t_opt, keep(c_opt, opt.central))
+    return params, opt, metrics.replace(teacher_grad_norm=norms)
 
 
 def update(model: Model, params: Params, opt: OptState, batch: Batch,
            teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
-           key: jax.Array, axis_name: str | None) -> tuple[Params, OptState, UpdateMetrics]:
+           key: jax.Array, axis_name: str | None, distill_coef: jax.Array | float | None = None
+           ) -> tuple[Params, OptState, UpdateMetrics]:
     """E epochs x M minibatches over `batch [P, T, B, ...]`; metrics averaged over all steps.
 
     Minibatches split a random permutation of the time axis (shared by all envs and all
     devices, from a replicated key), each keeping every env: so the minibatches of a
     sharded run are exactly the device-wise pieces of the 1-device minibatches.
+    Distillation is active in the first `distill_epochs` epochs (0: all); in the others the
+    central policy is not stepped unless it is shared with the teachers (distral2col).
     """
     c = model.config
     T, M = c.num_steps, c.num_minibatches
+    lam = c.distill_coef if distill_coef is None else distill_coef
+    distill_epochs = c.distill_epochs or c.update_epochs
 
-    def epoch(carry, key):
+    def epoch(carry, x):
+        key, index = x
         perm = jax.random.permutation(key, T)
+        on = index < distill_epochs
+        lam_e = jnp.where(on, lam, 0.0)
+        train_central = jnp.logical_or(on, model.shares_central)
 
         def split(x):  # [P, T, B, ...] -> [M, P, (T/M) * B, ...]
             x = jnp.take(x, perm, axis=1)
@@ -137,11 +166,12 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
         def step(carry, mb):
             params, opt = carry
             params, opt, metrics = minibatch_step(model, params, opt, mb, teacher_stats,
-                                                  central_stats, weights, axis_name)
+                                                  central_stats, weights, axis_name, lam_e,
+                                                  train_central)
             return (params, opt), metrics
 
         return jax.lax.scan(step, carry, jax.tree.map(split, batch))
 
-    (params, opt), metrics = jax.lax.scan(epoch, (params, opt),
-                                          jax.random.split(key, c.update_epochs))
+    xs = (jax.random.split(key, c.update_epochs), jnp.arange(c.update_epochs))
+    (params, opt), metrics = jax.lax.scan(epoch, (params, opt), xs)
     return params, opt, jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics)
