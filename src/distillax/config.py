@@ -88,6 +88,7 @@ class Config:
     checkpoint_dir: str = static("")  # where metrics, checkpoints and the config go
     checkpoint_every: int = static(50)  # iterations between checkpoints (and one at the end)
     max_to_keep: int = static(3)  # checkpoints kept on disk
+    tensorboard: bool = static(False)  # also write TensorBoard events to checkpoint_dir/tensorboard
 
     # ---------------------------------------------------------------------------------------
     @property
