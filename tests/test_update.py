@@ -1,0 +1,274 @@
+"""The fused update: gradient paths, vmapped teachers vs a loop, per-teacher clipping, a step.
+
+Small sizes throughout: 2 teachers, an 8-unit hidden layer, minibatches of 8 samples.
+"""
+
+import dataclasses
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distillax import losses
+from distillax import update as upd
+from distillax.config import Config, validate
+from distillax.model import build_model
+from distillax.normalizer import init_stats
+
+P, N = 2, 8  # teachers, samples per teacher in a minibatch
+WEIGHTS = jnp.array([0.3, 0.7])  # rho_i
+
+
+def _config(**kw) -> Config:
+    base = dict(hidden_sizes=(8,), num_envs=8, num_steps=8, partitions=P, kmeans_samples=1000,
+                update_epochs=2, num_minibatches=2, coupling_coef=0.5, distill_coef=1.0)
+    return validate(Config(**{**base, **kw}))
+
+
+@functools.lru_cache(maxsize=None)
+def _model(**kw):
+    return build_model(_config(**kw))
+
+
+def _setup(model, seed, shape=(N,)):
+    """(params, teacher stats, central stats, batch `[P, *shape, ...]`) for `model`.
+
+    Data and params come from numpy (threefry-heavy jitted set-up takes seconds to compile
+    on CPU). Params are N(0, 0.5^2) with the model's structure, so teachers and central
+    differ clearly (the real init's 0.01-scaled last layer makes every policy near uniform).
+    """
+    rng = np.random.default_rng(seed)
+    normal = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
+    shapes = jax.eval_shape(model.init_params, jax.random.key(0))
+    teacher, central = jax.tree.map(lambda x: 0.5 * normal(*x.shape), shapes)
+    params = upd.Params(teacher, central)
+    env = model.env
+    P_ = model.config.num_partitions
+    t_stats = init_stats((P_, env.obs_dim))
+    c_stats = init_stats((env.obs_dim,))
+    obs = normal(P_, *shape, env.obs_dim)
+    low, high = np.asarray(env.space.low), np.asarray(env.space.high)
+    context = jnp.asarray(rng.uniform(low, high, size=(P_, *shape, env.space.dim)), jnp.float32)
+    if env.discrete:
+        action = jnp.asarray(rng.integers(0, env.action_dim, size=(P_, *shape)), jnp.int32)
+    else:
+        action = normal(P_, *shape, env.action_dim)
+    dist, _ = jax.jit(model.teachers)(params.teacher, obs, context, t_stats)
+    # stored log-probs: the current ones plus noise, so ratios fall on both sides of the clip
+    log_prob = dist.log_prob(action) + 0.3 * normal(P_, *shape)
+    batch = upd.Batch(
+        obs=obs, context=context, action=action, log_prob=log_prob,
+        value=normal(P_, *shape), advantages=normal(P_, *shape), returns=normal(P_, *shape),
+        distill_weight=jnp.ones((P_, *shape)),
+    )
+    return params, t_stats, c_stats, batch
+
+
+@functools.lru_cache(maxsize=None)
+def _grad_fn(model):
+    """Jitted gradient of loss_fn with alpha and lambda as traced config leaves.
+
+    The numeric coefficients are pytree leaves of the config, so one compiled program
+    serves every value: comparing alpha = 0.5 with alpha = 0 (or lambda = 1 with 0) runs
+    the same arithmetic, and a term that adds nothing leaves the gradient bit-for-bit equal.
+    """
+    def grads(params, mb, t_stats, c_stats, weights, alpha, lam):
+        config = model.config.replace(coupling_coef=alpha, distill_coef=lam)
+        m = dataclasses.replace(model, config=config)
+        return jax.grad(upd.loss_fn, has_aux=True)(params, m, mb, t_stats, c_stats, weights,
+                                                   None)[0]
+
+    return jax.jit(grads)
+
+
+def _grads(model, params, mb, t_stats, c_stats, weights=WEIGHTS, alpha=None, lam=None):
+    c = model.config
+    alpha = c.coupling_coef if alpha is None else alpha
+    lam = c.distill_coef if lam is None else lam
+    return _grad_fn(model)(params, mb, t_stats, c_stats, weights, jnp.float32(alpha),
+                           jnp.float32(lam))
+
+
+def _max_abs(tree) -> float:
+    return max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(tree))
+
+
+# --- gradient paths ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task,method", [("cartpole", "central"),  # categorical
+                                         ("pendulum", "central"),  # Gaussian
+                                         ("cartpole", "dnc")])  # pairwise coupling
+def test_distillation_never_moves_teachers_and_coupling_never_moves_central(task, method):
+    model = _model(task=task, method=method)  # alpha = 0.5, lambda = 1
+    params, ts, cs, mb = _setup(model, 0)
+    g_full = _grads(model, params, mb, ts, cs)
+    g_no_distill = _grads(model, params, mb, ts, cs, lam=0.0)
+    g_no_couple = _grads(model, params, mb, ts, cs, alpha=0.0)
+
+    # distillation adds nothing to the teachers' gradient: bit-for-bit equal
+    chex.assert_trees_all_equal(g_full.teacher, g_no_distill.teacher)
+    # ... but it is what trains the central policy (so the check above can fail)
+    assert _max_abs(g_full.central) > 1e-4
+    # without distillation the central policy gets no gradient at all (couplings are stopped)
+    chex.assert_trees_all_equal(g_no_distill.central, jax.tree.map(jnp.zeros_like,
+                                                                   g_full.central))
+
+    # the coupling adds nothing to the central gradient: bit-for-bit equal
+    chex.assert_trees_all_equal(g_full.central, g_no_couple.central)
+    # ... but it does change the teachers' gradient
+    diff = jax.tree.map(lambda a, b: a - b, g_full.teacher, g_no_couple.teacher)
+    assert _max_abs(diff) > 1e-5
+
+
+def test_teacher_gradients_are_independent_across_teachers():
+    """Teacher i's loss reaches only slice i of the stacked params (weights one-hot)."""
+    model = _model()
+    params, ts, cs, mb = _setup(model, 1)
+    g = _grads(model, params, mb, ts, cs, weights=jnp.array([1.0, 0.0]))
+    for leaf in jax.tree.leaves(g.teacher):
+        assert float(jnp.max(jnp.abs(leaf[0]))) > 0.0
+        np.testing.assert_array_equal(leaf[1], 0.0)
+
+
+# --- vmapped teachers vs a loop ---------------------------------------------------------------
+
+def test_vmapped_teacher_losses_equal_a_loop_over_teachers():
+    model = _model()
+    c = model.config
+    params, ts, cs, mb = _setup(model, 2)
+    total, metrics = jax.jit(upd.loss_fn, static_argnums=(1, 6))(params, model, mb, ts, cs,
+                                                                 WEIGHTS, None)
+    chex.assert_tree_shape_prefix(metrics.teacher, (P,))
+    chex.assert_shape(metrics.distill, (P,))
+
+    t_in = model.teacher_input(mb.obs, mb.context, ts)
+    c_in = model.central_input(mb.obs, mb.context, cs)
+    expected_total = 0.0
+    for i in range(P):
+        p_i = jax.tree.map(lambda x: x[i], params.teacher)
+        dist_i, value_i = model.teacher.apply(p_i, t_in[i])  # one un-vmapped teacher
+        central_i = model.central.apply(params.central, c_in[i])
+        terms_i = losses.teacher_loss(
+            dist_i, value_i, mb.action[i], mb.log_prob[i], mb.value[i], mb.advantages[i],
+            mb.returns[i], central_i.log_prob(mb.action[i]), clip_eps=c.clip_eps,
+            vf_coef=c.vf_coef, ent_coef=c.ent_coef, coupling_coef=c.coupling_coef)
+        distill_i = losses.distill_kl(dist_i, central_i)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], metrics.teacher), terms_i,
+                                    rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(metrics.distill[i], distill_i, rtol=1e-5, atol=1e-7)
+        expected_total += WEIGHTS[i] * (terms_i.loss + c.distill_coef * distill_i)
+        assert float(terms_i.couple) != 0.0 and float(distill_i) > 0.0
+    # L = sum_i rho_i [L_i + lambda distill_i]
+    np.testing.assert_allclose(total, expected_total, rtol=1e-5)
+    np.testing.assert_allclose(metrics.loss, total)
+
+
+# --- clip_per_teacher -------------------------------------------------------------------------
+
+def test_clip_per_teacher_hand_values():
+    # teacher 0: leaves [3, 0] and [[4]] -> norm sqrt(9 + 16) = 5; max 1 -> scale 1/5
+    # teacher 1: leaves [0.3, 0] and [[0.4]] -> norm 0.5 < 1 -> untouched
+    grads = {"a": jnp.array([[3.0, 0.0], [0.3, 0.0]]),
+             "b": jnp.array([[[4.0]], [[0.4]]])}
+    clipped, norms = upd.clip_per_teacher(grads, jnp.array([1.0, 1.0]))
+    np.testing.assert_allclose(norms, [5.0, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(clipped["a"][0], [0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(clipped["b"][0], [[0.8]], rtol=1e-6)
+    np.testing.assert_allclose(jnp.sqrt(jnp.sum(clipped["a"][0] ** 2)
+                                        + jnp.sum(clipped["b"][0] ** 2)), 1.0, rtol=1e-6)
+    # the teacher under its threshold is bit-for-bit untouched, whatever the other's norm
+    np.testing.assert_array_equal(clipped["a"][1], grads["a"][1])
+    np.testing.assert_array_equal(clipped["b"][1], grads["b"][1])
+
+    # per-teacher thresholds: max [10, 0.25] -> teacher 0 untouched, teacher 1 halved
+    clipped2, _ = upd.clip_per_teacher(grads, jnp.array([10.0, 0.25]))
+    np.testing.assert_array_equal(clipped2["a"][0], grads["a"][0])
+    np.testing.assert_allclose(clipped2["a"][1], [0.15, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(clipped2["b"][1], [[0.2]], rtol=1e-6)
+
+
+def test_clip_per_teacher_on_real_stacked_grads():
+    """On the network's grads: norms are each slice's own norm; a loose clip is identity."""
+    model = _model()
+    params, ts, cs, mb = _setup(model, 3)
+    g = _grads(model, params, mb, ts, cs).teacher
+    _, norms = upd.clip_per_teacher(g, jnp.full(P, jnp.inf))
+    for i in range(P):
+        own = math.sqrt(sum(float(jnp.sum(x[i] ** 2)) for x in jax.tree.leaves(g)))
+        np.testing.assert_allclose(norms[i], own, rtol=1e-5)
+    loose, _ = upd.clip_per_teacher(g, norms * 2.0)
+    chex.assert_trees_all_equal(loose, g)
+    tight, tight_norms = upd.clip_per_teacher(g, norms / 4.0)
+    _, after = upd.clip_per_teacher(tight, jnp.full(P, jnp.inf))
+    np.testing.assert_allclose(after, tight_norms / 4.0, rtol=1e-5)
+
+
+# --- method ppo -------------------------------------------------------------------------------
+
+def test_ppo_has_no_central_terms():
+    model = _model(method="ppo")
+    assert model.config.num_partitions == 1 and not model.has_central
+    params, ts, cs, mb = _setup(model, 4)
+    chex.assert_shape(mb.action, (1, N))
+    w = jnp.ones(1)
+    total, metrics = jax.jit(upd.loss_fn, static_argnums=(1, 6))(params, model, mb, ts, cs, w,
+                                                                 None)
+    np.testing.assert_array_equal(metrics.distill, jnp.zeros(1))
+    np.testing.assert_array_equal(metrics.teacher.central_log_ratio, jnp.zeros(1))
+    # the total is exactly the one teacher's PPO loss: clip + c_v value - c_ent entropy, with
+    # no coupling (the logged `couple` is then E[r log r] against the old policy, not used)
+    t = metrics.teacher
+    c = model.config
+    ppo = t.clip + c.vf_coef * t.value - c.ent_coef * t.entropy
+    np.testing.assert_allclose(t.loss, ppo, rtol=1e-6)
+    np.testing.assert_allclose(total, ppo[0], rtol=1e-6)
+    # ... whatever the configured coupling and distillation coefficients
+    g_big = _grads(model, params, mb, ts, cs, weights=w, alpha=3.0, lam=3.0)
+    g = _grads(model, params, mb, ts, cs, weights=w)
+    chex.assert_trees_all_equal(g, g_big)
+    chex.assert_trees_all_equal(g.central, jax.tree.map(jnp.zeros_like, params.central))
+    assert _max_abs(g.teacher) > 0.0
+
+
+# --- one full update --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["central", "ppo"])
+def test_update_runs_and_changes_params(method):
+    model = _model(method=method)
+    c = model.config
+    P_ = c.num_partitions
+    B = c.envs_per_partition
+    params, ts, cs, batch = _setup(model, 5, shape=(c.num_steps, B))
+    chex.assert_shape(batch.obs, (P_, c.num_steps, B, model.env.obs_dim))
+    opt = upd.OptState(model.teacher_tx.init(params.teacher), model.central_tx.init(params.central))
+    weights = jnp.full(P_, 1.0 / P_)
+
+    step = jax.jit(upd.update, static_argnums=(0, 8))
+    new_params, new_opt, metrics = step(model, params, opt, batch, ts, cs, weights,
+                                        jax.random.key(6), None)
+
+    chex.assert_shape(metrics.loss, ())
+    chex.assert_tree_shape_prefix(metrics.teacher, (P_,))
+    chex.assert_tree_all_finite(metrics.teacher)
+    chex.assert_shape([metrics.distill, metrics.teacher_grad_norm], (P_,))
+    chex.assert_tree_all_finite(metrics)
+    assert bool(jnp.all(metrics.teacher_grad_norm > 0.0))
+    chex.assert_trees_all_equal_shapes(new_params, params)
+    chex.assert_trees_all_equal_shapes(new_opt, opt)
+    chex.assert_tree_all_finite(new_params)
+
+    # every teacher's every leaf moved
+    for old, new in zip(jax.tree.leaves(params.teacher), jax.tree.leaves(new_params.teacher)):
+        for i in range(P_):
+            assert float(jnp.max(jnp.abs(new[i] - old[i]))) > 0.0
+    if method == "central":
+        assert bool(jnp.all(metrics.distill > 0.0))
+        for old, new in zip(jax.tree.leaves(params.central), jax.tree.leaves(new_params.central)):
+            assert float(jnp.max(jnp.abs(new - old))) > 0.0
+    else:  # the central policy gets zero gradients and Adam leaves it where it was
+        np.testing.assert_array_equal(metrics.distill, 0.0)
+        chex.assert_trees_all_equal(new_params.central, params.central)
