@@ -1,20 +1,27 @@
 """distillax: concurrent policy distillation (DnC, Distral) for contextual MDPs in JAX.
 
-    from distillax import Config, train
-    state, summary = train(Config(task="cartpole", method="central", partitions=4))
+    from distillax import Config, load_policy, train
+    state, summary = train(Config(task="cartpole", method="central", partitions=4,
+                                  checkpoint_dir="runs/a"))
+    policy = load_policy("runs/a")          # the central policy: policy(obs, context, key)
 """
 
 from distillax.config import Config, ConfigError, validate
 from distillax.envs import TASKS, ContextualEnv, make_task, register
 
-__all__ = ["Config", "ConfigError", "validate", "train", "Summary", "TASKS", "ContextualEnv",
-           "make_task", "register"]
+__all__ = ["Config", "ConfigError", "validate", "train", "resume", "Summary", "load_policy",
+           "TASKS", "ContextualEnv", "make_task", "register"]
 
 
 def __getattr__(name: str):
-    # Lazy, so `python -m distillax.train` does not import its own module twice.
-    if name in ("train", "Summary"):
-        from distillax import train as _train_module
+    # Lazy, so `python -m distillax.train` does not import its own module twice. Importing
+    # the submodule `distillax.train` binds the package attribute `train` to the module;
+    # rebind it to the function.
+    if name in ("train", "resume", "Summary"):
+        import importlib
 
-        return getattr(_train_module, name)
+        module = importlib.import_module("distillax.train")
+        globals().update({n: getattr(module, n) for n in ("train", "resume", "Summary")
+                          if hasattr(module, n)})
+        return globals()[name]
     raise AttributeError(f"module 'distillax' has no attribute {name!r}")

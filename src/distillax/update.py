@@ -88,7 +88,7 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
         central_log_prob = central.log_prob(mb.action)
         distill = jax.vmap(losses.distill_loss, in_axes=(0, 0, 0, 0, None))(
             dist, central, mb.action, mb.distill_weight, c.resolved_divergence)
-    else:
+    else:  # ppo: no central policy, so no central ratio (r_c = 1) and no distillation
         central_log_prob = mb.log_prob
         distill = jnp.zeros(weights.shape)
     coupling = c.coupling_coef if c.method == "central" else 0.0
@@ -97,6 +97,8 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
         coupling_coef=coupling, axis_name=axis_name))(
         dist, value, mb.action, mb.log_prob, mb.value, mb.advantages, mb.returns,
         central_log_prob)
+    if not model.has_central:  # with r_c = 1 the estimate would be KL(pi_i || pi_old)
+        terms = terms.replace(couple=jnp.zeros(weights.shape))
     if c.method == "dnc":
         cross = model.cross_policies(params.teacher, mb.obs, mb.context, teacher_stats)
         couple = losses.dnc_coupling(dist, cross, weights)

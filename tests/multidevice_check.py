@@ -1,0 +1,37 @@
+"""Run in its own process (the device count is fixed once JAX starts): one training chunk on
+a mesh of 1 device and of 4 simulated CPU devices from the same state; print the largest
+difference of params, normalisers and env observations, and check replication."""
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from distillax import parallel  # noqa: E402
+from distillax.config import Config  # noqa: E402
+from distillax.model import build_model  # noqa: E402
+from distillax.trainer import init_state, make_runner  # noqa: E402
+
+method = sys.argv[1] if len(sys.argv) > 1 else "central"
+config = Config(method=method, num_envs=16, num_steps=16, total_steps=16 * 16 * 4,
+                num_minibatches=2, update_epochs=2, normalize_obs=True, hidden_sizes=(16,),
+                kmeans_samples=1000, partitions=2)
+model = build_model(config)
+out = {}
+for n in (1, 4):
+    mesh = parallel.make_mesh(n)
+    state = init_state(model, jax.random.PRNGKey(0))
+    runner = make_runner(model, state, mesh, 2)
+    state, metrics = runner.step(runner.place(state))
+    parallel.assert_replicated(state.params)
+    parallel.assert_replicated(state.opt)
+    out[n] = jax.device_get((state.params, state.opt, state.teacher_stats, state.central_stats,
+                             state.env.obs, metrics.update.loss))
+diff = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b))),
+                    out[1], out[4])
+print(json.dumps({"devices": len(jax.devices()), "max_abs_diff": max(jax.tree.leaves(diff)),
+                  "moved": float(np.max(np.abs(jax.tree.leaves(out[1][0])[0])))}))
