@@ -36,7 +36,6 @@ def test_short_seeded_run_learns():
     final = summary.history[-1]
     assert np.mean(final["teacher_return"]) > 150, final
     assert summary.final["central_greedy"] > 100, summary.final
-    assert summary.final["central_greedy"] > 3 * summary.history[0]["teacher_return"].min() / 3
     assert any("central policy held-out return" in line for line in lines)
     assert int(state.iteration) == config.num_iterations
 

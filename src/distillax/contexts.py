@@ -199,6 +199,9 @@ def make_partition(key: jax.Array, space: ContextSpace, kind: str, num: int,
     if kind == "kmeans":
         centres = jax.jit(kmeans, static_argnums=(2,))(key_k, z, num)
     elif kind == "grid":
+        if len(grid_shape) != space.dim:
+            raise ValueError(f"partitioner `grid`: grid_shape {grid_shape} needs {space.dim} "
+                             f"cell counts, one per context dim {list(space.names)}")
         if int(np.prod(grid_shape)) != num:
             raise ValueError(f"partitioner `grid`: grid_shape {grid_shape} has "
                              f"{int(np.prod(grid_shape))} cells, not {num}")
