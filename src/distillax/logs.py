@@ -1,11 +1,21 @@
-"""Metric sinks and the progress line. Only the host writes; nothing here runs under jit."""
+"""Metric sinks and progress. Only the host writes; nothing here runs under jit.
+
+- `JsonlSink`: one JSON object per report, always (the record of a run; the evaluator's
+  learning curves read it back with `read_jsonl`).
+- `TensorBoardSink`: the same scalars as TensorBoard events (tensorboardX), when asked.
+- `Progress`: a live bar with ETA on a terminal; plain lines where stdout is not a TTY (CI,
+  redirected output), so logs stay greppable.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Any, TextIO
+import shutil
+import sys
+import time
+from typing import Any, Callable, TextIO
 
 import numpy as np
 
@@ -36,6 +46,72 @@ class JsonlSink:
         self._f.close()
 
 
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a line cut short by a killed writer is skipped."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def truncate_jsonl(path: str, last_iteration: int) -> int:
+    """Drop the records after `last_iteration` (and any cut-short line); returns how many.
+
+    A resumed run recomputes the iterations after its checkpoint, so their records from the
+    killed run would otherwise appear twice. The file is replaced atomically.
+    """
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["iteration"] <= last_iteration:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    if len(keep) != len(lines):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
+class TensorBoardSink:
+    """Each record's numbers as TensorBoard scalars at step `env_steps`; a per-partition
+    array `[P]` becomes `name/0 ... name/P-1`.
+
+    `purge_step` (a resumed run's first env step) makes TensorBoard drop the events a killed
+    run wrote after its last checkpoint, which the resumed run writes again.
+    """
+
+    def __init__(self, logdir: str, purge_step: int | None = None):
+        from tensorboardX import SummaryWriter  # imported only when TensorBoard is asked for
+
+        self._w = SummaryWriter(logdir=logdir, purge_step=purge_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        step = int(record["env_steps"])
+        for name, value in record.items():
+            if name in ("iteration", "env_steps"):
+                continue
+            a = np.asarray(value, dtype=np.float64) if value is not None else np.asarray(np.nan)
+            values = [(name, a)] if a.ndim == 0 else [(f"{name}/{i}", v) for i, v in enumerate(a)]
+            for tag, v in values:
+                if np.isfinite(v):
+                    self._w.add_scalar(tag, float(v), step)
+        self._w.flush()
+
+    def close(self) -> None:
+        self._w.close()
+
+
 def progress_line(record: dict[str, Any], total_iterations: int) -> str:
     rets = " ".join(f"{r:6.1f}" for r in np.atleast_1d(record["teacher_return"]))
     line = (f"iter {record['iteration']:>5}/{total_iterations} | "
@@ -44,3 +120,66 @@ def progress_line(record: dict[str, Any], total_iterations: int) -> str:
     if record.get("central_return") is not None:
         line += f" | central held-out return {record['central_return']:6.1f} (greedy)"
     return line
+
+
+def format_duration(seconds: float) -> str:
+    """`75.2` -> `1:15`, `3725` -> `1:02:05`."""
+    s = int(round(max(seconds, 0.0)))
+    h, m = divmod(s, 3600)
+    m, s = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """Reports each record: a one-line bar rewritten in place when `interactive`, else one
+    plain line per record through `log`. Both show the ETA.
+
+    The ETA is the remaining iterations at the wall-clock rate since this object was made
+    (after compilation), so it includes evaluation and checkpoint time, not compile time.
+    """
+
+    def __init__(self, total: int, start: int, log: Callable[[str], None],
+                 interactive: bool | None = None, stream: TextIO | None = None):
+        self.total, self.start, self.log = total, start, log
+        self.stream = stream if stream is not None else sys.stdout
+        if interactive is None:
+            interactive = log is print and self.stream.isatty()
+        self.interactive = interactive
+        self._t0 = time.perf_counter()
+        self._open = False  # a bar line is on screen without its newline
+        self._central: float | None = None  # the last held-out return, shown until the next
+
+    def eta(self, iteration: int) -> float | None:
+        done = iteration - self.start
+        if done <= 0:
+            return None
+        return (time.perf_counter() - self._t0) / done * (self.total - iteration)
+
+    def update(self, record: dict[str, Any]) -> None:
+        it = int(record["iteration"])
+        eta = self.eta(it)
+        eta_s = "--:--" if eta is None else format_duration(eta)
+        if not self.interactive:
+            self.log(f"{progress_line(record, self.total)} | ETA {eta_s}")
+            return
+        width = shutil.get_terminal_size((100, 20)).columns
+        frac = it / max(self.total, 1)
+        bar_w = 20
+        bar = "#" * int(frac * bar_w) + "-" * (bar_w - int(frac * bar_w))
+        rets = " ".join(f"{r:.0f}" for r in np.atleast_1d(record["teacher_return"]))
+        text = (f"[{bar}] {100 * frac:3.0f}% {it}/{self.total} | "
+                f"{record['steps_per_s']:,.0f} steps/s | ETA {eta_s} | teachers {rets}")
+        if record.get("central_return") is not None:
+            self._central = float(record["central_return"])
+        if self._central is not None:
+            text += f" | central {self._central:.1f}"
+        self.stream.write("\r" + text[: width - 1].ljust(width - 1))
+        self.stream.flush()
+        self._open = True
+
+    def close(self) -> None:
+        """End the bar's line, so later messages start on their own line."""
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False

@@ -1,6 +1,17 @@
-"""`python -m distillax.train`: parse, validate, train, evaluate held-out, save.
+"""`python -m distillax.train`: parse, validate, train or resume, checkpoint, evaluate held-out.
 
-Library use: `state, summary = distillax.train(Config(...))`.
+    python -m distillax.train --checkpoint-dir runs/a              # a fresh run
+    python -m distillax.train --resume runs/a [--total-steps N]    # continue it
+
+Library use: `state, summary = distillax.train(Config(...))`; `distillax.resume("runs/a")`.
+
+The loop runs up to `log_every` iterations per host call. Calls end at multiples of
+`log_every` counted from iteration 0 (and at the end, or at `stop_after`), checkpoints are
+taken only between calls, and the RNG key lives in the state: so a resumed run executes the
+same compiled steps on the same state as an uninterrupted one and reproduces it bit for bit
+(on CPU, with the same device count). A `kill -9` loses the iterations since the last
+checkpoint; Ctrl-C or SIGTERM on the command line stops at the end of the running call and
+saves a checkpoint first.
 """
 
 from __future__ import annotations
@@ -9,14 +20,17 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from distillax import logs, parallel
+from distillax import checkpoint, logs, parallel
+from distillax.checkpoint import CheckpointError, RunInfo
 from distillax.config import Config, ConfigError, validate
 from distillax.model import Model, build_model
 from distillax.trainer import (IterationMetrics, TrainState, evaluate, heldout_contexts,
@@ -25,13 +39,22 @@ from distillax.trainer import (IterationMetrics, TrainState, evaluate, heldout_c
 
 @dataclasses.dataclass
 class Summary:
-    """What a run reports: per-report records and the final held-out evaluation."""
+    """What a run reports: per-report records and the final held-out evaluation.
+
+    `final` is empty when the run stopped before its last iteration (`stop_after`, a signal).
+    Times are those of this process: a resumed run counts from its restore.
+    """
 
     history: list[dict[str, Any]]
     final: dict[str, Any]
     compile_s: float
     train_s: float
     steps_per_s: float
+    start_iteration: int = 0  # > 0 for a resumed run
+    iteration: int = 0  # where the run stands now
+    checkpoints: int = 0  # checkpoints saved by this process
+    checkpoint_blocking_s: float = 0.0  # time saves held the loop, in total
+    checkpoint_wait_s: float = 0.0  # time spent at exit waiting for background writes
 
 
 def heldout_report(model: Model, state: TrainState, key: jax.Array) -> dict[str, Any]:
@@ -68,73 +91,206 @@ def _record(metrics: IterationMetrics, state: TrainState, config: Config,
     }
 
 
-def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainState, Summary]:
-    """Train `config` to its env-step budget; returns the final state and a summary."""
+class _StopRequest:
+    """While active, SIGINT / SIGTERM ask the loop to stop at the end of its running call
+    (after a checkpoint) instead of killing it mid-step; a second Ctrl-C aborts at once."""
+
+    def __init__(self, enabled: bool, log: Callable[[str], None]):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.log = log
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the second Ctrl-C aborts
+        self.log(f"\n{signal.Signals(signum).name}: stopping after the running iterations "
+                 "(with a checkpoint); Ctrl-C again to abort")
+
+    def __enter__(self) -> "_StopRequest":
+        if self.enabled:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def train(config: Config, log: Callable[[str], None] = print, *, stop_after: int | None = None,
+          handle_signals: bool = False) -> tuple[TrainState, Summary]:
+    """Train `config` to its env-step budget; returns the final state and a summary.
+
+    With `config.checkpoint_dir` set, checkpoints go there (every `checkpoint_every`
+    iterations and at the end), together with config.json, metrics.jsonl and results.json;
+    the directory must not already hold checkpoints (continue those with `resume`).
+    `stop_after`: stop once the run reaches this iteration, with a checkpoint.
+    """
+    return _run(config, log, None, stop_after, handle_signals)
+
+
+def resume(directory: str, log: Callable[[str], None] = print, *, step: int | None = None,
+           stop_after: int | None = None, handle_signals: bool = False,
+           **overrides: Any) -> tuple[TrainState, Summary]:
+    """Continue the run in `directory` from checkpoint `step` (default: the latest).
+
+    The run keeps its stored config; `overrides` may change the fields in
+    `checkpoint.RESUME_MAY_CHANGE` (e.g. `total_steps` to train longer). Raises
+    `CheckpointError` before writing anything if the checkpoint is missing, unreadable, of
+    another format version, or the overrides change any other field.
+    """
+    info = checkpoint.read_run(directory, step)
+    given_dir = overrides.pop("checkpoint_dir", None)
+    if given_dir and os.path.abspath(given_dir) != os.path.abspath(directory):
+        raise CheckpointError(f"a resumed run writes into its own directory {directory!r}; "
+                              f"got checkpoint_dir = {given_dir!r} as well")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Config)})
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown} to override on resume")
+    config = info.config.replace(checkpoint_dir=directory, **overrides)
+    checkpoint.check_resume(info, config)
+    return _run(config, log, info, stop_after, handle_signals)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
+         stop_after: int | None, handle_signals: bool) -> tuple[TrainState, Summary]:
     mesh = parallel.make_mesh(config.num_devices)
     validate(config, num_devices=mesh.size)
-    model = build_model(config)
-    key = jax.random.PRNGKey(config.seed)
-    state = init_state(model, key)
-    sink = None
-    if config.checkpoint_dir:
-        os.makedirs(config.checkpoint_dir, exist_ok=True)
-        with open(os.path.join(config.checkpoint_dir, "config.json"), "w") as f:
-            f.write(config.to_json())
-        sink = logs.JsonlSink(os.path.join(config.checkpoint_dir, "metrics.jsonl"))
-
+    if stop_after is not None and (isinstance(stop_after, bool) or stop_after < 1):
+        raise ConfigError(f"stop_after = {stop_after!r} is invalid: a positive iteration")
+    directory = config.checkpoint_dir
     total = config.num_iterations
+    if restore is None and directory:
+        checkpoint.require_empty(directory)
+    if restore is not None and restore.step > total:
+        raise CheckpointError(
+            f"checkpoint {os.path.join(directory, str(restore.step))} is at iteration "
+            f"{restore.step}, past total_steps = {config.total_steps} ({total} iterations); "
+            "pass a larger --total-steps")
+    model = build_model(config)
+    state = init_state(model, jax.random.PRNGKey(config.seed))
     chunk = min(config.log_every, total)
     runner = make_runner(model, state, mesh, chunk)
     state = runner.place(state)
+    if restore is not None:
+        # The fresh state only lends its structure and shardings (the current mesh's).
+        state = checkpoint.restore_train_state(restore, state)
+    start = int(state.iteration)
+
+    # Nothing in `directory` changes before this point, so a failed resume leaves it intact.
+    primary = jax.process_index() == 0
+    sink = tb = saver = None
+    dropped = 0
+    if directory:
+        if primary:
+            os.makedirs(directory, exist_ok=True)
+            _write_json(os.path.join(directory, "config.json"), config.to_dict())
+            metrics_path = os.path.join(directory, "metrics.jsonl")
+            if restore is None:
+                open(metrics_path, "w").close()  # a run that never checkpointed starts over
+            else:
+                dropped = logs.truncate_jsonl(metrics_path, start)
+            sink = logs.JsonlSink(metrics_path)
+            if config.tensorboard:
+                tb = logs.TensorBoardSink(os.path.join(directory, "tensorboard"),
+                                          purge_step=start * config.steps_per_iteration
+                                          if restore is not None else None)
+        saver = checkpoint.Saver(directory, config.max_to_keep)
+
     t0 = time.perf_counter()
-    compiled = {chunk: runner.step.lower(state).compile()}
+    compiled = {}
+    if start < total:
+        compiled[chunk] = runner.step.lower(state).compile()
     compile_s = time.perf_counter() - t0
+    where = (f"resumed {directory} from iteration {start}"
+             + (f" ({dropped} later records dropped from metrics.jsonl)" if dropped else "")
+             if restore is not None else "")
     log(f"distillax: task={config.task} method={config.method} partitions="
         f"{config.num_partitions} envs={config.num_envs} devices={mesh.size} "
         f"iterations={total} ({config.steps_per_iteration:,} env steps each); "
-        f"compiled in {compile_s:.1f} s")
+        f"compiled in {compile_s:.1f} s" + (f"; {where}" if where else ""))
 
     history: list[dict[str, Any]] = []
-    train_s, last_eval = 0.0, 0
+    train_s = 0.0
     eval_key = jax.random.PRNGKey(config.seed + 1)
     contexts = heldout_contexts(model)
-    while int(state.iteration) < total:
-        n = min(chunk, total - int(state.iteration))
-        if n not in compiled:  # the last, shorter chunk
+    progress = logs.Progress(total, start, log)
+    stop_at = total if stop_after is None else min(total, max(stop_after, start))
+    it = start
+    with _StopRequest(handle_signals, log) as stop:
+        while it < stop_at and not stop.requested:
+            # Calls end at multiples of `chunk` from iteration 0, whatever the start.
+            n = min(chunk - it % chunk, stop_at - it)
+            if n not in compiled:
+                t = time.perf_counter()
+                compiled[n] = make_runner(model, state, mesh, n).step.lower(state).compile()
+                compile_s += time.perf_counter() - t
             t = time.perf_counter()
-            compiled[n] = make_runner(model, state, mesh, n).step.lower(state).compile()
-            compile_s += time.perf_counter() - t
-        t = time.perf_counter()
-        state, metrics = compiled[n](state)
-        jax.block_until_ready(metrics)
-        dt = time.perf_counter() - t
-        train_s += dt
-        record = _record(metrics, state, config, n * config.steps_per_iteration / dt)
-        it = int(state.iteration)
-        if it - last_eval >= config.eval_every or it == total:
-            r = evaluate(model, state, contexts, eval_key, greedy=True, who="central")
-            record["central_return"] = float(np.mean(r))
-            last_eval = it
-        history.append(record)
-        if sink:
-            sink.write(record)
-        log(logs.progress_line(record, total))
+            state, metrics = compiled[n](state)
+            jax.block_until_ready(metrics)
+            dt = time.perf_counter() - t
+            train_s += dt
+            prev, it = it, int(state.iteration)
+            record = _record(metrics, state, config, n * config.steps_per_iteration / dt)
+            # Evaluate where a multiple of eval_every was crossed: the same iterations
+            # whether or not the run was resumed in between.
+            if it // config.eval_every > prev // config.eval_every or it == total:
+                r = evaluate(model, state, contexts, eval_key, greedy=True, who="central")
+                record["central_return"] = float(np.mean(r))
+            history.append(record)
+            for s in (sink, tb):
+                if s:
+                    s.write(record)
+            progress.update(record)
+            last = it >= stop_at or stop.requested
+            if saver and (it // config.checkpoint_every > prev // config.checkpoint_every
+                          or last):
+                saver.save(state, config, mesh.size)
+    progress.close()
 
-    steps_per_s = total * config.steps_per_iteration / max(train_s, 1e-9)
-    final = heldout_report(model, state, eval_key)
-    who = "central policy" if model.has_central else "ppo policy (no central)"
+    summary = Summary(history, {}, compile_s, train_s, 0.0, start, it)
+    if saver:
+        summary.checkpoint_wait_s = saver.close()
+        summary.checkpoints, summary.checkpoint_blocking_s = saver.saves, saver.blocking_s
+    done = it - start
+    summary.steps_per_s = done * config.steps_per_iteration / max(train_s, 1e-9)
     log(f"compile time {compile_s:.1f} s (excluded) | training {train_s:.1f} s | "
-        f"{steps_per_s:,.0f} env-steps/s")
-    log(f"{who} held-out return over {final['contexts']} contexts: "
-        f"{final['central_greedy']:.1f} greedy, {final['central_sampled']:.1f} sampled")
-    log(f"teachers (each in its own cell) held-out return: {final['teachers_greedy']:.1f} "
-        f"greedy, {final['teachers_sampled']:.1f} sampled")
-    summary = Summary(history, final, compile_s, train_s, steps_per_s)
-    if sink:
-        sink.close()
-        with open(os.path.join(config.checkpoint_dir, "results.json"), "w") as f:
-            json.dump(logs.to_python({**final, "compile_s": compile_s, "train_s": train_s,
-                                      "steps_per_s": steps_per_s}), f, indent=2)
+        f"{summary.steps_per_s:,.0f} env-steps/s")
+    if saver:
+        log(f"checkpoints: {saver.saves} saved to {directory} (latest: iteration "
+            f"{max(checkpoint.steps(directory), default=0)}); saving held training "
+            f"{summary.checkpoint_blocking_s:.2f} s, {summary.checkpoint_wait_s:.2f} s "
+            "waited at exit")
+    if it < total:
+        log(f"stopped at iteration {it} of {total}"
+            + (f"; continue with: python -m distillax.train --resume {directory}"
+               if directory else ""))
+    else:
+        final = heldout_report(model, state, eval_key)
+        summary.final = final
+        who = "central policy" if model.has_central else "ppo policy (no central)"
+        log(f"{who} held-out return over {final['contexts']} contexts: "
+            f"{final['central_greedy']:.1f} greedy, {final['central_sampled']:.1f} sampled")
+        log(f"teachers (each in its own cell) held-out return: {final['teachers_greedy']:.1f} "
+            f"greedy, {final['teachers_sampled']:.1f} sampled")
+        if directory and primary:
+            _write_json(os.path.join(directory, "results.json"), logs.to_python({
+                **final, "compile_s": compile_s, "train_s": train_s,
+                "steps_per_s": summary.steps_per_s, "start_iteration": start,
+                "iterations": total, "checkpoints": summary.checkpoints,
+                "checkpoint_blocking_s": summary.checkpoint_blocking_s,
+                "checkpoint_wait_s": summary.checkpoint_wait_s}))
+    for s in (sink, tb):
+        if s:
+            s.close()
     return state, summary
 
 
@@ -142,39 +298,67 @@ def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainStat
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Config flags default to SUPPRESS, so the parse holds only the flags actually given:
+    a fresh run fills the rest from `Config`'s defaults, a resume from the stored config."""
     p = argparse.ArgumentParser(prog="python -m distillax.train", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = p.add_argument_group("run control (not part of the config)")
+    run.add_argument("--resume", metavar="DIR", default=None,
+                     help="continue the run in DIR from its latest checkpoint with its stored "
+                          "config; config flags given as well override it (only "
+                          f"{', '.join(checkpoint.RESUME_MAY_CHANGE)} may change)")
+    run.add_argument("--resume-step", metavar="ITERATION", type=int, default=None,
+                     help="with --resume: the checkpoint to continue from (default: latest)")
+    run.add_argument("--stop-after", metavar="ITERATION", type=int, default=None,
+                     help="stop once the run reaches this iteration, with a checkpoint "
+                          "(continue later with --resume)")
+    cfg = p.add_argument_group("config (defaults shown; see distillax.config.Config)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
+        help_ = f"default: {','.join(map(str, default)) if isinstance(default, tuple) else default}"
         if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            cfg.add_argument(flag, action=argparse.BooleanOptionalAction,
+                             default=argparse.SUPPRESS, help=help_)
         elif isinstance(default, tuple):
-            p.add_argument(flag, default=",".join(map(str, default)), metavar="N,N,...",
-                           type=str)
+            cfg.add_argument(flag, metavar="N,N,...", type=str, default=argparse.SUPPRESS,
+                             help=help_)
         else:
-            p.add_argument(flag, type=type(default), default=default)
+            cfg.add_argument(flag, type=type(default), default=argparse.SUPPRESS, help=help_)
     return p
 
 
-def config_from_args(argv: list[str] | None = None) -> Config:
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """(run-control options, the config fields given on the command line)."""
     args = vars(_parser().parse_args(argv))
+    opts = argparse.Namespace(**{k: args.pop(k) for k in ("resume", "resume_step", "stop_after")})
     for f in dataclasses.fields(Config):
-        if isinstance(f.default, tuple):
+        if isinstance(f.default, tuple) and f.name in args:
             raw = args[f.name]
             try:
                 args[f.name] = tuple(int(x) for x in raw.split(",") if x.strip())
             except ValueError:
                 raise ConfigError(f"config field `{f.name}` = {raw!r} is invalid: "
                                   "comma-separated integers, e.g. 64,64") from None
-    return Config(**args)
+    return opts, args
+
+
+def config_from_args(argv: list[str] | None = None) -> Config:
+    """The config of a fresh run: `Config`'s defaults, overridden by the flags in `argv`."""
+    return Config(**_parse(argv)[1])
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        config = config_from_args(argv)
-        train(config)
-    except ConfigError as e:
+        opts, given = _parse(argv)
+        if opts.resume:
+            resume(opts.resume, step=opts.resume_step, stop_after=opts.stop_after,
+                   handle_signals=True, **given)
+        else:
+            if opts.resume_step is not None:
+                raise ConfigError("--resume-step needs --resume DIR")
+            train(Config(**given), stop_after=opts.stop_after, handle_signals=True)
+    except (ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
