@@ -24,4 +24,8 @@ def __getattr__(name: str):
         globals().update({n: getattr(module, n) for n in ("train", "resume", "Summary")
                           if hasattr(module, n)})
         return globals()[name]
+    if name == "load_policy":
+        from distillax.policy import load_policy
+
+        return load_policy
     raise AttributeError(f"module 'distillax' has no attribute {name!r}")
