@@ -1,0 +1,291 @@
+"""Checkpoints: full-state round trip, bit-exact resume (after a clean stop and after
+`kill -9`), plain-orbax reading, and a clear error that changes nothing for each bad resume.
+
+One small run (8 iterations of 8 envs x 16 steps, a report every 2, a checkpoint every 4) is
+trained once per module and is the reference "uninterrupted run". A persistent compilation
+cache shared with the subprocesses keeps the repeated compiles of the same programs cheap.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from distillax import checkpoint
+from distillax.checkpoint import CheckpointError
+from distillax.config import Config
+from distillax.train import main, resume, train
+
+# A failed tensorstore read leaves orbax's event-loop callbacks to fail after the loop has
+# closed ("Event loop is closed"); harmless, and raised outside the code under test.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+CFG = Config(num_envs=8, num_steps=16, hidden_sizes=(16,), kmeans_samples=1000,
+             total_steps=8 * 16 * 8, log_every=2, checkpoint_every=4, eval_every=4,
+             eval_contexts=8)
+CACHE_FLAGS = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0,
+               "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache for this module and the subprocesses it starts."""
+    path = str(tmp_path_factory.getbasetemp() / "jax-compile-cache")
+    old = {k: getattr(jax.config, k) for k in CACHE_FLAGS}
+    for k, v in {**CACHE_FLAGS, "jax_compilation_cache_dir": path}.items():
+        jax.config.update(k, v)
+    compilation_cache.reset_cache()  # the cache is set up once per process otherwise
+    yield path
+    for k, v in old.items():
+        jax.config.update(k, v)
+    compilation_cache.reset_cache()
+
+
+def _env(cache: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
+    return env
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _leaves_equal(a, b) -> list[str]:
+    """Key paths of the leaves where a and b differ (bitwise); [] when identical."""
+    la, ta = jax.tree_util.tree_flatten_with_path(a)
+    lb, tb = jax.tree_util.tree_flatten_with_path(b)
+    assert ta == tb, "different tree structures"
+    return [jax.tree_util.keystr(p) for (p, x), (_, y) in zip(la, lb)
+            if not np.array_equal(np.asarray(x), np.asarray(y))]
+
+
+def _records(directory) -> list[dict]:
+    """metrics.jsonl without its wall-clock field."""
+    out = []
+    for line in open(os.path.join(directory, "metrics.jsonl")):
+        r = json.loads(line)
+        r.pop("steps_per_s")
+        out.append(r)
+    return out
+
+
+def _snapshot(directory) -> dict[str, tuple[str, int]]:
+    """Every file under `directory`: its content hash and modification time."""
+    snap = {}
+    for root, _, files in os.walk(directory):
+        for f in files:
+            p = os.path.join(root, f)
+            snap[os.path.relpath(p, directory)] = (
+                hashlib.sha256(open(p, "rb").read()).hexdigest(), os.stat(p).st_mtime_ns)
+    return snap
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """The uninterrupted reference run: (final state, summary, directory)."""
+    d = str(tmp_path_factory.mktemp("full"))
+    state, summary = train(CFG.replace(checkpoint_dir=d), log=_quiet)
+    return jax.tree.map(np.asarray, state), summary, d
+
+
+def test_checkpoints_at_the_cadence_and_the_end(full):
+    state, summary, d = full
+    assert checkpoint.steps(d) == (4, 8)  # every checkpoint_every = 4 iterations; 8 is the end
+    info = checkpoint.read_run(d)
+    assert info.step == 8 and info.config == CFG.replace(checkpoint_dir=d)
+    assert info.meta["format_version"] == checkpoint.FORMAT_VERSION
+    assert info.meta["env_steps"] == 8 * CFG.steps_per_iteration
+    assert summary.checkpoints == 2 and summary.checkpoint_blocking_s > 0
+
+
+def test_max_to_keep_drops_the_oldest(tmp_path):
+    state, _ = train(CFG.replace(checkpoint_dir=str(tmp_path), checkpoint_every=2,
+                                 max_to_keep=2), log=_quiet)
+    assert checkpoint.steps(str(tmp_path)) == (6, 8)
+
+
+def test_round_trip_restores_every_leaf_of_the_full_state(full):
+    state, _, d = full
+    like = jax.tree.map(lambda x: jax.numpy.zeros_like(x), state)  # structure only
+    restored = checkpoint.restore_train_state(checkpoint.read_run(d), like)
+    assert type(restored) is type(like)
+    assert _leaves_equal(restored, state) == []
+    # Every part a run needs is there, not only the parameters.
+    for field in ("params", "opt", "teacher_stats", "central_stats", "env", "partition", "key",
+                  "iteration"):
+        assert jax.tree.leaves(getattr(restored, field)), field
+    assert int(restored.iteration) == 8
+
+
+def test_resume_after_a_stop_equals_the_uninterrupted_run(full, tmp_path):
+    state, summary, d_full = full
+    d = str(tmp_path)
+    half, s_half = train(CFG.replace(checkpoint_dir=d), log=_quiet, stop_after=4)
+    assert int(half.iteration) == 4 and s_half.final == {}
+    assert checkpoint.steps(d) == (4,)
+    resumed, s_res = resume(d, log=_quiet)
+    assert s_res.start_iteration == 4
+    assert _leaves_equal(resumed, state) == []  # bit for bit
+    assert _records(d) == _records(d_full)
+    assert s_res.final["central_greedy"] == summary.final["central_greedy"]
+    assert checkpoint.steps(d) == (4, 8)
+
+
+def test_sigkill_between_checkpoints_loses_only_the_iterations_since_the_last(
+        full, tmp_path, compile_cache):
+    state, _, d_full = full
+    d = str(tmp_path / "run")
+    marker = str(tmp_path / "reached")
+    # The child trains the reference config; once it has reported iteration 6 (checkpoint at 4,
+    # the next due at 8) it signals and blocks, and is killed there with SIGKILL.
+    script = textwrap.dedent(f"""
+        import json, time
+        from distillax.config import Config
+        from distillax.train import train
+        def log(line):
+            if line.startswith("iter") and int(line.split()[1].split("/")[0]) >= 6:
+                open({marker!r}, "w").close()
+                time.sleep(600)
+        config = Config.from_dict(json.loads({CFG.to_json()!r})).replace(checkpoint_dir={d!r})
+        train(config, log=log)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], env=_env(compile_cache),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (os.path.exists(marker) and 4 in checkpoint.steps(d)):
+            assert child.poll() is None, child.communicate()[1][-3000:]
+            assert time.time() < deadline, "the child did not reach iteration 6"
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the async save of step 4 finish its commit, if it has not
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    assert checkpoint.steps(d) == (4,)
+    assert [r["iteration"] for r in _records(d)] == [2, 4, 6]  # 6 was logged, not saved
+
+    resumed, summary = resume(d, log=_quiet)
+    assert summary.start_iteration == 4  # iterations 5-6 were lost and recomputed
+    assert _leaves_equal(resumed, state) == []
+    assert _records(d) == _records(d_full)  # the killed run's record 6 is replaced, not doubled
+
+
+def test_checkpoint_reads_with_the_plain_orbax_calls_in_the_docstring(full):
+    state, _, d = full
+    # Run the snippet exactly as documented in distillax.checkpoint (and in the README).
+    doc = checkpoint.__doc__
+    start = doc.index("    import jax, orbax.checkpoint as ocp")
+    snippet = textwrap.dedent(doc[start:doc.index("\n\n", start)])
+    scope = {"DIR": d}
+    exec(snippet, scope)
+    assert _leaves_equal(scope["state"]["params"]["central"], state.params.central) == []
+    assert _leaves_equal(scope["state"]["env"]["obs"], state.env.obs) == []
+    assert int(scope["state"]["iteration"]) == 8
+    assert scope["config"]["hidden_sizes"] == [16]
+    assert scope["meta"]["format_version"] == checkpoint.FORMAT_VERSION
+
+
+# --- errors: each names what is wrong, and the directory is left exactly as it was ---------
+
+
+@pytest.fixture
+def copy(full, tmp_path):
+    """A private copy of the reference run directory, and its snapshot before the test."""
+    d = str(tmp_path / "copy")
+    shutil.copytree(full[2], d)
+    return d
+
+
+def _fails(d, match, **kw):
+    before = _snapshot(d)
+    with pytest.raises(CheckpointError, match=match):
+        resume(d, log=_quiet, **kw)
+    assert _snapshot(d) == before
+
+
+def test_incompatible_config_lists_every_differing_field(copy):
+    before = _snapshot(copy)
+    with pytest.raises(CheckpointError) as err:
+        resume(copy, log=_quiet, hidden_sizes=(32,), seed=3, learning_rate=1e-4,
+               total_steps=CFG.total_steps * 2, log_every=4)
+    msg = str(err.value)
+    assert "hidden_sizes: checkpoint (16,), given (32,)" in msg
+    assert "seed: checkpoint 0, given 3" in msg
+    assert "learning_rate: checkpoint 0.0025, given 0.0001" in msg
+    assert "total_steps:" not in msg and "log_every:" not in msg  # these may change
+    assert _snapshot(copy) == before
+
+
+def test_cli_resume_with_incompatible_flag_exits_2_with_the_field(copy, capsys):
+    before = _snapshot(copy)
+    assert main(["--resume", copy, "--num-envs", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "num_envs: checkpoint 8, given 16" in err and "Traceback" not in err
+    assert _snapshot(copy) == before
+
+
+def test_missing_directory_or_no_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resume(str(tmp_path / "nope"), log=_quiet)
+    (tmp_path / "empty").mkdir()
+    _fails(str(tmp_path / "empty"), "no checkpoint in")
+
+
+def test_unknown_step_names_the_steps_there(copy):
+    _fails(copy, r"no checkpoint step 5 .*steps: \[4, 8\]", step=5)
+
+
+def test_corrupt_arrays(copy):
+    data = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(copy, "8", "state"))
+            for f in fs if os.sep + "d" + os.sep in os.path.join(r, f) + os.sep
+            and re.fullmatch(r"[0-9a-f]{32}", f)]
+    assert data
+    for p in data:
+        b = bytearray(open(p, "rb").read())
+        b[::7] = bytes(x ^ 0xFF for x in b[::7])
+        open(p, "wb").write(bytes(b))
+    _fails(copy, r"checkpoint .*8 could not be restored .*other checkpoints: steps \[4\]")
+
+
+def test_corrupt_metadata(copy):
+    with open(os.path.join(copy, "8", "meta", "metadata"), "w") as f:
+        f.write("{not json")
+    _fails(copy, r"checkpoint .*8 is unreadable \(config or meta item\)")
+
+
+def test_format_version_mismatch(copy):
+    path = os.path.join(copy, "8", "meta", "metadata")
+    meta = json.load(open(path))
+    meta["format_version"] = 999
+    json.dump(meta, open(path, "w"))
+    _fails(copy, "has format_version 999; this distillax reads format_version 1")
+
+
+def test_total_steps_before_the_checkpoint(copy):
+    _fails(copy, "past total_steps", total_steps=CFG.steps_per_iteration * 2)
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(copy):
+    before = _snapshot(copy)
+    with pytest.raises(CheckpointError, match="already holds checkpoints .*--resume"):
+        train(CFG.replace(checkpoint_dir=copy), log=_quiet)
+    assert _snapshot(copy) == before
+
+
+def test_resume_into_another_directory_is_refused(copy, tmp_path):
+    _fails(copy, "writes into its own directory", checkpoint_dir=str(tmp_path / "other"))
