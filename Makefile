@@ -24,7 +24,7 @@ train: $(STAMP)
 	$(PY) -m distillax.train $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q -n 2 --durations=15 tests $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
