@@ -25,11 +25,9 @@ from distillax.config import Config
 from distillax.envs import make_task
 from distillax.evaluate import grid_contexts, returns, slices_1d, slices_2d
 from distillax.model import build_model
-from distillax.parallel import make_mesh
 from distillax.policy import load
 from distillax.rollout import episode_returns
 from distillax.train import resume
-from distillax.trainer import init_state, make_runner
 
 # 4 partitions x 4 devices need 16 envs. The run is stopped at iteration 4 of 8 (a checkpoint
 # every 2), so no process pays for the final held-out report's compilation.
@@ -106,17 +104,17 @@ def test_four_device_checkpoint_restores_on_one_device_for_training(four, tmp_pa
     d, saved = four
     copy = str(tmp_path / "run")
     shutil.copytree(d, copy)
-    model = build_model(CFG.replace(checkpoint_dir=copy))
-    fresh = init_state(model, jax.random.PRNGKey(123))
-    like = make_runner(model, fresh, make_mesh(1), 1).place(fresh)
-    state = checkpoint.restore_train_state(checkpoint.read_run(copy), like)
+    # Resumed where it stopped, the run has nothing to do: this is the restored state.
+    state, _ = resume(copy, log=lambda line: None, stop_after=4)
     assert int(state.iteration) == 4
     acting = (state.params, state.teacher_stats, state.central_stats, state.partition)
     leaves = jax.tree.leaves(acting)
     assert len(leaves) == len(saved)
     for x, (k, v) in zip(leaves, saved.items()):
         assert np.array_equal(np.asarray(x), v), k
-    assert state.env.obs.shape == (4, 4, model.env.obs_dim)  # all 16 envs, on one device now
+    obs_dim = build_model(CFG).env.obs_dim
+    assert state.env.obs.shape == (4, 4, obs_dim)  # all 16 envs, on one device now
+    assert state.env.obs.sharding.device_set == {jax.devices()[0]}
     # And training goes on from there on one device.
     resumed, summary = resume(copy, log=lambda line: None, stop_after=6)
     assert summary.start_iteration == 4 and int(resumed.iteration) == 6

@@ -316,6 +316,27 @@ def _fixed_label(space: ContextSpace, free: tuple[int, ...]) -> str:
     return ", ".join(f"{space.names[k]} = {mid[k]:.3g}" for k in fixed)
 
 
+def _draw_cells(ax, xs: np.ndarray, ys: np.ndarray, cell: np.ndarray) -> None:
+    """Borders between pixels acted in by different teachers, and each teacher's index at the
+    mean position of its pixels. `cell [len(ys), len(xs)]`."""
+    from matplotlib.collections import LineCollection
+
+    dx, dy = (xs[1] - xs[0]) / 2, (ys[1] - ys[0]) / 2
+    segs = []
+    for i, j in zip(*np.nonzero(cell[:, 1:] != cell[:, :-1])):  # vertical borders
+        x = (xs[j] + xs[j + 1]) / 2
+        segs.append([(x, ys[i] - dy), (x, ys[i] + dy)])
+    for i, j in zip(*np.nonzero(cell[1:, :] != cell[:-1, :])):  # horizontal borders
+        y = (ys[i] + ys[i + 1]) / 2
+        segs.append([(xs[j] - dx, y), (xs[j] + dx, y)])
+    ax.add_collection(LineCollection(segs, colors="white", linewidths=1.5))
+    for t in np.unique(cell):
+        yi, xi = np.nonzero(cell == t)
+        ax.text(xs[xi].mean(), ys[yi].mean(), f"T{t}", color="white", fontsize=9,
+                fontweight="bold", ha="center", va="center",
+                bbox=dict(boxstyle="round,pad=0.15", fc="black", alpha=0.45, lw=0))
+
+
 def _plot_heatmap(out: str, model: Model, policies: Policies, s: Slice2D,
                   r: dict[str, np.ndarray], report: dict[str, Any]) -> str:
     space = model.env.space
@@ -326,7 +347,9 @@ def _plot_heatmap(out: str, model: Model, policies: Policies, s: Slice2D,
     lo, hi = min(central.min(), own.min()), max(central.max(), own.max())
     diff = central - own
     dmax = max(float(np.abs(diff).max()), 1e-6)
-    extent = (s.xs[0], s.xs[-1], s.ys[0], s.ys[-1])
+    # Pixel i is centred on xs[i] (half a step of margin on each side).
+    dx, dy = (s.xs[1] - s.xs[0]) / 2, (s.ys[1] - s.ys[0]) / 2
+    extent = (s.xs[0] - dx, s.xs[-1] + dx, s.ys[0] - dy, s.ys[-1] + dy)
     fig = _figure(12, 3.4 * C + 0.6)
     axes = fig.subplots(C, 3, squeeze=False)
     cname = "central" if model.has_central else "ppo policy"
@@ -339,9 +362,8 @@ def _plot_heatmap(out: str, model: Model, policies: Policies, s: Slice2D,
             ax = axes[i, j]
             im = ax.imshow(img, origin="lower", extent=extent, aspect="auto",
                            interpolation="nearest", **kw)
-            if j == 1 and report["partitions"] > 1:  # where the acting teacher changes
-                ax.contour(s.xs, s.ys, cell[i], levels=np.arange(report["partitions"]) + 0.5,
-                           colors="white", linewidths=0.8)
+            if j == 1 and report["partitions"] > 1:
+                _draw_cells(ax, s.xs, s.ys, cell[i])
             ax.set_title(f"{title}" + (f"\n{row}" if row else ""), fontsize=9)
             ax.set_xlabel(space.names[s.a])
             ax.set_ylabel(space.names[s.b])
@@ -349,7 +371,7 @@ def _plot_heatmap(out: str, model: Model, policies: Policies, s: Slice2D,
     fixed = _fixed_label(space, (s.a, s.b))
     fig.suptitle(f"{report['task']} / {report['method']}: episode return over "
                  f"{space.names[s.a]} x {space.names[s.b]}" + (f" ({fixed})" if fixed else "")
-                 + f", iteration {report['iteration']}; white lines: partition borders",
+                 + f", iteration {report['iteration']}; Ti: the teacher acting there",
                  fontsize=10)
     name = f"returns_{space.names[s.a]}_{space.names[s.b]}.png"
     fig.savefig(os.path.join(out, name))
