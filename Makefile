@@ -8,7 +8,13 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.12 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 2>/dev/null) python3; do \
   $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo $$c; break; }; done)
 
-.PHONY: venv train test bench clean
+# Each `make train` writes a new run directory (checkpoints, config, metrics) and points
+# runs/latest at it; `make evaluate` turns runs/latest (or RUN=...) into a table and plots.
+# Continue a run with `make train ARGS="--resume runs/<run>"` (RUN is then not used).
+RUN_STAMP := runs/$(shell date +%Y%m%d-%H%M%S)
+RUN ?= $(RUN_STAMP)
+
+.PHONY: venv train evaluate test bench clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then echo "error: no working Python >= 3.12 found (tried python3.12, pyenv's 3.12.x, python3); set PYTHON=/path/to/python3.12" >&2; exit 1; fi
@@ -21,7 +27,13 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m distillax.train $(ARGS)
+	@case "$(ARGS)" in *--resume*) $(PY) -m distillax.train $(ARGS);; \
+	  *) $(PY) -m distillax.train --checkpoint-dir $(RUN) $(ARGS) && \
+	     mkdir -p runs && ln -sfn $(abspath $(RUN)) runs/latest && \
+	     echo "run saved in $(RUN) (runs/latest); evaluate it with: make evaluate";; esac
+
+evaluate: $(STAMP)
+	$(PY) -m distillax.evaluate $(if $(filter $(RUN_STAMP),$(RUN)),runs/latest,$(RUN)) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15 tests $(ARGS)
