@@ -33,7 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 CFG = Config(num_envs=8, num_steps=16, hidden_sizes=(16,), kmeans_samples=1000,
              total_steps=8 * 16 * 8, log_every=2, checkpoint_every=4, eval_every=4,
-             eval_contexts=8)
+             eval_contexts=8, tensorboard=True)
 CACHE_FLAGS = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0,
                "jax_persistent_cache_min_entry_size_bytes": 0}
 
@@ -109,6 +109,8 @@ def test_checkpoints_at_the_cadence_and_the_end(full):
     assert info.meta["format_version"] == checkpoint.FORMAT_VERSION
     assert info.meta["env_steps"] == 8 * CFG.steps_per_iteration
     assert summary.checkpoints == 2 and summary.checkpoint_blocking_s > 0
+    events = os.listdir(os.path.join(d, "tensorboard"))  # asked for by `tensorboard=True`
+    assert len(events) == 1 and events[0].startswith("events.out.tfevents.")
 
 
 def test_max_to_keep_drops_the_oldest(tmp_path):
@@ -142,6 +144,7 @@ def test_resume_after_a_stop_equals_the_uninterrupted_run(full, tmp_path):
     assert _records(d) == _records(d_full)
     assert s_res.final["central_greedy"] == summary.final["central_greedy"]
     assert checkpoint.steps(d) == (4, 8)
+    assert len(os.listdir(os.path.join(d, "tensorboard"))) == 2  # one event file per process
 
 
 def test_sigkill_between_checkpoints_loses_only_the_iterations_since_the_last(

@@ -94,7 +94,9 @@ class TensorBoardSink:
     def __init__(self, logdir: str, purge_step: int | None = None):
         from tensorboardX import SummaryWriter  # imported only when TensorBoard is asked for
 
-        self._w = SummaryWriter(logdir=logdir, purge_step=purge_step)
+        # The suffix keeps a resumed run's file apart from one written in the same second.
+        self._w = SummaryWriter(logdir=logdir, purge_step=purge_step,
+                                filename_suffix=f".from{purge_step or 0}")
 
     def write(self, record: dict[str, Any]) -> None:
         step = int(record["env_steps"])
