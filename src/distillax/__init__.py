@@ -7,13 +7,18 @@
 """
 
 from distillax.config import Config, ConfigError, validate
-from distillax.envs import TASKS, ContextualEnv, make_task, register
 
 __all__ = ["Config", "ConfigError", "validate", "train", "resume", "Summary", "load_policy",
            "TASKS", "ContextualEnv", "make_task", "register"]
 
 
 def __getattr__(name: str):
+    # The env exports are lazy too: gymnax creates arrays when imported, which starts the
+    # JAX backend, and `jax.distributed.initialize` must come before that (multi-process runs).
+    if name in ("TASKS", "ContextualEnv", "make_task", "register"):
+        from distillax import envs
+
+        return getattr(envs, name)
     # Lazy, so `python -m distillax.train` does not import its own module twice. Importing
     # the submodule `distillax.train` binds the package attribute `train` to the module;
     # rebind it to the function.

@@ -184,21 +184,36 @@ def restore_train_state(info: RunInfo, like: Any) -> Any:
         hint = f"; other checkpoints: steps {others} (--resume-step)" if others else ""
         raise CheckpointError(f"{where} could not be restored (missing or corrupt arrays, or "
                               f"a state of another structure): {_why(e)}{hint}") from e
-    if int(state.iteration) != info.step:
+    if _iteration(state) != info.step:
         raise CheckpointError(f"{where} is inconsistent: its state is at iteration "
-                              f"{int(state.iteration)}, its step is {info.step}")
+                              f"{_iteration(state)}, its step is {info.step}")
     return state
 
 
-def restore_policies(directory: str, step: int | None = None) -> tuple[RunInfo, Policies]:
+def _iteration(state: Any) -> int:
+    """A state's iteration; a multi-seed state (`[S]` iterations, all equal) counts as one."""
+    return int(max(jax.device_get(state.iteration).reshape(-1)))
+
+
+def restore_policies(directory: str, step: int | None = None,
+                     seed: int | None = None) -> tuple[RunInfo, Policies]:
     """Parameters, normalisers and partition of a checkpoint, on the first local device.
 
     Only these subtrees are read (orbax partial restore), with shapes from the checkpoint's
-    metadata, so evaluation needs no optimizer or env structure. Raises `CheckpointError`.
+    metadata, so evaluation needs no optimizer or env structure. A multi-seed run
+    (config `seeds` S > 1) stores every leaf as `[S, ...]`: `seed` (0..S-1) picks one.
+    Raises `CheckpointError`.
     """
     info = read_run(directory, step)
     path = _step_path(directory, info.step) / "state"
     where = f"checkpoint {os.path.join(directory, str(info.step))}"
+    num_seeds = info.config.seeds
+    if num_seeds > 1 and (seed is None or not 0 <= seed < num_seeds):
+        raise CheckpointError(f"{where} holds {num_seeds} seeds stacked (config seeds = "
+                              f"{num_seeds}); pick one with seed = 0..{num_seeds - 1} "
+                              f"(got {seed!r})")
+    if num_seeds == 1 and seed not in (None, 0):
+        raise CheckpointError(f"{where} holds one seed; got seed = {seed!r}")
     wanted = ("params", "teacher_stats", "central_stats", "partition")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     try:
@@ -218,6 +233,8 @@ def restore_policies(directory: str, step: int | None = None) -> tuple[RunInfo, 
     except Exception as e:
         raise CheckpointError(f"{where} could not be restored (missing or corrupt arrays): "
                               f"{_why(e)}") from e
+    if num_seeds > 1:
+        r = jax.tree.map(lambda x: x[seed], r)
     return info, Policies(r["params"]["teacher"], r["params"]["central"],
                           RunningStats(**r["teacher_stats"]), RunningStats(**r["central_stats"]),
                           Partition(**r["partition"]))
@@ -246,7 +263,7 @@ class Saver:
 
         Returns once the arrays are on the host; the files are written in the background.
         """
-        it = int(state.iteration)
+        it = _iteration(state)
         if it in self._mngr.all_steps():  # a run resumed at its last step has nothing new
             return False
         meta = {"format_version": FORMAT_VERSION, "iteration": it,

@@ -44,6 +44,9 @@ class Config:
     central_sees_context: bool = static(True)  # the central policy does by default
     normalize_obs: bool = static(False)  # running mean/std of observations (per role)
     seed: int = static(0)
+    # S independent runs in one program (vmapped): run s uses PRNGKey(seed + s), so it is
+    # the run `--seed seed+s` would train alone
+    seeds: int = static(1)
 
     # --- budget and batch shapes -----------------------------------------------------------
     num_envs: int = static(64)  # total envs, split evenly over partitions and devices
@@ -161,7 +164,7 @@ def validate(config: Config, num_devices: int = 1) -> Config:
     if c.activation not in ACTIVATIONS:
         _fail("activation", c.activation, f"one of {list(ACTIVATIONS)}")
     for name in ("partitions", "num_envs", "num_steps", "total_steps", "update_epochs",
-                 "num_minibatches", "kmeans_samples", "context_candidates", "log_every",
+                 "num_minibatches", "seeds", "kmeans_samples", "context_candidates", "log_every",
                  "eval_contexts", "eval_every", "checkpoint_every", "max_to_keep"):
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -1,12 +1,15 @@
-"""Data parallelism: a 1-D `Mesh` with axis "data", and `shard_map` over it.
+"""Data parallelism: a 1-D `Mesh` with axis "data", `shard_map` over it, and multi-process set-up.
 
-Envs (the `B` axis of every `[P, B, ...]` env leaf) are split across devices; parameters,
-optimizer states and everything else are replicated. With `jax.distributed` initialised
-the mesh spans every device of every process.
+Envs (the `B` axis of every `[P, B, ...]` env leaf, or `[S, P, B, ...]` with a seed axis) are
+split across devices; parameters, optimizer states and everything else are replicated. With
+`jax.distributed` initialised (`initialize_distributed`) the mesh spans every device of every
+process, and `put` builds global arrays from the host data every process holds alike.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any, Callable
 
 import jax
@@ -17,25 +20,108 @@ from jax.sharding import PartitionSpec as PS
 AXIS = "data"
 
 
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, auto: bool = False) -> None:
+    """Join a multi-process JAX program: call once, before any other JAX call.
+
+    Either all of `coordinator` ("host:port" of process 0), `num_processes` and `process_id`,
+    or `auto=True` to let JAX read them from the cluster environment (SLURM, Open MPI, TPU
+    pods, ...). On CPU the cross-process collectives use gloo, which must be chosen before
+    initialising.
+    """
+    explicit = (coordinator, num_processes, process_id)
+    if not auto and any(v is None for v in explicit):
+        raise ValueError("multi-process JAX needs --coordinator, --num-processes and "
+                         f"--process-id together (got {explicit}), or --distributed auto")
+    # Needed for CPU collectives across processes; GPU/TPU backends do not read it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if auto:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address=coordinator,
+                                   num_processes=num_processes, process_id=process_id)
+
+
+def distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the multi-process flags to a command line (`initialize_from_argv` reads them)."""
+    g = parser.add_argument_group(
+        "multi-process (jax.distributed; every process runs the same command; process 0 "
+        "writes logs and results, every process its shards of a checkpoint)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="address of process 0's coordination service")
+    g.add_argument("--num-processes", metavar="N", type=int, default=None,
+                   help="processes in the program, each with its local devices")
+    g.add_argument("--process-id", metavar="I", type=int, default=None,
+                   help="this process's index, 0..N-1")
+    g.add_argument("--distributed", choices=("auto",), default=None,
+                   help="auto: take coordinator, process count and id from the cluster "
+                        "environment where JAX detects one (SLURM, Open MPI, Cloud TPU)")
+
+
+def initialize_from_argv(argv: list[str]) -> bool:
+    """Initialise `jax.distributed` from the flags of `distributed_flags` in `argv`, if any
+    are given (other flags are ignored); returns whether this is a multi-process run.
+
+    Idempotent. Must run before the JAX backend starts: entry points call it before their
+    imports (gymnax starts the backend when imported). A bad combination exits with status 2.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    distributed_flags(parser)
+    opts, _ = parser.parse_known_args(argv)
+    explicit = (opts.coordinator, opts.num_processes, opts.process_id)
+    if not opts.distributed and all(v is None for v in explicit):
+        return False
+    if jax.distributed.is_initialized():
+        return True
+    try:
+        initialize_distributed(*explicit, auto=opts.distributed == "auto")
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return True
+
+
+def is_primary() -> bool:
+    """Process 0 writes logs, results and checkpoint metadata; the others only compute."""
+    return jax.process_index() == 0
+
+
 def make_mesh(num_devices: int = 0) -> Mesh:
-    """A mesh over the first `num_devices` devices (0: all of them)."""
+    """A mesh over the first `num_devices` devices of all processes (0: all of them)."""
     devices = jax.devices()
     n = num_devices or len(devices)
     if n > len(devices):
         raise ValueError(f"num_devices = {n} but only {len(devices)} devices are visible")
+    if jax.process_count() > 1 and n != len(devices):
+        raise ValueError(f"num_devices = {n}: a multi-process run uses all {len(devices)} "
+                         "devices of its processes (pass 0)")
     return Mesh(np.asarray(devices[:n]), (AXIS,))
 
 
-def specs(state: Any, env_field: str = "env") -> Any:
-    """PartitionSpecs for a state dataclass: its `env_field` split on axis 1, rest replicated."""
+def specs(state: Any, env_field: str = "env", env_axis: int = 1) -> Any:
+    """PartitionSpecs for a state dataclass: its `env_field` split on `env_axis` (the env axis
+    B: 1 for `[P, B, ...]` leaves, 2 with a leading seed axis), everything else replicated."""
     rep = jax.tree.map(lambda _: PS(), state)
-    env = jax.tree.map(lambda _: PS(None, AXIS), getattr(state, env_field))
+    split = PS(*([None] * env_axis + [AXIS]))
+    env = jax.tree.map(lambda _: split, getattr(state, env_field))
     return rep.replace(**{env_field: env})
 
 
 def put(state: Any, mesh: Mesh, state_specs: Any) -> Any:
-    """Place a host/1-device state onto the mesh with the given specs."""
-    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), state, state_specs)
+    """Place a host/1-device state onto the mesh with the given specs.
+
+    Every process must hold the same values (a state built deterministically from a key):
+    each process copies only the slices its own devices hold into one global array.
+    """
+
+    def one(x, spec):
+        sharding = NamedSharding(mesh, spec)
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, state, state_specs)
 
 
 def shard(fn: Callable[[Any], tuple[Any, Any]], mesh: Mesh, state_specs: Any) -> Callable:
@@ -47,8 +133,22 @@ def shard(fn: Callable[[Any], tuple[Any, Any]], mesh: Mesh, state_specs: Any) ->
     return jax.jit(mapped, donate_argnums=0)
 
 
+def host_local(tree: Any) -> Any:
+    """The replicated leaves of a (possibly multi-process) tree as host numpy arrays; leaves
+    split across devices become None. Every process can read what every device agrees on."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.sharding.is_fully_replicated:
+            return None
+        if isinstance(x, jax.Array):
+            return np.asarray(x.addressable_shards[0].data)
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
 def assert_replicated(tree: Any) -> None:
-    """Raise if a replicated array's copies on different devices differ."""
+    """Raise if a replicated array's copies on different (local) devices differ."""
     for path, x in jax.tree_util.tree_leaves_with_path(tree):
         if not x.sharding.is_fully_replicated:
             continue

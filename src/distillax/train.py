@@ -16,25 +16,35 @@ saves a checkpoint first.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # Join a multi-process program before anything starts the JAX backend: the imports below
+    # do (gymnax creates arrays when imported).
+    from distillax.parallel import initialize_from_argv
+
+    initialize_from_argv(sys.argv[1:])
+
 import argparse
 import dataclasses
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Any, Callable
 
 import jax
 import numpy as np
+import scipy.stats
 
 from distillax import checkpoint, logs, parallel
 from distillax.checkpoint import CheckpointError, RunInfo
 from distillax.config import Config, ConfigError, validate
 from distillax.model import Model, build_model
-from distillax.trainer import (IterationMetrics, TrainState, evaluate, heldout_contexts,
-                               init_state, make_runner)
+from distillax.trainer import (IterationMetrics, TrainState, evaluate, evaluation_view,
+                               heldout_contexts, init_run_state, make_runner, seed_axis,
+                               select_seed)
 
 
 @dataclasses.dataclass
@@ -57,6 +67,43 @@ class Summary:
     checkpoint_wait_s: float = 0.0  # time spent at exit waiting for background writes
 
 
+def mean_ci95(values: Any) -> tuple[float, float, float]:
+    """(mean, low, high) of per-seed values: a two-sided 95% Student-t interval,
+    mean -/+ t_{0.975, S-1} * sd / sqrt(S) with the sample sd (ddof 1); (m, m, m) for S = 1."""
+    v = np.asarray(values, np.float64)
+    m = float(v.mean())
+    if v.size < 2:
+        return m, m, m
+    half = float(scipy.stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return m, m - half, m + half
+
+
+def eval_keys(config: Config) -> list[jax.Array]:
+    """Held-out evaluation key of each seed: `PRNGKey(seed + s + 1)`, as its own run uses."""
+    return [jax.random.PRNGKey(config.seed + s + 1) for s in range(config.seeds)]
+
+
+def seed_states(model: Model, state: TrainState) -> list[TrainState]:
+    """Each seed's evaluation view (`evaluation_view`): one entry without a seed axis."""
+    view = evaluation_view(state)
+    if not seed_axis(model):
+        return [view]
+    return [select_seed(view, s) for s in range(model.config.seeds)]
+
+
+def multi_seed_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-seed held-out reports -> their means (under the single-run keys), and for each
+    return `<key>_seeds` (per seed) and `<key>_ci95` ([low, high], `mean_ci95`)."""
+    out: dict[str, Any] = {"contexts": reports[0]["contexts"], "seeds": len(reports),
+                           "interval": "95% Student-t over seeds"}
+    for k in ("central_greedy", "central_sampled", "teachers_greedy", "teachers_sampled"):
+        per = [r[k] for r in reports]
+        m, lo, hi = mean_ci95(per)
+        out[k], out[f"{k}_seeds"], out[f"{k}_ci95"] = m, per, [lo, hi]
+    out["per_seed"] = reports
+    return out
+
+
 def heldout_report(model: Model, state: TrainState, key: jax.Array) -> dict[str, Any]:
     """Mean held-out returns of central and teachers, greedy (mode) and sampled actions."""
     contexts = heldout_contexts(model)
@@ -72,9 +119,18 @@ def heldout_report(model: Model, state: TrainState, key: jax.Array) -> dict[str,
 
 def _record(metrics: IterationMetrics, state: TrainState, config: Config,
             steps_per_s: float) -> dict[str, Any]:
-    last = jax.tree.map(lambda x: np.asarray(x[-1]), metrics)
-    it = int(state.iteration)
+    """The report of the last iteration of a call. With several seeds every metric is the mean
+    over seeds (so the record keeps its single-run shape), and `<name>_seeds` holds the value
+    of each seed (averaged over partitions) for the return, loss and distillation KL."""
+    last = jax.tree.map(lambda x: np.asarray(x[-1]), parallel.host_local(metrics))
+    it = int(np.max(parallel.host_local(state.iteration)))
     u = last.update
+    per_seed = {}
+    if config.seeds > 1:
+        per_seed = {"teacher_return_seeds": last.teacher_return.mean(axis=1),
+                    "loss_seeds": u.loss, "distill_kl_seeds": u.distill.mean(axis=1)}
+        last = jax.tree.map(lambda x: x.mean(axis=0), last)
+        u = last.update
     return {
         "iteration": it,
         "env_steps": it * config.steps_per_iteration,
@@ -88,6 +144,7 @@ def _record(metrics: IterationMetrics, state: TrainState, config: Config,
         "value_loss": u.teacher.value,
         "approx_kl": u.teacher.approx_kl,
         "clip_frac": u.teacher.clip_frac,
+        **per_seed,
     }
 
 
@@ -153,6 +210,15 @@ def resume(directory: str, log: Callable[[str], None] = print, *, step: int | No
     return _run(config, log, info, stop_after, handle_signals)
 
 
+def _silent(_: str) -> None:
+    """The log of processes other than 0."""
+
+
+def _iteration(state: TrainState) -> int:
+    """The iteration a state stands at (all seeds of a stacked state move together)."""
+    return int(np.max(parallel.host_local(state.iteration)))
+
+
 def _write_json(path: str, obj: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -176,17 +242,20 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
             f"{restore.step}, past total_steps = {config.total_steps} ({total} iterations); "
             "pass a larger --total-steps")
     model = build_model(config)
-    state = init_state(model, jax.random.PRNGKey(config.seed))
+    state = init_run_state(model)  # a leading seed axis [S, ...] when config.seeds > 1
     chunk = min(config.log_every, total)
     runner = make_runner(model, state, mesh, chunk)
     state = runner.place(state)
     if restore is not None:
         # The fresh state only lends its structure and shardings (the current mesh's).
         state = checkpoint.restore_train_state(restore, state)
-    start = int(state.iteration)
+    start = _iteration(state)
 
     # Nothing in `directory` changes before this point, so a failed resume leaves it intact.
-    primary = jax.process_index() == 0
+    # Only process 0 writes logs and files; orbax coordinates the processes' checkpoint writes.
+    primary = parallel.is_primary()
+    if not primary:
+        log = _silent
     sink = tb = saver = None
     dropped = 0
     if directory:
@@ -220,7 +289,7 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
 
     history: list[dict[str, Any]] = []
     train_s = 0.0
-    eval_key = jax.random.PRNGKey(config.seed + 1)
+    keys = eval_keys(config)
     contexts = heldout_contexts(model)
     progress = logs.Progress(total, start, log)
     stop_at = total if stop_after is None else min(total, max(stop_after, start))
@@ -238,13 +307,18 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
             jax.block_until_ready(metrics)
             dt = time.perf_counter() - t
             train_s += dt
-            prev, it = it, int(state.iteration)
+            prev, it = it, _iteration(state)
             record = _record(metrics, state, config, n * config.steps_per_iteration / dt)
             # Evaluate where a multiple of eval_every was crossed: the same iterations
             # whether or not the run was resumed in between.
             if it // config.eval_every > prev // config.eval_every or it == total:
-                r = evaluate(model, state, contexts, eval_key, greedy=True, who="central")
+                r = [float(np.mean(evaluate(model, s, contexts, k, greedy=True,
+                                            who="central")))
+                     for s, k in zip(seed_states(model, state), keys)]
                 record["central_return"] = float(np.mean(r))
+                if config.seeds > 1:
+                    m, lo, hi = mean_ci95(r)
+                    record["central_return_seeds"], record["central_return_ci95"] = r, [lo, hi]
             history.append(record)
             for s in (sink, tb):
                 if s:
@@ -274,13 +348,20 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
             + (f"; continue with: python -m distillax.train --resume {directory}"
                if directory else ""))
     else:
-        final = heldout_report(model, state, eval_key)
+        reports = [heldout_report(model, s, k) for s, k in zip(seed_states(model, state), keys)]
+        final = reports[0] if len(reports) == 1 else multi_seed_report(reports)
         summary.final = final
         who = "central policy" if model.has_central else "ppo policy (no central)"
         log(f"{who} held-out return over {final['contexts']} contexts: "
             f"{final['central_greedy']:.1f} greedy, {final['central_sampled']:.1f} sampled")
         log(f"teachers (each in its own cell) held-out return: {final['teachers_greedy']:.1f} "
             f"greedy, {final['teachers_sampled']:.1f} sampled")
+        if config.seeds > 1:
+            for k in ("central_greedy", "teachers_greedy"):
+                lo, hi = final[f"{k}_ci95"]
+                seeds = " ".join(f"{v:.1f}" for v in final[f"{k}_seeds"])
+                log(f"{k} over {config.seeds} seeds: mean {final[k]:.1f}, 95% interval "
+                    f"[{lo:.1f}, {hi:.1f}] (Student t); per seed: {seeds}")
         if directory and primary:
             _write_json(os.path.join(directory, "results.json"), logs.to_python({
                 **final, "compile_s": compile_s, "train_s": train_s,
@@ -312,6 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-after", metavar="ITERATION", type=int, default=None,
                      help="stop once the run reaches this iteration, with a checkpoint "
                           "(continue later with --resume)")
+    parallel.distributed_flags(p)
     cfg = p.add_argument_group("config (defaults shown; see distillax.config.Config)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
@@ -331,7 +413,9 @@ def _parser() -> argparse.ArgumentParser:
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     """(run-control options, the config fields given on the command line)."""
     args = vars(_parser().parse_args(argv))
-    opts = argparse.Namespace(**{k: args.pop(k) for k in ("resume", "resume_step", "stop_after")})
+    opts = argparse.Namespace(**{k: args.pop(k) for k in (
+        "resume", "resume_step", "stop_after", "coordinator", "num_processes", "process_id",
+        "distributed")})
     for f in dataclasses.fields(Config):
         if isinstance(f.default, tuple) and f.name in args:
             raw = args[f.name]
@@ -351,6 +435,7 @@ def config_from_args(argv: list[str] | None = None) -> Config:
 def main(argv: list[str] | None = None) -> int:
     try:
         opts, given = _parse(argv)
+        parallel.initialize_from_argv(argv if argv is not None else sys.argv[1:])
         if opts.resume:
             resume(opts.resume, step=opts.resume_step, stop_after=opts.stop_after,
                    handle_signals=True, **given)

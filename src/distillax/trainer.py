@@ -64,6 +64,36 @@ def init_state(model: Model, key: jax.Array) -> TrainState:
                       jnp.zeros((), jnp.int32))
 
 
+def seed_keys(config: Config) -> list[jax.Array]:
+    """The run keys of a config: `PRNGKey(seed + s)` for s < seeds. Run s of a multi-seed
+    program is therefore exactly the single run with `seed = seed + s` (same partition, init,
+    envs and training stream), which is what makes per-seed results comparable."""
+    return [jax.random.PRNGKey(config.seed + s) for s in range(config.seeds)]
+
+
+def init_run_state(model: Model) -> TrainState:
+    """The fresh state of `model.config`'s run(s).
+
+    One seed: a plain `TrainState` (as `init_state`). `seeds = S > 1`: S states built one by
+    one on the host (partition building is host-side per key) and stacked along a new
+    leading seed axis, so every leaf is `[S, ...]` and env leaves `[S, P, B, ...]`.
+    """
+    states = [init_state(model, k) for k in seed_keys(model.config)]
+    if len(states) == 1:
+        return states[0]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def seed_axis(model: Model) -> bool:
+    """Whether the run's state carries a leading seed axis (config.seeds > 1)."""
+    return model.config.seeds > 1
+
+
+def select_seed(state: TrainState, s: int) -> TrainState:
+    """Seed s of a stacked `[S, ...]` state: the state of that seed's own run."""
+    return jax.tree.map(lambda x: x[s], state)
+
+
 def _psum_mean(total: jax.Array, count: jax.Array, axis_name: str | None) -> jax.Array:
     if axis_name is not None:
         total, count = jax.lax.psum((total, count), axis_name)
@@ -144,12 +174,20 @@ class Runner:
 
 
 def make_runner(model: Model, state: TrainState, mesh: Mesh, iterations: int) -> Runner:
-    """`step(state)` runs `iterations` iterations on device; metrics are stacked `[n, ...]`."""
+    """`step(state)` runs `iterations` iterations on device; metrics are stacked `[n, ...]`.
+
+    With `config.seeds > 1` the state has a leading seed axis and each iteration is
+    `vmap`-ped over it inside the `shard_map` (the collectives over "data" stay per seed), so
+    metrics are `[n, S, ...]` and the env axis B that devices split is axis 2.
+    """
+    one = functools.partial(iteration, model)
+    if seed_axis(model):
+        one = jax.vmap(one)
 
     def multi(state):
-        return jax.lax.scan(lambda s, _: iteration(model, s), state, None, length=iterations)
+        return jax.lax.scan(lambda s, _: one(s), state, None, length=iterations)
 
-    state_specs = parallel.specs(state)
+    state_specs = parallel.specs(state, env_axis=2 if seed_axis(model) else 1)
     return Runner(model, mesh, parallel.shard(multi, mesh, state_specs), state_specs)
 
 
@@ -201,6 +239,13 @@ def _evaluator(model: Model, greedy: bool, who: str) -> Callable:
         return episode_returns(policy, model.env, contexts, key)
 
     return jax.jit(run)
+
+
+def evaluation_view(state: TrainState) -> TrainState:
+    """What evaluation reads (params, normalisers, partition) as host arrays, without the env
+    carry and optimizer states: every process of a multi-process run can evaluate it on its
+    own devices, since those parts are replicated."""
+    return parallel.host_local(state.replace(env=None, opt=None))
 
 
 def heldout_contexts(model: Model) -> np.ndarray:
