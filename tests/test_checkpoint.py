@@ -188,13 +188,14 @@ def test_sigkill_between_checkpoints_loses_only_the_iterations_since_the_last(
     assert _records(d) == _records(d_full)  # the killed run's record 6 is replaced, not doubled
 
 
-def test_checkpoint_reads_with_the_plain_orbax_calls_in_the_docstring(full):
+def test_checkpoint_reads_with_the_plain_orbax_calls_in_the_docstring(full, monkeypatch):
     state, _, d = full
+    monkeypatch.chdir(os.path.dirname(d))  # a relative DIR, as users type it
     # Run the snippet exactly as documented in distillax.checkpoint (and in the README).
     doc = checkpoint.__doc__
     start = doc.index("    import jax, orbax.checkpoint as ocp")
     snippet = textwrap.dedent(doc[start:doc.index("\n\n", start)])
-    scope = {"DIR": d}
+    scope = {"DIR": os.path.basename(d)}
     exec(snippet, scope)
     assert _leaves_equal(scope["state"]["params"]["central"], state.params.central) == []
     assert _leaves_equal(scope["state"]["env"]["obs"], state.env.obs) == []

@@ -14,7 +14,7 @@ names of `TrainState`; works whatever device layout saved it):
     import jax, orbax.checkpoint as ocp
     from etils import epath
     step = max(ocp.utils.checkpoint_steps(DIR))      # committed checkpoints only
-    path = epath.Path(DIR) / str(step)
+    path = epath.Path(DIR).resolve() / str(step)     # orbax wants absolute paths
     shapes = ocp.PyTreeCheckpointHandler().metadata(path / "state").tree
     cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), shapes)
