@@ -274,9 +274,10 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
                                           if restore is not None else None)
         saver = checkpoint.Saver(directory, config.max_to_keep)
 
+    stop_at = total if stop_after is None else min(total, max(stop_after, start))
     t0 = time.perf_counter()
     compiled = {}
-    if start < total:
+    if start < stop_at:  # a finished run, or one resumed at its stop_after, compiles nothing
         compiled[chunk] = runner.step.lower(state).compile()
     compile_s = time.perf_counter() - t0
     where = (f"resumed {directory} from iteration {start}"
@@ -292,7 +293,6 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
     keys = eval_keys(config)
     contexts = heldout_contexts(model)
     progress = logs.Progress(total, start, log)
-    stop_at = total if stop_after is None else min(total, max(stop_after, start))
     it = start
     with _StopRequest(handle_signals, log) as stop:
         while it < stop_at and not stop.requested:
