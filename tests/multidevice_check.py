@@ -1,6 +1,9 @@
 """Run in its own process (the device count is fixed once JAX starts): one training chunk on
 a mesh of 1 device and of 4 simulated CPU devices from the same state; print the largest
-difference of params, normalisers and env observations, and check replication."""
+difference of params, normalisers and env observations, and check replication.
+
+    python tests/multidevice_check.py METHOD [SEEDS]    # SEEDS > 1: the vmapped multi-seed state
+"""
 
 import json
 import os
@@ -14,17 +17,18 @@ import numpy as np  # noqa: E402
 from distillax import parallel  # noqa: E402
 from distillax.config import Config  # noqa: E402
 from distillax.model import build_model  # noqa: E402
-from distillax.trainer import init_state, make_runner  # noqa: E402
+from distillax.trainer import init_run_state, make_runner  # noqa: E402
 
 method = sys.argv[1] if len(sys.argv) > 1 else "central"
+seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 config = Config(method=method, num_envs=16, num_steps=16, total_steps=16 * 16 * 4,
                 num_minibatches=2, update_epochs=2, normalize_obs=True, hidden_sizes=(16,),
-                kmeans_samples=1000, partitions=2)
+                kmeans_samples=1000, partitions=2, seeds=seeds)
 model = build_model(config)
 out = {}
 for n in (1, 4):
     mesh = parallel.make_mesh(n)
-    state = init_state(model, jax.random.PRNGKey(0))
+    state = init_run_state(model)  # PRNGKey(0), or [seeds] stacked states
     runner = make_runner(model, state, mesh, 2)
     state, metrics = runner.step(runner.place(state))
     parallel.assert_replicated(state.params)

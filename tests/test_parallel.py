@@ -1,4 +1,5 @@
-"""Hosts: two processes on 127.0.0.1 (one CPU device each, gloo collectives) train together
+"""Seeds on devices: the stacked multi-seed state (env axis 2 split) on 4 simulated devices
+equals 1 device. Hosts: two processes on 127.0.0.1 (one CPU device each, gloo collectives) train together
 through the command line and reach the same parameters as one process with two simulated
 devices; only process 0 writes logs. Each process is bounded in time and killed on failure."""
 
@@ -17,6 +18,18 @@ ARGS = ["--num-envs", "8", "--num-steps", "16", "--total-steps", "384", "--hidde
         "--kmeans-samples", "1000", "--partitions", "2", "--num-minibatches", "2",
         "--update-epochs", "2", "--log-every", "3", "--eval-contexts", "4", "--normalize-obs"]
 TIMEOUT_S = 240
+
+
+HERE = os.path.dirname(__file__)
+
+
+def test_two_seeds_on_4_simulated_devices_equal_1_device():
+    out = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_check.py"), "central",
+                          "2"], capture_output=True, text=True, timeout=TIMEOUT_S, env=_env(4))
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 4
+    assert result["max_abs_diff"] <= 1e-5, result
 
 
 def _free_port() -> int:

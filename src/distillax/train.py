@@ -2,6 +2,9 @@
 
     python -m distillax.train --checkpoint-dir runs/a              # a fresh run
     python -m distillax.train --resume runs/a [--total-steps N]    # continue it
+    python -m distillax.train --seeds 4                            # 4 seeds in one program
+    python -m distillax.train --coordinator HOST:PORT --num-processes N --process-id I
+    python -m distillax.train --distributed auto                   # SLURM, MPI, Cloud TPU
 
 Library use: `state, summary = distillax.train(Config(...))`; `distillax.resume("runs/a")`.
 
@@ -12,6 +15,12 @@ same compiled steps on the same state as an uninterrupted one and reproduces it 
 (on CPU, with the same device count). A `kill -9` loses the iterations since the last
 checkpoint; Ctrl-C or SIGTERM on the command line stops at the end of the running call and
 saves a checkpoint first.
+
+With `seeds = S > 1` the state carries a leading seed axis (run s is the run of seed
+`seed + s`); records and results give the mean over seeds under the usual names, plus
+`<name>_seeds` and a 95% Student-t interval `<name>_ci95`. In a multi-process run every
+process runs this loop on its share of the envs; only process 0 logs and writes files other
+than its checkpoint shards.
 """
 
 from __future__ import annotations
