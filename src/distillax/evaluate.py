@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distillax import logs
+from distillax import checkpoint, logs
 from distillax.checkpoint import CheckpointError, Policies
 from distillax.contexts import ContextSpace, assign
 from distillax.model import Model
@@ -169,11 +169,19 @@ def _fmt(x: float) -> str:
 
 def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 512,
                         resolution: int = 11, step: int | None = None, greedy: bool = True,
-                        seed: int = 0, plots: bool = True) -> dict[str, Any]:
+                        seed: int = 0, plots: bool = True,
+                        seed_index: int | None = None) -> dict[str, Any]:
     """Evaluate checkpoint `step` (default latest) of `directory`; write the table and plots
-    into `out` (default `directory/eval`). Returns the report (what eval.json holds)."""
+    into `out` (default `directory/eval`). Returns the report (what eval.json holds).
+
+    `seed` seeds the episodes' initial states; `seed_index` picks the run s of a multi-seed
+    checkpoint (config `seeds` > 1; default 0).
+    """
     t0 = time.perf_counter()
-    info, model, policies = load(directory, step)
+    run_seeds = checkpoint.read_run(directory, step).config.seeds
+    if run_seeds > 1 and seed_index is None:
+        seed_index = 0
+    info, model, policies = load(directory, step, seed_index)
     t_restore = time.perf_counter() - t0
     config, space = info.config, model.env.space
     out = out or os.path.join(directory, "eval")
@@ -211,7 +219,8 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
         "iteration": info.meta.get("iteration"), "env_steps": info.meta.get("env_steps"),
         "task": config.task, "method": config.method, "partitions": P,
         "has_central": model.has_central, "actions": "greedy" if greedy else "sampled",
-        "seed": seed, "grid": {"contexts": int(len(grid)), "shape": grid_shape},
+        "seed": seed, "seed_index": seed_index, "run_seeds": run_seeds,
+        "grid": {"contexts": int(len(grid)), "shape": grid_shape},
         "overall": {"central": _stats(g["central"]), "teachers_own_cell": _stats(g["own"]),
                     "best_single_teacher": {"teacher": best, **_stats(g["teachers"][best])}},
         "per_partition": per_partition,
@@ -255,7 +264,9 @@ def markdown(report: dict[str, Any], space: ContextSpace) -> str:
         f"Checkpoint at iteration {report['iteration']} ({report['env_steps']:,} env steps); "
         f"task `{report['task']}`, method `{report['method']}`, {report['partitions']} "
         f"partitions. One episode per context, {report['actions']} actions, the same initial "
-        "states for every policy.", "",
+        "states for every policy."
+        + (f" Run {report['seed_index']} of the {report['run_seeds']} seeds in the checkpoint "
+           f"(config seed + {report['seed_index']})." if report["run_seeds"] > 1 else ""), "",
         f"Grid: {report['grid']['contexts']} contexts covering the whole context space ("
         + " x ".join(f"{n} {k}" for k, n in report["grid"]["shape"].items()) + ").", "",
         "## Return over the whole context space", "",
@@ -490,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampled", action="store_true",
                    help="sample actions instead of the greedy mode")
     p.add_argument("--seed", type=int, default=0, help="seed of the episodes' initial states")
+    p.add_argument("--seed-index", type=int, default=None, metavar="S",
+                   help="which run of a multi-seed checkpoint (config seeds > 1) to evaluate: "
+                        "0..seeds-1, the run of config seed + S (default 0)")
     args = p.parse_args(argv)
     for name in ("contexts", "resolution"):
         if getattr(args, name) < 2:
@@ -499,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t = time.perf_counter()
         rep = evaluate_checkpoint(args.checkpoint_dir, args.out, args.contexts,
-                                  args.resolution, args.step, not args.sampled, args.seed)
+                                  args.resolution, args.step, not args.sampled, args.seed,
+                                  seed_index=args.seed_index)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

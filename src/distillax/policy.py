@@ -54,21 +54,25 @@ def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array]
     return policy
 
 
-def load(directory: str, step: int | None = None) -> tuple[RunInfo, Model, Policies]:
-    """Config, model and acting parameters of checkpoint `step` (default: latest)."""
-    info, policies = restore_policies(directory, step)
+def load(directory: str, step: int | None = None,
+         seed: int | None = None) -> tuple[RunInfo, Model, Policies]:
+    """Config, model and acting parameters of checkpoint `step` (default: latest); `seed`
+    (0..S-1) picks one run of a multi-seed checkpoint (config `seeds` = S > 1)."""
+    info, policies = restore_policies(directory, step, seed)
     return info, build_model(info.config), policies
 
 
-def load_policy(directory: str, greedy: bool = False, step: int | None = None) -> Policy:
+def load_policy(directory: str, greedy: bool = False, step: int | None = None,
+                seed: int | None = None) -> Policy:
     """The central policy of a checkpoint as a jitted `policy(obs, context, key) -> action`.
 
     `obs [..., obs_dim]` is the raw environment observation (the stored normaliser is applied
     inside), `context [..., d]` the context vector, `key` a PRNG key (unused when `greedy`,
     which takes the distribution's mode). Leading axes are batch axes, including none.
+    A multi-seed checkpoint needs `seed`, the index s of the run (of config seed + s).
     Raises `checkpoint.CheckpointError` if the checkpoint is missing or unreadable.
     """
-    info, model, policies = load(directory, step)
+    info, model, policies = load(directory, step, seed)
     act = central_policy(model, policies, greedy)
     if not model.has_central:
         # The teacher path indexes a batch axis; give a single observation one.
