@@ -425,7 +425,9 @@ def _plot_tasks(out: str, space: ContextSpace, grid: np.ndarray, g: dict[str, np
     x = np.arange(len(grid))
     ax.bar(x - 0.2, g["central"], 0.4, label="central" if report["has_central"] else "ppo")
     ax.bar(x + 0.2, g["own"], 0.4, label="teacher of the task")
-    ax.set_xticks(x, [f"task {i}" for i in x], rotation=45, fontsize=8)
+    ax.set_xticks(x, [f"{i}: (" + ", ".join(f"{v:g}" for v in c) + ")"
+                      for i, c in enumerate(grid)], rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("task: (" + ", ".join(space.names) + ")")
     ax.set_ylabel("return")
     ax.legend(fontsize=8)
     ax.set_title(f"{report['task']} / {report['method']}: return per task, iteration "
