@@ -88,3 +88,10 @@ def test_distributed_flags_must_come_together():
                          capture_output=True, text=True, timeout=120, env=_env(1))
     assert out.returncode == 2
     assert "--coordinator" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_more_devices_than_visible_is_a_config_error():
+    out = subprocess.run([sys.executable, "-m", "distillax.train", "--num-devices", "3"],
+                         capture_output=True, text=True, timeout=120, env=_env(2))
+    assert out.returncode == 2
+    assert "`num_devices`" in out.stderr and "Traceback" not in out.stderr

@@ -17,6 +17,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 
+from distillax.config import ConfigError
+
 AXIS = "data"
 
 
@@ -91,10 +93,11 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     devices = jax.devices()
     n = num_devices or len(devices)
     if n > len(devices):
-        raise ValueError(f"num_devices = {n} but only {len(devices)} devices are visible")
+        raise ConfigError(f"config field `num_devices` = {n} is invalid: only {len(devices)} "
+                          "devices are visible (0 = all)")
     if jax.process_count() > 1 and n != len(devices):
-        raise ValueError(f"num_devices = {n}: a multi-process run uses all {len(devices)} "
-                         "devices of its processes (pass 0)")
+        raise ConfigError(f"config field `num_devices` = {n} is invalid: a multi-process run "
+                          f"uses all {len(devices)} devices of its processes (0)")
     return Mesh(np.asarray(devices[:n]), (AXIS,))
 
 
