@@ -2,12 +2,14 @@
 
 from typing import Callable
 
-from distillax.envs import cartpole, pendulum
+from distillax.envs import cartpole, fourrooms, pendulum, pointgoal
 from distillax.envs.base import ContextualEnv, Step
 
 TASKS: dict[str, Callable[[], ContextualEnv]] = {
     "cartpole": cartpole.make,
     "pendulum": pendulum.make,
+    "pointgoal": pointgoal.make,
+    "fourrooms": fourrooms.make,
 }
 
 
