@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from distillax import Config, parallel, train
+from distillax import Config, parallel, resume, train
 from distillax.checkpoint import CheckpointError, restore_policies
 from distillax.model import build_model
 from distillax.train import heldout_report, mean_ci95
@@ -27,8 +27,12 @@ def test_mean_ci95_is_the_student_t_interval():
 
 
 def test_four_seeds_equal_four_separate_runs(tmp_path):
+    # The multi-seed run stops after iteration 1 and resumes from its checkpoint, so this also
+    # checks that a multi-seed checkpoint resumes exactly (the separate runs are uninterrupted).
     config = Config(seeds=4, seed=3, checkpoint_dir=str(tmp_path / "multi"), **SMALL)
-    state, summary = train(config, log=lambda _: None)
+    train(config, log=lambda _: None, stop_after=1)
+    state, summary = resume(config.checkpoint_dir, log=lambda _: None)
+    assert summary.start_iteration == 1
     assert jax.tree.leaves(state.params)[0].shape[0] == 4
     assert np.asarray(state.iteration).tolist() == [3, 3, 3, 3]
     final = summary.final
@@ -60,3 +64,4 @@ def test_four_seeds_equal_four_separate_runs(tmp_path):
     _, policies = restore_policies(str(tmp_path / "multi"), seed=1)
     np.testing.assert_allclose(jax.tree.leaves(policies.central)[0],
                                jax.tree.leaves(state.params.central)[0][1], atol=1e-6)
+
