@@ -68,7 +68,7 @@ class Summary:
     final: dict[str, Any]
     compile_s: float
     train_s: float
-    steps_per_s: float
+    steps_per_s: float  # env steps of all seeds per second of training calls
     start_iteration: int = 0  # > 0 for a resumed run
     iteration: int = 0  # where the run stands now
     checkpoints: int = 0  # checkpoints saved by this process
@@ -294,7 +294,8 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
              if restore is not None else "")
     log(f"distillax: task={config.task} method={config.method} partitions="
         f"{config.num_partitions} envs={config.num_envs} devices={mesh.size} "
-        f"iterations={total} ({config.steps_per_iteration:,} env steps each); "
+        f"iterations={total} ({config.steps_per_iteration:,} env steps each)"
+        + (f" x {config.seeds} seeds" if config.seeds > 1 else "") + "; "
         f"compiled in {compile_s:.1f} s" + (f"; {where}" if where else ""))
 
     history: list[dict[str, Any]] = []
@@ -317,7 +318,9 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
             dt = time.perf_counter() - t
             train_s += dt
             prev, it = it, _iteration(state)
-            record = _record(metrics, state, config, n * config.steps_per_iteration / dt)
+            # Throughput counts every seed's env steps; `env_steps` is per run (per seed).
+            record = _record(metrics, state, config,
+                             n * config.steps_per_iteration * config.seeds / dt)
             # Evaluate where a multiple of eval_every was crossed: the same iterations
             # whether or not the run was resumed in between.
             if it // config.eval_every > prev // config.eval_every or it == total:
@@ -344,7 +347,7 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
         summary.checkpoint_wait_s = saver.close()
         summary.checkpoints, summary.checkpoint_blocking_s = saver.saves, saver.blocking_s
     done = it - start
-    summary.steps_per_s = done * config.steps_per_iteration / max(train_s, 1e-9)
+    summary.steps_per_s = done * config.steps_per_iteration * config.seeds / max(train_s, 1e-9)
     log(f"compile time {compile_s:.1f} s (excluded) | training {train_s:.1f} s | "
         f"{summary.steps_per_s:,.0f} env-steps/s")
     if saver:
