@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/scaling.py                 # writes benchmarks/scaling.json
     .venv/bin/python benchmarks/scaling.py --devices 1 2 4 8 --total-steps 655360
+    .venv/bin/python benchmarks/scaling.py --platform gpu --devices 1 --out gpu.json
 
 Each device count runs in its own process (the device count is fixed once JAX starts;
 `--xla_force_host_platform_device_count`), trains the same config from the same key and
@@ -53,6 +54,8 @@ def main() -> None:
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2, help="runs per device count; best kept")
+    p.add_argument("--platform", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu: simulated devices; gpu: the first N real accelerators")
     p.add_argument("--out", default=os.path.join(HERE, "scaling.json"))
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -60,8 +63,10 @@ def main() -> None:
         return worker(args)
     results = []
     for n in args.devices:
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+        if args.platform == "cpu":
+            env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+                       JAX_PLATFORMS="cpu")
         cmd = [sys.executable, __file__, "--worker", str(n)] + sys.argv[1:]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
