@@ -38,7 +38,16 @@ evaluate: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15 tests $(ARGS)
 
-bench: $(STAMP)
+# The peer of the benchmark (rejax PPO) goes into the venv for the bench only: it is not a
+# dependency of distillax. Pinned: benchmarks/run.py adapts gymnax 1.0's step to its API.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q 'rejax==0.1.3'
+	@touch $(BENCH_STAMP)
+
+# Side-by-side speed (limit, rejax peer, distillation overhead, scaling in P, profile):
+# writes benchmarks/results.json and benchmarks/results.md; ~15 min on 2 cores.
+bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
 
 clean:

@@ -1,0 +1,528 @@
+"""`make bench`: distillax's speed against its ceiling, a peer (rejax PPO) and itself in P.
+
+    .venv/bin/python benchmarks/run.py                 # everything, ~10-15 min on 2 cores
+    .venv/bin/python benchmarks/run.py --sections limit peer --reps 5
+
+Writes benchmarks/results.json and benchmarks/results.md. Everything is measured side by
+side in one process on one machine: each case is compiled ahead of time
+(`step.lower(state).compile()`, reported separately as compile time), run once to warm up,
+then timed over `--reps` calls of `--iters` scanned iterations each (`block_until_ready`);
+env-steps/s is the median over the calls. Sections:
+
+1. limit: vmapped gymnax stepping + the teachers' forward pass and action sampling (no
+   learning): the ceiling of acting. Also env stepping alone (random actions).
+2. peer: rejax 0.1.3 PPO vs distillax `ppo` on CartPole-v1, same hyperparameters and network
+   (2x64 tanh), at 4 envs x 128 steps and 2048 envs x 32 steps, both 4 epochs x 4
+   minibatches: env-steps/s, and the final return of a full short training of each
+   (`--budget-small` / `--budget-large` env steps; 128 sampled-action episodes).
+3. overhead: `central` and `dnc` with P=4 vs `ppo` at the same total env count.
+4. scaling: P in {1, 2, 4, 8, 16} at constant total envs for `central` and `dnc`.
+5. profile: rollout alone (jitted `rollout` + the bootstrap value) vs the whole iteration,
+   so update time = iteration - rollout.
+
+rejax is a bench-only dependency (`make bench` installs it into the venv); it unpacks
+gymnax's old 5-value `step`, so its env is wrapped here (`FiveValueStep`), rejax unedited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distillax import parallel
+from distillax.config import Config, validate
+from distillax.envs import cartpole, register
+from distillax.model import Model, build_model
+from distillax.rollout import rollout
+from distillax.trainer import evaluate, init_state, make_runner
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EVAL_EPISODES = 128  # rejax's own evaluation size; distillax is evaluated on as many
+
+
+# --- CartPole-v1 as a distillax task ---------------------------------------------------------
+
+
+def plain_cartpole():
+    """gymnax CartPole-v1 exactly: the contextual cartpole whose rho is the default context
+    alone (a one-task set), so every reset is the plain environment."""
+    base = cartpole.make()
+    space = dataclasses.replace(base.space, tasks=(base.default_context,))
+    return dataclasses.replace(base, name="cartpole-v1", space=space)
+
+
+register("cartpole-v1", plain_cartpole)
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def _block(x: Any) -> Any:
+    return jax.block_until_ready(x)
+
+
+def time_compiled(step: Callable, arg: Any, reps: int) -> tuple[float, float, list[float], Any]:
+    """AOT-compile `step(arg) -> (arg', aux)`, warm up once, time `reps` chained calls.
+
+    Returns (compile_s including tracing/lowering, median call s, all call s, last output).
+    `step` may donate its argument, so each call feeds the next.
+    """
+    t0 = time.perf_counter()
+    compiled = step.lower(arg).compile()
+    compile_s = time.perf_counter() - t0
+    out = _block(compiled(arg))
+    times = []
+    for _ in range(reps):
+        arg = out[0]
+        t = time.perf_counter()
+        out = _block(compiled(arg))
+        times.append(time.perf_counter() - t)
+    return compile_s, statistics.median(times), times, out
+
+
+def _rate(steps: int, times: list[float]) -> dict[str, Any]:
+    rates = [steps / t for t in times]
+    return {"steps_per_s": statistics.median(rates), "steps_per_s_all": rates}
+
+
+# --- distillax -------------------------------------------------------------------------------
+
+
+def distillax_config(method: str, partitions: int, num_envs: int, num_steps: int,
+                     total_steps: int, **kw: Any) -> Config:
+    base = dict(task="cartpole", method=method, partitions=partitions, num_envs=num_envs,
+                num_steps=num_steps, total_steps=total_steps, update_epochs=4,
+                num_minibatches=4, log_every=1, eval_every=10**9)
+    return validate(Config(**{**base, **kw}))
+
+
+def distillax_runner(config: Config, iters: int, seed: int = 0):
+    model = build_model(config)
+    state = init_state(model, jax.random.PRNGKey(seed))
+    runner = make_runner(model, state, parallel.make_mesh(1), iters)
+    return model, runner, runner.place(state)
+
+
+def bench_distillax(config: Config, iters: int, reps: int) -> dict[str, Any]:
+    """Throughput of the compiled, sharded training step (`iters` iterations per call)."""
+    _, runner, state = distillax_runner(config, iters)
+    compile_s, _, times, _ = time_compiled(runner.step, state, reps)
+    return {"compile_s": compile_s, **_rate(iters * config.steps_per_iteration, times),
+            "envs": config.num_envs, "steps": config.num_steps,
+            "partitions": config.num_partitions}
+
+
+def rollout_only(model: Model, iters: int) -> Callable:
+    """`iters` rollouts (plus the bootstrap value) of the teachers, no update: the acting
+    part of `trainer.iteration`, with the same inputs."""
+    c = model.config
+
+    def run(state):
+        def one(s, _):
+            t_stats, c_stats = s.teacher_stats, s.central_stats
+            act = lambda p, o, ctx: model.teachers(p, o, ctx, t_stats, c_stats)  # noqa: E731
+            value_fn = lambda p, o, ctx: model.teacher_values(p, o, ctx, t_stats)  # noqa: E731
+            acting = model.acting_params(s.params.teacher, s.params.central)
+            env, traj = rollout(acting, s.env, s.partition, act, value_fn, model.env,
+                                c.num_steps, c.context_candidates)
+            last = value_fn(acting, env.obs, env.context)
+            return s.replace(env=env), jnp.sum(traj.reward) + jnp.sum(last)
+
+        return jax.lax.scan(one, state, None, length=iters)
+
+    return jax.jit(run, donate_argnums=0)
+
+
+def bench_rollout(config: Config, iters: int, reps: int) -> dict[str, Any]:
+    model = build_model(config)
+    state = init_state(model, jax.random.PRNGKey(0))
+    compile_s, _, times, _ = time_compiled(rollout_only(model, iters), state, reps)
+    return {"compile_s": compile_s, **_rate(iters * config.steps_per_iteration, times)}
+
+
+def limit_fn(model: Model, num_steps: int, iters: int, policy: bool) -> Callable:
+    """`iters x num_steps` steps of P x B vmapped envs, acting with the teachers' forward pass
+    and sampling (`policy`) or uniformly at random; contexts stay fixed (no resampling)."""
+    env = model.env
+
+    def run(carry):
+        params, stats, obs, state, context, key = carry
+
+        def step(c, _):
+            obs, state, key = c
+            key, k_act, k_env = jax.random.split(key, 3)
+            if policy:
+                dist, value = model.teachers(params, obs, context, stats)
+                action = dist.sample(k_act)
+            else:
+                action = jax.random.randint(k_act, obs.shape[:2], 0, env.action_dim)
+            keys = jax.random.split(k_env, obs.shape[0] * obs.shape[1])
+            keys = keys.reshape(obs.shape[:2] + keys.shape[1:])
+            out = jax.vmap(jax.vmap(env.step))(keys, state, action, context, context)
+            return (out.obs, out.state, key), None
+
+        (obs, state, key), _ = jax.lax.scan(step, (obs, state, key), None,
+                                            length=num_steps * iters)
+        return (params, stats, obs, state, context, key), None
+
+    return jax.jit(run, donate_argnums=0)
+
+
+def bench_limit(config: Config, iters: int, reps: int, policy: bool) -> dict[str, Any]:
+    model = build_model(config)
+    s = init_state(model, jax.random.PRNGKey(0))
+    carry = (s.params.teacher, s.teacher_stats, s.env.obs, s.env.state, s.env.context, s.key)
+    compile_s, _, times, _ = time_compiled(limit_fn(model, config.num_steps, iters, policy),
+                                           carry, reps)
+    return {"compile_s": compile_s, **_rate(iters * config.steps_per_iteration, times)}
+
+
+def train_distillax(config: Config, seed: int) -> dict[str, Any]:
+    """A full training of `config.total_steps` in one compiled call, then the return of
+    EVAL_EPISODES sampled-action episodes of its (only) teacher on CartPole-v1."""
+    model, runner, state = distillax_runner(config, config.num_iterations, seed)
+    t0 = time.perf_counter()
+    compiled = runner.step.lower(state).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, metrics = _block(compiled(state))
+    train_s = time.perf_counter() - t0
+    contexts = np.tile(np.asarray(model.env.default_context, np.float32), (EVAL_EPISODES, 1))
+    ret = evaluate(model, state, contexts, jax.random.PRNGKey(seed + 1), greedy=False,
+                   who="teachers")
+    steps = config.num_iterations * config.steps_per_iteration
+    return {"final_return": float(np.mean(ret)), "train_s": train_s, "compile_s": compile_s,
+            "env_steps": steps, "train_steps_per_s": steps / train_s}
+
+
+# --- rejax -----------------------------------------------------------------------------------
+
+
+class FiveValueStep:
+    """gymnax >= 1.0 env seen through gymnax's old API, as rejax 0.1.3 unpacks it:
+    `step -> (obs, state, reward, done, info)` with done = terminated or truncated."""
+
+    def __init__(self, env):
+        self._env = env
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "_env":  # copy/pickle probe before __init__
+            raise AttributeError(name)
+        return getattr(self._env, name)
+
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action,
+                                                                         params)
+        return obs, state, reward, jnp.logical_or(terminated, truncated), info
+
+
+def rejax_ppo(num_envs: int, num_steps: int, total_steps: int, hp: dict[str, Any]):
+    import gymnax
+    from rejax import PPO
+
+    env, env_params = gymnax.make("CartPole-v1")
+    return PPO.create(
+        env=FiveValueStep(env), env_params=env_params, num_envs=num_envs, num_steps=num_steps,
+        num_epochs=4, num_minibatches=4, total_timesteps=total_steps, eval_freq=total_steps,
+        skip_initial_evaluation=True, learning_rate=hp["learning_rate"],
+        max_grad_norm=hp["max_grad_norm"], gamma=hp["gamma"], gae_lambda=hp["gae_lambda"],
+        clip_eps=hp["clip_eps"], vf_coef=hp["vf_coef"], ent_coef=hp["ent_coef"],
+        agent_kwargs={"activation": "tanh", "hidden_layer_sizes": (64, 64)})
+
+
+def bench_rejax(num_envs: int, num_steps: int, iters: int, reps: int,
+                hp: dict[str, Any]) -> dict[str, Any]:
+    algo = rejax_ppo(num_envs, num_steps, num_envs * num_steps * iters, hp)
+    ts = algo.init_state(jax.random.PRNGKey(0))
+    step = jax.jit(lambda ts: (jax.lax.fori_loop(0, iters,
+                                                 lambda _, t: algo.train_iteration(t), ts),
+                               None), donate_argnums=0)
+    compile_s, _, times, _ = time_compiled(step, ts, reps)
+    return {"compile_s": compile_s, **_rate(iters * num_envs * num_steps, times)}
+
+
+def train_rejax(num_envs: int, num_steps: int, total_steps: int, seed: int,
+                hp: dict[str, Any]) -> dict[str, Any]:
+    """rejax's own `train` (one evaluation, at the end: 128 sampled-action episodes)."""
+    algo = rejax_ppo(num_envs, num_steps, total_steps, hp)
+    key = jax.random.PRNGKey(seed)
+    train = jax.jit(algo.train)
+    t0 = time.perf_counter()
+    compiled = train.lower(key).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ts, (lengths, returns) = _block(compiled(key))
+    train_s = time.perf_counter() - t0
+    iteration = num_envs * num_steps
+    steps = int(np.ceil(total_steps / iteration)) * iteration
+    return {"final_return": float(np.mean(returns[-1])), "train_s": train_s,
+            "compile_s": compile_s, "env_steps": steps, "train_steps_per_s": steps / train_s}
+
+
+# --- sections --------------------------------------------------------------------------------
+
+PEER_HP = dict(learning_rate=2.5e-3, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
+               clip_eps=0.2, vf_coef=0.5, ent_coef=0.01)
+
+
+def section_limit(a) -> dict[str, Any]:
+    config = distillax_config("ppo", 1, a.limit_envs, a.limit_steps,
+                              a.limit_envs * a.limit_steps)
+    return {"envs": a.limit_envs, "steps": a.limit_steps,
+            "env_only": bench_limit(config, a.iters, a.reps, policy=False),
+            "env_and_teacher_forward": bench_limit(config, a.iters, a.reps, policy=True)}
+
+
+def section_peer(a) -> list[dict[str, Any]]:
+    rows = []
+    for envs, steps, budget, iters in ((4, 128, a.budget_small, a.iters_small),
+                                       (2048, 32, a.budget_large, a.iters)):
+        config = distillax_config("ppo", 1, envs, steps, budget, task="cartpole-v1",
+                                  anneal_lr=False, **PEER_HP)
+        row = {"envs": envs, "steps": steps, "iters_per_call": iters, "budget": budget,
+               "rejax": bench_rejax(envs, steps, iters, a.reps, PEER_HP),
+               "distillax": bench_distillax(config, iters, a.reps)}
+        log(f"peer {envs}x{steps}: rejax {row['rejax']['steps_per_s']:,.0f}/s, "
+            f"distillax {row['distillax']['steps_per_s']:,.0f}/s")
+        if budget:
+            row["rejax"]["train"] = train_rejax(envs, steps, budget, 0, PEER_HP)
+            row["distillax"]["train"] = train_distillax(config, 0)
+            log(f"  final return: rejax {row['rejax']['train']['final_return']:.1f}, "
+                f"distillax {row['distillax']['train']['final_return']:.1f}")
+        row["ratio"] = row["distillax"]["steps_per_s"] / row["rejax"]["steps_per_s"]
+        rows.append(row)
+    return rows
+
+
+def _total_steps(a) -> int:
+    return a.envs * a.steps * a.iters * (a.reps + 2)
+
+
+def section_overhead(a) -> dict[str, Any]:
+    out = {"envs": a.envs, "steps": a.steps}
+    for method, P in (("ppo", 1), ("central", 4), ("dnc", 4)):
+        out[method] = bench_distillax(distillax_config(method, P, a.envs, a.steps,
+                                                       _total_steps(a)), a.iters, a.reps)
+        log(f"overhead {method} P={P}: {out[method]['steps_per_s']:,.0f}/s "
+            f"(compile {out[method]['compile_s']:.1f} s)")
+    for method in ("central", "dnc"):
+        out[f"{method}_vs_ppo"] = out[method]["steps_per_s"] / out["ppo"]["steps_per_s"]
+    return out
+
+
+def section_scaling(a) -> dict[str, Any]:
+    out: dict[str, Any] = {"envs": a.envs, "steps": a.steps, "partitions": a.partitions}
+    for method in ("central", "dnc"):
+        rows = []
+        for P in a.partitions:
+            r = bench_distillax(distillax_config(method, P, a.envs, a.steps, _total_steps(a)),
+                                a.iters, a.reps)
+            rows.append(r)
+            log(f"scaling {method} P={P}: {r['steps_per_s']:,.0f}/s "
+                f"(compile {r['compile_s']:.1f} s)")
+        out[method] = rows
+        out[f"{method}_compile_ratio"] = rows[-1]["compile_s"] / rows[0]["compile_s"]
+        out[f"{method}_throughput_ratio"] = rows[-1]["steps_per_s"] / rows[0]["steps_per_s"]
+    return out
+
+
+def section_profile(a) -> list[dict[str, Any]]:
+    rows = []
+    cases = [("ppo", 1, a.envs, a.steps, "cartpole"), ("central", 4, a.envs, a.steps, "cartpole"),
+             ("dnc", 4, a.envs, a.steps, "cartpole"), ("ppo", 1, 4, 128, "cartpole-v1"),
+             ("ppo", 1, 2048, 32, "cartpole-v1")]
+    for method, P, envs, steps, task in cases:
+        iters = a.iters_small if envs < 16 else a.iters
+        config = distillax_config(method, P, envs, steps, envs * steps * iters * (a.reps + 2),
+                                  task=task)
+        full = bench_distillax(config, iters, a.reps)
+        roll = bench_rollout(config, iters, a.reps)
+        per_it = lambda r: config.steps_per_iteration / r["steps_per_s"]  # noqa: E731
+        row = {"method": method, "partitions": P, "envs": envs, "steps": steps, "task": task,
+               "iteration_ms": 1e3 * per_it(full), "rollout_ms": 1e3 * per_it(roll),
+               "iteration_steps_per_s": full["steps_per_s"],
+               "rollout_steps_per_s": roll["steps_per_s"]}
+        row["update_ms"] = row["iteration_ms"] - row["rollout_ms"]
+        row["rollout_share"] = row["rollout_ms"] / row["iteration_ms"]
+        log(f"profile {method} P={P} {envs}x{steps} ({task}): iteration "
+            f"{row['iteration_ms']:.1f} ms, rollout {row['rollout_ms']:.1f} ms "
+            f"({100 * row['rollout_share']:.0f}%)")
+        rows.append(row)
+    return rows
+
+
+SECTIONS = {"limit": section_limit, "peer": section_peer, "overhead": section_overhead,
+            "scaling": section_scaling, "profile": section_profile}
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _k(x: float) -> str:
+    return f"{x / 1e3:,.0f}k"
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    out = []
+    for row in r.get("peer", []):
+        out.append((f"distillax >= 1.0x rejax at {row['envs']}x{row['steps']}",
+                    f"{row['ratio']:.2f}x", row["ratio"] >= 1.0))
+    if "overhead" in r:
+        v = r["overhead"]["central_vs_ppo"]
+        out.append(("central (P=4) >= 0.6x ppo", f"{v:.2f}x", v >= 0.6))
+    if "scaling" in r:
+        s = r["scaling"]
+        lo, hi = s["partitions"][0], s["partitions"][-1]
+        for m in ("central", "dnc"):
+            v = s[f"{m}_compile_ratio"]
+            out.append((f"{m}: compile time P={hi} / P={lo} < 1.5x", f"{v:.2f}x", v < 1.5))
+        v = s["central_throughput_ratio"]
+        out.append((f"central: throughput P={hi} >= 0.8x P={lo}", f"{v:.2f}x", v >= 0.8))
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = ["# distillax benchmarks", "",
+             f"Command: `{r['command']}`  ", f"Date (UTC): {r['date_utc']}  ",
+             f"Machine: {m['cpu']}; jax {m['jax']} ({m['backend']}); load average "
+             f"(1/5/15 min) {m['loadavg_start']} at start, {m['loadavg_end']} at end  ",
+             f"Timing: compile (trace + lower + XLA compile) reported separately; one warm-up "
+             f"call; env-steps/s is the median of {r['args']['reps']} timed calls of "
+             f"{r['args']['iters']} scanned iterations each (peer small size: "
+             f"{r['args']['iters_small']}). The machine is shared: absolute numbers are noisy, "
+             "ratios measured side by side in this one run are what count.", ""]
+    lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {n} | {v} | {'yes' if ok else '**no**'} |" for n, v, ok in targets(r)]
+    if "limit" in r:
+        L = r["limit"]
+        lines += ["", f"## 1. Limit (CartPole, {L['envs']} envs x {L['steps']} steps, no "
+                  "learning)", "", "| what | env-steps/s | compile s |", "|---|---|---|",
+                  f"| env stepping alone (random actions) | {_k(L['env_only']['steps_per_s'])} "
+                  f"| {L['env_only']['compile_s']:.1f} |",
+                  f"| env stepping + teacher forward + sampling | "
+                  f"{_k(L['env_and_teacher_forward']['steps_per_s'])} | "
+                  f"{L['env_and_teacher_forward']['compile_s']:.1f} |"]
+    if "peer" in r:
+        lines += ["", "## 2. Peer: rejax 0.1.3 PPO vs distillax `ppo` on CartPole-v1", "",
+                  "Same hyperparameters (4 epochs x 4 minibatches, lr "
+                  f"{PEER_HP['learning_rate']} constant, clip 0.2, gamma 0.99, GAE 0.95, vf 0.5, "
+                  "ent 0.01, max_grad_norm 0.5) and network (separate actor and critic, 2x64 "
+                  "tanh). Final return: mean of 128 sampled-action episodes after one full "
+                  "training of the stated budget, seed 0.", "",
+                  "| envs x steps | trainer | env-steps/s | compile s | distillax / rejax | "
+                  "budget | final return | train s |", "|---|---|---|---|---|---|---|---|"]
+        for row in r["peer"]:
+            for who in ("rejax", "distillax"):
+                x = row[who]
+                t = x.get("train", {})
+                lines.append(
+                    f"| {row['envs']}x{row['steps']} | {who} | {_k(x['steps_per_s'])} | "
+                    f"{x['compile_s']:.1f} | {row['ratio']:.2f}x | "
+                    f"{t.get('env_steps', 0):,} | {t.get('final_return', float('nan')):.1f} | "
+                    f"{t.get('train_s', float('nan')):.1f} |")
+    if "overhead" in r:
+        o = r["overhead"]
+        lines += ["", f"## 3. Distillation overhead (cartpole, {o['envs']} envs x {o['steps']} "
+                  "steps in total)", "", "| method | P | env-steps/s | vs ppo | compile s |",
+                  "|---|---|---|---|---|"]
+        for meth, P in (("ppo", 1), ("central", 4), ("dnc", 4)):
+            ratio = o[meth]["steps_per_s"] / o["ppo"]["steps_per_s"]
+            lines.append(f"| {meth} | {P} | {_k(o[meth]['steps_per_s'])} | {ratio:.2f}x | "
+                         f"{o[meth]['compile_s']:.1f} |")
+    if "scaling" in r:
+        s = r["scaling"]
+        lines += ["", f"## 4. Scaling in P (cartpole, {s['envs']} envs x {s['steps']} steps in "
+                  "total)", "", "| method | P | env-steps/s | vs P=1 | compile s | vs P=1 |",
+                  "|---|---|---|---|---|---|"]
+        for meth in ("central", "dnc"):
+            rows = s[meth]
+            for P, x in zip(s["partitions"], rows):
+                lines.append(f"| {meth} | {P} | {_k(x['steps_per_s'])} | "
+                             f"{x['steps_per_s'] / rows[0]['steps_per_s']:.2f}x | "
+                             f"{x['compile_s']:.1f} | {x['compile_s'] / rows[0]['compile_s']:.2f}x |")
+    if "profile" in r:
+        lines += ["", "## 5. Where the time goes (rollout vs update)", "",
+                  "Rollout = a jitted function running only `rollout` (+ the bootstrap value) "
+                  "on the same state; update = whole iteration - rollout.", "",
+                  "| method | P | task | envs x steps | iteration ms | rollout ms | update ms | "
+                  "rollout share | rollout-only env-steps/s |", "|---|---|---|---|---|---|---|---|---|"]
+        for p in r["profile"]:
+            lines.append(f"| {p['method']} | {p['partitions']} | {p['task']} | "
+                         f"{p['envs']}x{p['steps']} | {p['iteration_ms']:.1f} | "
+                         f"{p['rollout_ms']:.1f} | {p['update_ms']:.1f} | "
+                         f"{100 * p['rollout_share']:.0f}% | {_k(p['rollout_steps_per_s'])} |")
+    if r.get("notes"):
+        lines += ["", "## Notes", "", r["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    p.add_argument("--reps", type=int, default=3, help="timed calls per case (median kept)")
+    p.add_argument("--iters", type=int, default=2, help="iterations per timed call")
+    p.add_argument("--iters-small", type=int, default=64,
+                   help="iterations per timed call at the peer's 4 envs x 128 steps")
+    p.add_argument("--envs", type=int, default=256, help="total envs, sections 3-5")
+    p.add_argument("--steps", type=int, default=128, help="rollout length, sections 3-5")
+    p.add_argument("--partitions", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--limit-envs", type=int, default=4096)
+    p.add_argument("--limit-steps", type=int, default=128)
+    p.add_argument("--budget-small", type=int, default=2**19,
+                   help="env steps of the peer's full training at 4 x 128 (0: skip)")
+    p.add_argument("--budget-large", type=int, default=2**21,
+                   help="env steps of the peer's full training at 2048 x 32 (0: skip)")
+    p.add_argument("--notes", default="", help="free text for results.md")
+    p.add_argument("--out", default=HERE)
+    a = p.parse_args()
+    budgets = {"budget_small": a.budget_small, "budget_large": a.budget_large}
+    r: dict[str, Any] = {
+        "command": " ".join(["benchmarks/run.py"] + sys.argv[1:]),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "machine": {"cpu": f"{platform.machine()}, {os.cpu_count()} CPU cores "
+                           f"({platform.node()})", "jax": jax.__version__,
+                    "backend": jax.default_backend(),
+                    "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
+        "args": {**vars(a), **budgets}, "notes": a.notes,
+    }
+    try:
+        r["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True, cwd=HERE).stdout.strip()
+    except OSError:
+        pass
+    t0 = time.perf_counter()
+    for name in a.sections:
+        t = time.perf_counter()
+        r[name] = SECTIONS[name](a)
+        log(f"[{name}: {time.perf_counter() - t:.0f} s]")
+    r["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    r["total_s"] = time.perf_counter() - t0
+    for n, v, ok in targets(r):
+        log(f"{'MET ' if ok else 'MISS'} {n}: {v}")
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(r, f, indent=2)
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(markdown(r))
+    log(f"wrote {a.out}/results.json and results.md ({r['total_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
