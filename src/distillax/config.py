@@ -9,9 +9,11 @@ would be valid; the CLI turns that into a one-line message and a non-zero exit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-from typing import Any
+import numbers
+from typing import Any, Callable, NoReturn
 
 from flax import struct
 
@@ -139,57 +141,137 @@ class Config:
         return cls(**fixed)
 
 
-def _fail(field: str, value: Any, valid: str) -> None:
+def _fail(field: str, value: Any, valid: str) -> NoReturn:
     raise ConfigError(f"config field `{field}` = {value!r} is invalid: {valid}")
 
 
-def validate(config: Config, num_devices: int = 1) -> Config:
-    """Check every field and the combinations that set shapes; returns the config.
+# --- the rules: one predicate and one "what is valid" text per group of fields ------------
 
-    `num_devices` is the size of the "data" mesh axis the run will use.
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int_tuple(v: Any) -> bool:
+    return isinstance(v, tuple) and all(_is_int(x) and x >= 1 for x in v)
+
+
+# (fields, predicate, what is valid). Checked in order, each on its own field, before any
+# rule that combines fields, so a combination's message never reads a value of a wrong type.
+FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (("method",), lambda v: v in METHODS, f"one of {list(METHODS)}"),
+    (("partitioner",), lambda v: v in PARTITIONERS, f"one of {list(PARTITIONERS)}"),
+    (("divergence",), lambda v: v in DIVERGENCES, f"one of {list(DIVERGENCES)}"),
+    (("distill_schedule",), lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
+    (("activation",), lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
+    (("partitions", "num_envs", "num_steps", "total_steps", "update_epochs", "num_minibatches",
+      "seeds", "kmeans_samples", "context_candidates", "log_every", "eval_contexts",
+      "eval_every", "checkpoint_every", "max_to_keep"),
+     lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    (("seed",), lambda v: _is_int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)"),
+    (("num_devices",), lambda v: _is_int(v) and v >= 0,
+     "an integer >= 0 (0 = every visible device)"),
+    (("distill_epochs", "reset_every"), lambda v: _is_int(v) and v >= 0,
+     "an integer >= 0 (0 switches it off / means every epoch)"),
+    (("teacher_sees_context", "central_sees_context", "normalize_obs", "anneal_lr",
+      "tensorboard"), lambda v: isinstance(v, bool), "True or False"),
+    (("checkpoint_dir",), lambda v: isinstance(v, str), "a directory path (a string; '' = none)"),
+    (("hidden_sizes",), lambda v: _is_int_tuple(v) and len(v) > 0,
+     "a non-empty tuple of positive integers, e.g. (64, 64)"),
+    (("grid_shape",), _is_int_tuple, "a tuple of positive integers (cells per context dim)"),
+    (("learning_rate", "central_learning_rate", "max_grad_norm", "clip_eps", "distral_beta"),
+     lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+    (("vf_coef", "ent_coef", "coupling_coef", "distill_coef", "distill_coef_end",
+      "distral_alpha"), lambda v: _is_real(v) and v >= 0,
+     "a finite number >= 0 (a coupling penalty is added to a minimised loss)"),
+    (("gamma", "gae_lambda"), lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+)
+
+
+def _check_fields(config: Config) -> None:
+    for names, ok, valid in FIELD_RULES:
+        for name in names:
+            value = getattr(config, name)
+            if not ok(value):
+                _fail(name, value, valid)
+
+
+def _build_task(name: Any) -> Any:
+    """The task `name` of `distillax.envs.TASKS`, built (cached per constructor); a name not
+    there, a constructor that raises or one that returns no usable task is a ConfigError."""
+    from distillax.envs import TASKS, ContextualEnv  # envs import config: keep one direction
+    from distillax.contexts import ContextSpace
+
+    if not isinstance(name, str) or name not in TASKS:
+        _fail("task", name, f"one of {sorted(TASKS)} (add one with distillax.envs.register)")
+    try:
+        task = _make_cached(TASKS[name])
+    except Exception as e:  # a user's task: report whatever its constructor raised
+        _fail("task", name, f"a task that builds; its constructor raised {type(e).__name__}: {e}")
+    if not isinstance(task, ContextualEnv) or not isinstance(task.space, ContextSpace):
+        _fail("task", name, f"a constructor returning a ContextualEnv with a ContextSpace (got "
+                            f"{type(task).__name__})")
+    if task.space.dim < 1 or len(task.default_context) != task.space.dim:
+        _fail("task", name, f"a task whose context space has >= 1 dims and a default context of "
+                            f"that length (space {list(task.space.names)}, default context "
+                            f"{task.default_context})")
+    return task
+
+
+@functools.lru_cache(maxsize=32)
+def _make_cached(make: Callable[[], Any]) -> Any:
+    return make()
+
+
+def _distinct_contexts(space: Any) -> float:
+    """How many different contexts rho can draw (inf when a dimension is continuous)."""
+    if space.tasks is not None:
+        return len(set(map(tuple, space.tasks)))
+    if any(v is None for v in space.values):
+        return math.inf
+    return math.prod(len(set(v)) for v in space.values)
+
+
+def _empty_grid_cells(space: Any, shape: tuple[int, ...]) -> int:
+    """How many cells of a grid over `space` rho never draws from: cells a task set or a
+    discrete dimension's values miss (a continuous dimension fills all of its cells)."""
+
+    def cell(k: int, v: float) -> int:  # the grid cell of value v along dim k (as `assign`)
+        z = (v - space.low[k]) / (space.high[k] - space.low[k])
+        return min(max(int(z * shape[k]), 0), shape[k] - 1)
+
+    if space.tasks is not None:
+        hit = {tuple(cell(k, v) for k, v in enumerate(t)) for t in space.tasks}
+        return math.prod(shape) - len(hit)
+    counts = [n if vals is None else len({cell(k, v) for v in vals})
+              for k, (n, vals) in enumerate(zip(shape, space.values))]
+    return math.prod(shape) - math.prod(counts)
+
+
+def validate(config: Config, num_devices: int | None = None) -> Config:
+    """Check every field and every combination that sets shapes; returns the config.
+
+    Cheap and compiles nothing (it builds the task, cached), so it runs before any jit.
+    `num_devices` is the size of the "data" mesh axis the run will use; None: the config's
+    own `num_devices`, or every visible device for 0 (which starts the JAX backend).
     """
-    from distillax.envs import TASKS  # envs import config; import here to keep one direction
-
     c = config
-    if c.task not in TASKS:
-        _fail("task", c.task, f"one of {sorted(TASKS)}")
-    if c.method not in METHODS:
-        _fail("method", c.method, f"one of {list(METHODS)}")
-    if c.partitioner not in PARTITIONERS:
-        _fail("partitioner", c.partitioner, f"one of {list(PARTITIONERS)}")
-    if c.divergence not in DIVERGENCES:
-        _fail("divergence", c.divergence, f"one of {list(DIVERGENCES)}")
-    if c.distill_schedule not in SCHEDULES:
-        _fail("distill_schedule", c.distill_schedule, f"one of {list(SCHEDULES)}")
-    if c.activation not in ACTIVATIONS:
-        _fail("activation", c.activation, f"one of {list(ACTIVATIONS)}")
-    for name in ("partitions", "num_envs", "num_steps", "total_steps", "update_epochs",
-                 "num_minibatches", "seeds", "kmeans_samples", "context_candidates", "log_every",
-                 "eval_contexts", "eval_every", "checkpoint_every", "max_to_keep"):
-        v = getattr(c, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            _fail(name, v, "a positive integer")
-    if not c.hidden_sizes or any((not isinstance(h, int)) or h < 1 for h in c.hidden_sizes):
-        _fail("hidden_sizes", c.hidden_sizes, "a non-empty tuple of positive integers")
-    for name in ("learning_rate", "central_learning_rate", "max_grad_norm", "clip_eps",
-                 "distral_beta"):
-        v = getattr(c, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            _fail(name, v, "a finite number > 0")
-    for name in ("vf_coef", "ent_coef", "coupling_coef", "distill_coef", "distill_coef_end",
-                 "distral_alpha"):
-        v = getattr(c, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            _fail(name, v, "a finite number >= 0 (a coupling penalty is added to a minimised loss)")
-    for name in ("gamma", "gae_lambda"):
-        v = getattr(c, name)
-        if not (isinstance(v, (int, float)) and 0 <= v <= 1):
-            _fail(name, v, "a number in [0, 1]")
+    _check_fields(c)
+    task = _build_task(c.task)
+    space = task.space
+    if num_devices is None:
+        import jax
 
-    for name in ("distill_epochs", "reset_every"):
-        v = getattr(c, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            _fail(name, v, "an integer >= 0 (0 switches it off / means every epoch)")
+        visible = jax.device_count()
+        if c.num_devices > visible:
+            _fail("num_devices", c.num_devices, f"at most the {visible} visible devices (0 = all)")
+        num_devices = c.num_devices or visible
+
+    P = c.num_partitions
     if c.distill_epochs > c.update_epochs:
         _fail("distill_epochs", c.distill_epochs, f"at most update_epochs = {c.update_epochs}")
     if c.reset_every:
@@ -201,10 +283,11 @@ def validate(config: Config, num_devices: int = 1) -> Config:
                   "0 unless teachers and the central policy have the same input "
                   f"(teacher_sees_context = {c.teacher_sees_context}, central_sees_context = "
                   f"{c.central_sees_context})")
-
-    P = c.num_partitions
     if c.partitions > c.kmeans_samples:
         _fail("partitions", c.partitions, f"at most kmeans_samples = {c.kmeans_samples}")
+    if P > _distinct_contexts(space):
+        _fail("partitions", c.partitions, f"at most the {_distinct_contexts(space)} distinct "
+                                          f"contexts of task `{c.task}` (a cell would be empty)")
     if c.num_envs % (P * num_devices):
         _fail("num_envs", c.num_envs,
               f"a multiple of partitions x devices = {P} x {num_devices} = {P * num_devices}")
@@ -214,19 +297,30 @@ def validate(config: Config, num_devices: int = 1) -> Config:
     if c.total_steps < c.steps_per_iteration:
         _fail("total_steps", c.total_steps,
               f"at least num_envs x num_steps = {c.steps_per_iteration} (one iteration)")
+    if c.tensorboard and not c.checkpoint_dir:
+        _fail("tensorboard", c.tensorboard,
+              "False without a checkpoint_dir (the events are written under it)")
 
-    task = TASKS[c.task]()
-    space = task.space
     if c.partitioner == "grid":
         if len(c.grid_shape) != space.dim:
             _fail("grid_shape", c.grid_shape,
                   f"{space.dim} cell counts, one per context dim {list(space.names)}")
         if math.prod(c.grid_shape) != P:
             _fail("grid_shape", c.grid_shape, f"cell counts whose product is partitions = {P}")
+        empty = _empty_grid_cells(space, c.grid_shape)
+        if empty:
+            _fail("grid_shape", c.grid_shape, f"a grid whose cells all hold contexts of task "
+                                              f"`{c.task}` ({empty} of its cells would be empty)")
+    elif c.grid_shape:
+        _fail("grid_shape", c.grid_shape, f"() with partitioner `{c.partitioner}` (only `grid` "
+                                          "reads it)")
     if c.partitioner == "tasks":
         if space.tasks is None:
             _fail("partitioner", c.partitioner,
                   f"`kmeans` or `grid`: task `{c.task}` has a continuous context space")
+        if c.method == "ppo" and len(space.tasks) != 1:
+            _fail("partitioner", c.partitioner, "`kmeans` for method `ppo` (its one teacher "
+                  f"acts in all {len(space.tasks)} tasks of `{c.task}`)")
         if P != len(space.tasks):
             _fail("partitions", c.partitions,
                   f"the number of tasks of `{c.task}` ({len(space.tasks)}) for partitioner `tasks`")
