@@ -41,6 +41,7 @@ import os
 import signal
 import threading
 import time
+import types
 from typing import Any, Callable
 
 import jax
@@ -458,8 +459,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NumericalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """`distillax.train` names both this module (`python -m distillax.train`) and the library
+    function (`from distillax import train`). Importing the submodule rebinds the package
+    attribute to the module, so the module also calls through to the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[TrainState, Summary]:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())
