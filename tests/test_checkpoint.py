@@ -293,3 +293,171 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(copy):
 
 def test_resume_into_another_directory_is_refused(copy, tmp_path):
     _fails(copy, "writes into its own directory", checkpoint_dir=str(tmp_path / "other"))
+
+
+# --- hardening: bad files, half-written saves, SIGTERM, non-finite values ------------------
+
+
+@pytest.mark.parametrize("damage", ["truncate arrays", "no state item", "foreign directory"])
+def test_damaged_checkpoint_is_reported_not_loaded(copy, damage):
+    step = os.path.join(copy, "8")
+    if damage == "truncate arrays":  # a copy or a disk that stopped half-way
+        for root, _, files in os.walk(os.path.join(step, "state")):
+            for f in files:
+                p = os.path.join(root, f)
+                os.truncate(p, os.path.getsize(p) // 2)
+        match = r"checkpoint .*8 could not be restored .*other checkpoints: steps \[4\]"
+    elif damage == "no state item":
+        shutil.rmtree(os.path.join(step, "state"))
+        match = r"checkpoint .*8 could not be restored"
+    else:  # a directory that merely looks like a step
+        shutil.rmtree(step)
+        os.makedirs(step)
+        open(os.path.join(step, "notes.txt"), "w").write("not a checkpoint")
+        match = r"checkpoint .*8 is unreadable \(config or meta item\)"
+    _fails(copy, match)
+    if damage != "foreign directory":
+        with pytest.raises(CheckpointError, match=match.split(" .*other")[0]):
+            checkpoint.restore_policies(copy)  # what evaluation reads
+
+
+def test_half_written_checkpoint_is_never_the_latest(full, copy):
+    state, _, _ = full
+    # A save interrupted before its commit leaves orbax's tmp directory behind, never `8`.
+    os.rename(os.path.join(copy, "8"), os.path.join(copy, "8.orbax-checkpoint-tmp-1700000000"))
+    assert checkpoint.steps(copy) == (4,)
+    assert checkpoint.read_run(copy).step == 4
+    resumed, summary = resume(copy, log=_quiet)  # from 4, as if the save of 8 never happened
+    assert summary.start_iteration == 4
+    assert _leaves_equal(resumed, state) == []
+    assert checkpoint.steps(copy) == (4, 8)
+    assert not [n for n in os.listdir(copy) if "tmp" in n]  # the leftover was cleaned up
+
+
+def test_sigterm_to_the_cli_leaves_a_restorable_checkpoint(tmp_path, compile_cache):
+    d = str(tmp_path / "run")
+    args = ["--num-envs", "8", "--num-steps", "16", "--hidden-sizes", "16", "--kmeans-samples",
+            "1000", "--total-steps", str(8 * 16 * 40), "--log-every", "2", "--checkpoint-every",
+            "100", "--eval-every", "100", "--eval-contexts", "8", "--checkpoint-dir", d]
+    child = subprocess.Popen([sys.executable, "-m", "distillax.train", *args],
+                             env=_env(compile_cache, PYTHONUNBUFFERED="1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in child.stdout:  # wait until it trains (no checkpoint is due before 100)
+            if line.startswith("iter"):
+                break
+        else:
+            pytest.fail(f"the CLI ended before training: {child.stderr.read()[-3000:]}")
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=240)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err[-3000:]
+    assert "SIGTERM: stopping after the running iterations" in out
+    stopped = int(re.search(r"stopped at iteration (\d+) of 40", out).group(1))
+    assert "--resume" in out and "Traceback" not in err
+    assert checkpoint.steps(d) == (stopped,)  # saved at the stop, not at the cadence
+    info, policies = checkpoint.restore_policies(d)
+    assert info.step == stopped and jax.tree.leaves(policies.central)
+    state, summary = resume(d, log=_quiet, stop_after=stopped + 2)
+    assert summary.start_iteration == stopped and int(state.iteration) == stopped + 2
+
+
+# A task whose reward turns NaN at a known env step: its episodes never end, so every env's
+# step counter runs on across iterations and passes POISON_AT in iteration 6 (16 steps each).
+POISON_AT = 5 * 16
+
+
+def _poisoned_task():
+    import jax.numpy as jnp
+    from flax import struct
+    from gymnax.environments import environment, spaces
+
+    from distillax.contexts import ContextSpace
+    from distillax.envs import ContextualEnv
+
+    @struct.dataclass
+    class State(environment.EnvState):
+        x: jax.Array
+        time: int
+
+    @struct.dataclass
+    class Params(environment.EnvParams):
+        scale: float = 1.0
+        max_steps_in_episode: int = 10**6
+
+    class Drift(environment.Environment):
+        """Push x left or right (by the context's scale); reward -|x|, NaN from POISON_AT."""
+
+        @property
+        def default_params(self):
+            return Params()
+
+        def step_env(self, key, state, action, params):
+            x = state.x + 0.1 * params.scale * (2.0 * action - 1.0)
+            state = State(x=x, time=state.time + 1)
+            reward = jnp.where(state.time > POISON_AT, jnp.nan, -jnp.abs(x))
+            return self.get_obs(state), state, reward, jnp.array(False), {}
+
+        def reset_env(self, key, params):
+            state = State(x=jnp.zeros(()), time=0)
+            return self.get_obs(state), state
+
+        def get_obs(self, state, params=None, key=None):
+            return jnp.stack([state.x, state.time / 100.0])
+
+        def is_terminated(self, state, params):
+            return jnp.array(False)
+
+        def action_space(self, params=None):
+            return spaces.Discrete(2)
+
+        def observation_space(self, params):
+            return spaces.Box(-jnp.inf, jnp.inf, (2,), jnp.float32)
+
+    space = ContextSpace(names=("scale",), low=(0.5,), high=(1.5,))
+    return ContextualEnv("poisoned", Drift(), space, lambda c: Params(scale=c[0]),
+                         default_context=(1.0,))
+
+
+def test_nan_reward_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    from distillax.envs import register
+    from distillax.trainer import NumericalError
+
+    register("poisoned", _poisoned_task)
+    d = str(tmp_path)
+    config = CFG.replace(task="poisoned", checkpoint_dir=d, checkpoint_every=2,
+                         total_steps=8 * 16 * 10)
+    lines = []
+    with pytest.raises(NumericalError) as err:
+        train(config, log=lines.append)
+    msg = str(err.value)
+    assert msg.startswith("training stopped: non-finite values at iteration 6 in: reward "
+                          "(the environment's reward)"), msg
+    assert f"the last good checkpoint, {os.path.join(d, '4')} (iteration 4), is untouched" in msg
+    assert checkpoint.steps(d) == (2, 4)  # the faulty state (iteration 6) was never saved
+    assert [r["iteration"] for r in _records(d)] == [2, 4]  # nor recorded
+    before = _snapshot(d)
+    info, policies = checkpoint.restore_policies(d)
+    assert info.step == 4
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(policies))
+    # Resume restores it and, being exact, meets the same fault at the same iteration.
+    with pytest.raises(NumericalError, match="at iteration 6 in: reward"):
+        resume(d, log=_quiet)
+    assert checkpoint.steps(d) == (2, 4)
+    assert {k: v for k, v in _snapshot(d).items() if k.startswith(("2/", "4/"))} == \
+        {k: v for k, v in before.items() if k.startswith(("2/", "4/"))}
+
+
+def test_huge_learning_rate_exits_3_naming_the_term(tmp_path, compile_cache):
+    out = subprocess.run(
+        [sys.executable, "-m", "distillax.train", "--num-envs", "8", "--num-steps", "16",
+         "--hidden-sizes", "16", "--kmeans-samples", "1000", "--total-steps", "1024",
+         "--log-every", "2", "--eval-contexts", "8", "--learning-rate", "1e30",
+         "--checkpoint-dir", str(tmp_path)], capture_output=True, text=True, timeout=300,
+        env=_env(compile_cache))
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert re.search(r"error: training stopped: non-finite values at iteration \d+ in: .*"
+                     r"(params|grad|value|clip)", out.stderr), out.stderr
+    assert "no checkpoint was saved" in out.stderr and "Traceback" not in out.stderr
+    assert checkpoint.steps(str(tmp_path)) == ()

@@ -272,3 +272,22 @@ def test_update_runs_and_changes_params(method):
     else:  # the central policy gets zero gradients and Adam leaves it where it was
         np.testing.assert_array_equal(metrics.distill, 0.0)
         chex.assert_trees_all_equal(new_params.central, params.central)
+
+
+def test_nonfinite_flags_name_the_terms_of_the_first_faulty_step():
+    model = _model(method="central")
+    c = model.config
+    params, ts, cs, batch = _setup(model, 5, shape=(c.num_steps, c.envs_per_partition))
+    opt = upd.OptState(model.teacher_tx.init(params.teacher), model.central_tx.init(params.central))
+    weights = jnp.full(P, 1.0 / P)
+    step = jax.jit(upd.update, static_argnums=(0, 8))
+    _, _, metrics = step(model, params, opt, batch, ts, cs, weights, jax.random.key(6), None)
+    assert not np.asarray(metrics.nonfinite).any()  # all finite: no flag
+    # One NaN return: in the minibatch holding it the value loss is NaN, so are the gradients
+    # and the stepped params; the clipped loss, entropy, coupling and distillation of that
+    # step read no returns and stay finite. Later steps are NaN everywhere but are not kept.
+    poisoned = batch.replace(returns=batch.returns.at[1, 3, 0].set(jnp.nan))
+    _, _, metrics = step(model, params, opt, poisoned, ts, cs, weights, jax.random.key(6), None)
+    flagged = dict(zip(upd.UPDATE_TERMS, np.asarray(metrics.nonfinite).tolist()))
+    assert flagged == {"clip": False, "value": True, "entropy": False, "couple": False,
+                       "distill": False, "grad": True, "params": True}

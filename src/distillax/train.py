@@ -14,7 +14,10 @@ taken only between calls, and the RNG key lives in the state: so a resumed run e
 same compiled steps on the same state as an uninterrupted one and reproduces it bit for bit
 (on CPU, with the same device count). A `kill -9` loses the iterations since the last
 checkpoint; Ctrl-C or SIGTERM on the command line stops at the end of the running call and
-saves a checkpoint first.
+saves a checkpoint first. A non-finite reward, loss term, gradient or parameter (flagged inside
+the jitted step) stops the run at the end of its call with `NumericalError` naming the
+iteration and the term, without recording or saving the faulty state; the command line exits
+with status 3 (2 for a bad config or checkpoint).
 
 With `seeds = S > 1` the state carries a leading seed axis (run s is the run of seed
 `seed + s`); records and results give the mean over seeds under the usual names, plus
@@ -52,9 +55,9 @@ from distillax import checkpoint, logs, parallel
 from distillax.checkpoint import CheckpointError, RunInfo
 from distillax.config import Config, ConfigError, validate
 from distillax.model import Model, build_model
-from distillax.trainer import (IterationMetrics, TrainState, evaluate, evaluation_view,
-                               heldout_contexts, init_run_state, make_runner, seed_axis,
-                               select_seed)
+from distillax.trainer import (IterationMetrics, NumericalError, TrainState, evaluate,
+                               evaluation_view, heldout_contexts, init_run_state, make_runner,
+                               nonfinite_report, seed_axis, select_seed)
 
 
 @dataclasses.dataclass
@@ -236,10 +239,21 @@ def _write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _fault_message(fault: str, directory: str) -> str:
+    """What a user reads when the numerical guard stops a run: the fault, and what is kept."""
+    good = max(checkpoint.steps(directory), default=None) if directory else None
+    kept = (f"the last good checkpoint, {os.path.join(directory, str(good))} (iteration "
+            f"{good}), is untouched" if good is not None else "no checkpoint was saved")
+    return (f"training stopped: {fault}. The faulty state was not saved; {kept}. "
+            + ("Resuming it would repeat the same computation: " if good is not None else "")
+            + "start a new run with a smaller learning_rate / central_learning_rate / "
+            "max_grad_norm, or fix the task's rewards")
+
+
 def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
          stop_after: int | None, handle_signals: bool) -> tuple[TrainState, Summary]:
+    validate(config)  # every field first: nothing is built or compiled for a bad config
     mesh = parallel.make_mesh(config.num_devices)
-    validate(config, num_devices=mesh.size)
     if stop_after is not None and (isinstance(stop_after, bool) or stop_after < 1):
         raise ConfigError(f"stop_after = {stop_after!r} is invalid: a positive iteration")
     directory = config.checkpoint_dir
@@ -305,6 +319,7 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
     contexts = heldout_contexts(model)
     progress = logs.Progress(total, start, log)
     it = start
+    fault = None  # the numerical guard's message, when a call produced non-finite values
     with _StopRequest(handle_signals, log) as stop:
         while it < stop_at and not stop.requested:
             # Calls end at multiples of `chunk` from iteration 0, whatever the start.
@@ -319,6 +334,11 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
             dt = time.perf_counter() - t
             train_s += dt
             prev, it = it, _iteration(state)
+            # The guard's flags come with the metrics (no extra sync): a faulty state is
+            # neither recorded nor saved, so the last checkpoint stays the last good one.
+            fault = nonfinite_report(parallel.host_local(metrics.nonfinite), prev)
+            if fault:
+                break
             # Throughput counts every seed's env steps; `env_steps` is per run (per seed).
             record = _record(metrics, state, config,
                              n * config.steps_per_iteration * config.seeds / dt)
@@ -347,6 +367,11 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
     if saver:
         summary.checkpoint_wait_s = saver.close()
         summary.checkpoints, summary.checkpoint_blocking_s = saver.saves, saver.blocking_s
+    if fault:
+        for s in (sink, tb):
+            if s:
+                s.close()
+        raise NumericalError(_fault_message(fault, directory))
     done = it - start
     summary.steps_per_s = done * config.steps_per_iteration * config.seeds / max(train_s, 1e-9)
     log(f"compile time {compile_s:.1f} s (excluded) | training {train_s:.1f} s | "
@@ -462,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     except NumericalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # a second Ctrl-C: an unfinished save is never the latest
+        print("interrupted: the run stops here; its latest complete checkpoint (if any) is "
+              "what --resume continues from", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -23,7 +23,20 @@ from distillax.contexts import Partition, assign, make_partition
 from distillax.model import Model
 from distillax.normalizer import RunningStats
 from distillax.rollout import EnvCarry, episode_returns, gae, init_envs, rollout
-from distillax.update import Batch, OptState, Params, UpdateMetrics, update
+from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetrics, update
+
+# What the numerical guard watches in one iteration (`IterationMetrics.nonfinite`), in the
+# order a fault propagates, with what each name means in a message.
+NONFINITE_TERMS = ("reward",) + UPDATE_TERMS
+TERM_MEANING = {"reward": "the environment's reward", "clip": "the PPO clipped loss",
+                "value": "the value loss", "entropy": "the policy entropy",
+                "couple": "the coupling term", "distill": "the distillation loss",
+                "grad": "the gradients", "params": "the parameters after a step"}
+
+
+class NumericalError(RuntimeError):
+    """A training iteration produced a non-finite value; the message names the iteration and
+    the terms (`NONFINITE_TERMS`). The run stops without saving the faulty state."""
 
 
 @struct.dataclass
@@ -45,6 +58,7 @@ class IterationMetrics:
     update: UpdateMetrics
     teacher_return: jax.Array  # [P] mean return of each env's last completed episode
     episodes: jax.Array  # [P] episodes completed so far
+    nonfinite: jax.Array  # [len(NONFINITE_TERMS)] bool: reward, then the update's terms
 
 
 def init_state(model: Model, key: jax.Array) -> TrainState:
@@ -128,6 +142,9 @@ def iteration(model: Model, state: TrainState,
                         model.env, c.num_steps, c.context_candidates)
     last_value = value_fn(acting, env.obs, env.context)
     reward, distill_weight = traj.reward, jnp.ones_like(traj.reward)
+    bad_reward = jnp.logical_not(jnp.all(jnp.isfinite(reward)))
+    if axis_name is not None:  # each device saw its own envs' rewards
+        bad_reward = jax.lax.psum(bad_reward.astype(jnp.int32), axis_name) > 0
     if c.method == "distral":
         central = model.central_dist(state.params.central, traj.obs, traj.context, c_stats)
         reward = losses.distral_reward(reward, central.log_prob(traj.action), traj.log_prob,
@@ -157,7 +174,30 @@ def iteration(model: Model, state: TrainState,
         episodes = jax.lax.psum(episodes, axis_name)
     new = TrainState(params, opt, teacher_stats, central_stats, env, state.partition, key,
                      state.iteration + 1)
-    return new, IterationMetrics(metrics, teacher_return, episodes)
+    nonfinite = jnp.concatenate([bad_reward[None], metrics.nonfinite])
+    return new, IterationMetrics(metrics, teacher_return, episodes, nonfinite)
+
+
+def nonfinite_report(nonfinite: np.ndarray, first_iteration: int) -> str | None:
+    """The host's reading of the guard flags of one call: None when all is finite, else a
+    message naming the first faulty iteration, its terms (and seeds, with a seed axis).
+
+    `nonfinite` is `IterationMetrics.nonfinite` of a call, `[n, K]` or `[n, S, K]` with a
+    seed axis; the call ran iterations `first_iteration + 1 ... first_iteration + n`.
+    """
+    flags = np.asarray(nonfinite, bool)
+    if not flags.any():
+        return None
+    per_iteration = flags.reshape(flags.shape[0], -1).any(axis=1)
+    i = int(np.argmax(per_iteration))
+    at = flags[i]
+    seeds = ""
+    if at.ndim == 2:  # [S, K]
+        seeds = f" (seeds {np.flatnonzero(at.any(axis=1)).tolist()} of {at.shape[0]})"
+        at = at.any(axis=0)
+    terms = [f"{n} ({TERM_MEANING[n]})" for n, bad in zip(NONFINITE_TERMS, at) if bad]
+    return (f"non-finite values at iteration {first_iteration + i + 1}{seeds} in: "
+            + ", ".join(terms))
 
 
 @dataclasses.dataclass(frozen=True)

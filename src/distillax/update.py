@@ -52,12 +52,24 @@ class Batch:
     distill_weight: jax.Array  # per-sample weight of L_distill (gamma^t for distral, else 1)
 
 
+# What the numerical guard watches in the update, in the order a fault propagates.
+UPDATE_TERMS = ("clip", "value", "entropy", "couple", "distill", "grad", "params")
+
+
 @struct.dataclass
 class UpdateMetrics:
     loss: jax.Array  # the total minimised loss L
     teacher: losses.TeacherTerms  # each field [P]
     distill: jax.Array  # [P] E KL(pi_i || pi_c) on teacher states
     teacher_grad_norm: jax.Array  # [P] before clipping, of rho_i-weighted terms
+    # [len(UPDATE_TERMS)] bool: the terms that were non-finite in the first minibatch step
+    # where any was (all False while everything is finite); read on the host once per report
+    nonfinite: jax.Array
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True when every element of every leaf of `tree` is finite: one scalar, on device."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def clip_per_teacher(grads: Any, max_norms: jax.Array) -> tuple[Any, jax.Array]:
@@ -107,7 +119,8 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
     if axis_name is not None:
         total = jax.lax.pmean(total, axis_name)
         terms, distill = jax.lax.pmean((terms, distill), axis_name)
-    return total, UpdateMetrics(total, terms, distill, jnp.zeros(weights.shape))
+    return total, UpdateMetrics(total, terms, distill, jnp.zeros(weights.shape),
+                                jnp.zeros(len(UPDATE_TERMS), bool))
 
 
 def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
@@ -132,14 +145,19 @@ def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
         lambda n, o: jnp.where(train_central, n, o), new, old)
     params = Params(optax.apply_updates(params.teacher, t_upd), keep(central, params.central))
     opt = OptState(t_opt, keep(c_opt, opt.central))
-    return params, opt, metrics.replace(teacher_grad_norm=norms)
+    t = metrics.teacher
+    finite = [all_finite(x) for x in (t.clip, t.value, t.entropy, t.couple, metrics.distill,
+                                      grads, params)]
+    return params, opt, metrics.replace(teacher_grad_norm=norms,
+                                        nonfinite=jnp.logical_not(jnp.stack(finite)))
 
 
 def update(model: Model, params: Params, opt: OptState, batch: Batch,
            teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
            key: jax.Array, axis_name: str | None, distill_coef: jax.Array | float | None = None
            ) -> tuple[Params, OptState, UpdateMetrics]:
-    """E epochs x M minibatches over `batch [P, T, B, ...]`; metrics averaged over all steps.
+    """E epochs x M minibatches over `batch [P, T, B, ...]`; metrics averaged over all steps,
+    except `nonfinite`: the terms of the first step with a non-finite one.
 
     Minibatches split a random permutation of the time axis (shared by all envs and all
     devices, from a replicated key), each keeping every env: so the minibatches of a
@@ -166,14 +184,18 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
             return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
         def step(carry, mb):
-            params, opt = carry
+            params, opt, first = carry
             params, opt, metrics = minibatch_step(model, params, opt, mb, teacher_stats,
                                                   central_stats, weights, axis_name, lam_e,
                                                   train_central)
-            return (params, opt), metrics
+            # Keep the first faulty step's terms: later steps inherit its NaNs everywhere.
+            first = jnp.where(jnp.any(first), first, metrics.nonfinite)
+            return (params, opt, first), metrics
 
         return jax.lax.scan(step, carry, jax.tree.map(split, batch))
 
     xs = (jax.random.split(key, c.update_epochs), jnp.arange(c.update_epochs))
-    (params, opt), metrics = jax.lax.scan(epoch, (params, opt), xs)
-    return params, opt, jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics)
+    first = jnp.zeros(len(UPDATE_TERMS), bool)
+    (params, opt, first), metrics = jax.lax.scan(epoch, (params, opt, first), xs)
+    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics)
+    return params, opt, metrics.replace(nonfinite=first)
