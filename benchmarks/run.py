@@ -73,28 +73,47 @@ def _block(x: Any) -> Any:
     return jax.block_until_ready(x)
 
 
-def time_compiled(step: Callable, arg: Any, reps: int) -> tuple[float, float, list[float], Any]:
-    """AOT-compile `step(arg) -> (arg', aux)`, warm up once, time `reps` chained calls.
+@dataclasses.dataclass
+class Case:
+    """A compiled step `fn(arg) -> (arg', aux)` ready to time, doing `steps` env steps a call.
 
-    Returns (compile_s including tracing/lowering, median call s, all call s, last output).
-    `step` may donate its argument, so each call feeds the next.
+    `fn` may donate its argument, so each call feeds the next.
     """
-    t0 = time.perf_counter()
-    compiled = step.lower(arg).compile()
-    compile_s = time.perf_counter() - t0
-    out = _block(compiled(arg))
-    times = []
-    for _ in range(reps):
-        arg = out[0]
+
+    fn: Callable
+    arg: Any
+    steps: int
+    compile_s: float  # wall: trace + lower + XLA compile
+    compile_cpu_s: float  # this process's CPU time for the same (other load does not count)
+    times: list[float] = dataclasses.field(default_factory=list)
+
+    def call(self) -> None:
         t = time.perf_counter()
-        out = _block(compiled(arg))
-        times.append(time.perf_counter() - t)
-    return compile_s, statistics.median(times), times, out
+        self.arg = _block(self.fn(self.arg))[0]
+        self.times.append(time.perf_counter() - t)
+
+    def result(self) -> dict[str, Any]:
+        rates = [self.steps / t for t in self.times]
+        return {"steps_per_s": statistics.median(rates), "steps_per_s_all": rates,
+                "compile_s": self.compile_s, "compile_cpu_s": self.compile_cpu_s}
 
 
-def _rate(steps: int, times: list[float]) -> dict[str, Any]:
-    rates = [steps / t for t in times]
-    return {"steps_per_s": statistics.median(rates), "steps_per_s_all": rates}
+def prepare(step: Callable, arg: Any, steps: int) -> Case:
+    """AOT-compile `step` for `arg` (timed) and run it once to warm up."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    compiled = step.lower(arg).compile()
+    case = Case(compiled, arg, steps, time.perf_counter() - t0, time.process_time() - c0)
+    case.arg = _block(compiled(arg))[0]
+    return case
+
+
+def run_interleaved(cases: dict[str, Case], reps: int) -> dict[str, dict[str, Any]]:
+    """`reps` rounds of one call of every case in turn: cases compared with each other see
+    the same machine load (it drifts on a shared machine), so their ratios are fair."""
+    for _ in range(reps):
+        for case in cases.values():
+            case.call()
+    return {name: case.result() for name, case in cases.items()}
 
 
 # --- distillax -------------------------------------------------------------------------------
@@ -115,13 +134,10 @@ def distillax_runner(config: Config, iters: int, seed: int = 0):
     return model, runner, runner.place(state)
 
 
-def bench_distillax(config: Config, iters: int, reps: int) -> dict[str, Any]:
-    """Throughput of the compiled, sharded training step (`iters` iterations per call)."""
+def prepare_distillax(config: Config, iters: int) -> Case:
+    """The compiled, sharded training step (`iters` iterations per call)."""
     _, runner, state = distillax_runner(config, iters)
-    compile_s, _, times, _ = time_compiled(runner.step, state, reps)
-    return {"compile_s": compile_s, **_rate(iters * config.steps_per_iteration, times),
-            "envs": config.num_envs, "steps": config.num_steps,
-            "partitions": config.num_partitions}
+    return prepare(runner.step, state, iters * config.steps_per_iteration)
 
 
 def rollout_only(model: Model, iters: int) -> Callable:
@@ -145,11 +161,10 @@ def rollout_only(model: Model, iters: int) -> Callable:
     return jax.jit(run, donate_argnums=0)
 
 
-def bench_rollout(config: Config, iters: int, reps: int) -> dict[str, Any]:
+def prepare_rollout(config: Config, iters: int) -> Case:
     model = build_model(config)
     state = init_state(model, jax.random.PRNGKey(0))
-    compile_s, _, times, _ = time_compiled(rollout_only(model, iters), state, reps)
-    return {"compile_s": compile_s, **_rate(iters * config.steps_per_iteration, times)}
+    return prepare(rollout_only(model, iters), state, iters * config.steps_per_iteration)
 
 
 def limit_fn(model: Model, num_steps: int, iters: int, policy: bool) -> Callable:
@@ -180,13 +195,12 @@ def limit_fn(model: Model, num_steps: int, iters: int, policy: bool) -> Callable
     return jax.jit(run, donate_argnums=0)
 
 
-def bench_limit(config: Config, iters: int, reps: int, policy: bool) -> dict[str, Any]:
+def prepare_limit(config: Config, iters: int, policy: bool) -> Case:
     model = build_model(config)
     s = init_state(model, jax.random.PRNGKey(0))
     carry = (s.params.teacher, s.teacher_stats, s.env.obs, s.env.state, s.env.context, s.key)
-    compile_s, _, times, _ = time_compiled(limit_fn(model, config.num_steps, iters, policy),
-                                           carry, reps)
-    return {"compile_s": compile_s, **_rate(iters * config.steps_per_iteration, times)}
+    return prepare(limit_fn(model, config.num_steps, iters, policy), carry,
+                   iters * config.steps_per_iteration)
 
 
 def train_distillax(config: Config, seed: int) -> dict[str, Any]:
@@ -242,15 +256,13 @@ def rejax_ppo(num_envs: int, num_steps: int, total_steps: int, hp: dict[str, Any
         agent_kwargs={"activation": "tanh", "hidden_layer_sizes": (64, 64)})
 
 
-def bench_rejax(num_envs: int, num_steps: int, iters: int, reps: int,
-                hp: dict[str, Any]) -> dict[str, Any]:
+def prepare_rejax(num_envs: int, num_steps: int, iters: int, hp: dict[str, Any]) -> Case:
     algo = rejax_ppo(num_envs, num_steps, num_envs * num_steps * iters, hp)
     ts = algo.init_state(jax.random.PRNGKey(0))
     step = jax.jit(lambda ts: (jax.lax.fori_loop(0, iters,
                                                  lambda _, t: algo.train_iteration(t), ts),
                                None), donate_argnums=0)
-    compile_s, _, times, _ = time_compiled(step, ts, reps)
-    return {"compile_s": compile_s, **_rate(iters * num_envs * num_steps, times)}
+    return prepare(step, ts, iters * num_envs * num_steps)
 
 
 def train_rejax(num_envs: int, num_steps: int, total_steps: int, seed: int,
@@ -280,9 +292,9 @@ PEER_HP = dict(learning_rate=2.5e-3, max_grad_norm=0.5, gamma=0.99, gae_lambda=0
 def section_limit(a) -> dict[str, Any]:
     config = distillax_config("ppo", 1, a.limit_envs, a.limit_steps,
                               a.limit_envs * a.limit_steps)
-    return {"envs": a.limit_envs, "steps": a.limit_steps,
-            "env_only": bench_limit(config, a.iters, a.reps, policy=False),
-            "env_and_teacher_forward": bench_limit(config, a.iters, a.reps, policy=True)}
+    cases = {"env_only": prepare_limit(config, a.iters, policy=False),
+             "env_and_teacher_forward": prepare_limit(config, a.iters, policy=True)}
+    return {"envs": a.limit_envs, "steps": a.limit_steps, **run_interleaved(cases, a.reps)}
 
 
 def section_peer(a) -> list[dict[str, Any]]:
@@ -291,17 +303,18 @@ def section_peer(a) -> list[dict[str, Any]]:
                                        (2048, 32, a.budget_large, a.iters)):
         config = distillax_config("ppo", 1, envs, steps, budget, task="cartpole-v1",
                                   anneal_lr=False, **PEER_HP)
+        cases = {"rejax": prepare_rejax(envs, steps, iters, PEER_HP),
+                 "distillax": prepare_distillax(config, iters)}
         row = {"envs": envs, "steps": steps, "iters_per_call": iters, "budget": budget,
-               "rejax": bench_rejax(envs, steps, iters, a.reps, PEER_HP),
-               "distillax": bench_distillax(config, iters, a.reps)}
+               **run_interleaved(cases, a.reps)}
+        row["ratio"] = row["distillax"]["steps_per_s"] / row["rejax"]["steps_per_s"]
         log(f"peer {envs}x{steps}: rejax {row['rejax']['steps_per_s']:,.0f}/s, "
-            f"distillax {row['distillax']['steps_per_s']:,.0f}/s")
+            f"distillax {row['distillax']['steps_per_s']:,.0f}/s ({row['ratio']:.2f}x)")
         if budget:
             row["rejax"]["train"] = train_rejax(envs, steps, budget, 0, PEER_HP)
             row["distillax"]["train"] = train_distillax(config, 0)
             log(f"  final return: rejax {row['rejax']['train']['final_return']:.1f}, "
                 f"distillax {row['distillax']['train']['final_return']:.1f}")
-        row["ratio"] = row["distillax"]["steps_per_s"] / row["rejax"]["steps_per_s"]
         rows.append(row)
     return rows
 
@@ -311,44 +324,56 @@ def _total_steps(a) -> int:
 
 
 def section_overhead(a) -> dict[str, Any]:
-    out = {"envs": a.envs, "steps": a.steps}
-    for method, P in (("ppo", 1), ("central", 4), ("dnc", 4)):
-        out[method] = bench_distillax(distillax_config(method, P, a.envs, a.steps,
-                                                       _total_steps(a)), a.iters, a.reps)
-        log(f"overhead {method} P={P}: {out[method]['steps_per_s']:,.0f}/s "
-            f"(compile {out[method]['compile_s']:.1f} s)")
-    for method in ("central", "dnc"):
-        out[f"{method}_vs_ppo"] = out[method]["steps_per_s"] / out["ppo"]["steps_per_s"]
+    cases = {m: prepare_distillax(distillax_config(m, P, a.envs, a.steps, _total_steps(a)),
+                                  a.iters)
+             for m, P in (("ppo", 1), ("central", 4), ("dnc", 4))}
+    out = {"envs": a.envs, "steps": a.steps, **run_interleaved(cases, a.reps)}
+    for m in ("central", "dnc"):
+        out[f"{m}_vs_ppo"] = out[m]["steps_per_s"] / out["ppo"]["steps_per_s"]
+    for m in ("ppo", "central", "dnc"):
+        log(f"overhead {m}: {out[m]['steps_per_s']:,.0f}/s (compile {out[m]['compile_s']:.1f} s)")
     return out
 
 
 def section_scaling(a) -> dict[str, Any]:
-    out: dict[str, Any] = {"envs": a.envs, "steps": a.steps, "partitions": a.partitions}
-    for method in ("central", "dnc"):
-        rows = []
+    cases = {}
+    for m in ("central", "dnc"):
         for P in a.partitions:
-            r = bench_distillax(distillax_config(method, P, a.envs, a.steps, _total_steps(a)),
-                                a.iters, a.reps)
-            rows.append(r)
-            log(f"scaling {method} P={P}: {r['steps_per_s']:,.0f}/s "
-                f"(compile {r['compile_s']:.1f} s)")
-        out[method] = rows
-        out[f"{method}_compile_ratio"] = rows[-1]["compile_s"] / rows[0]["compile_s"]
-        out[f"{method}_throughput_ratio"] = rows[-1]["steps_per_s"] / rows[0]["steps_per_s"]
+            cases[m, P] = prepare_distillax(
+                distillax_config(m, P, a.envs, a.steps, _total_steps(a)), a.iters)
+            log(f"scaling {m} P={P}: compiled in {cases[m, P].compile_s:.1f} s "
+                f"({cases[m, P].compile_cpu_s:.1f} s CPU)")
+    res = run_interleaved(cases, a.reps)
+    out: dict[str, Any] = {"envs": a.envs, "steps": a.steps, "partitions": a.partitions}
+    for m in ("central", "dnc"):
+        rows = [res[m, P] for P in a.partitions]
+        out[m] = rows
+        for P, r in zip(a.partitions, rows):
+            log(f"scaling {m} P={P}: {r['steps_per_s']:,.0f}/s")
+        out[f"{m}_compile_ratio"] = rows[-1]["compile_s"] / rows[0]["compile_s"]
+        out[f"{m}_compile_cpu_ratio"] = rows[-1]["compile_cpu_s"] / rows[0]["compile_cpu_s"]
+        out[f"{m}_throughput_ratio"] = rows[-1]["steps_per_s"] / rows[0]["steps_per_s"]
     return out
 
 
 def section_profile(a) -> list[dict[str, Any]]:
-    rows = []
-    cases = [("ppo", 1, a.envs, a.steps, "cartpole"), ("central", 4, a.envs, a.steps, "cartpole"),
+    specs = [("ppo", 1, a.envs, a.steps, "cartpole"), ("central", 4, a.envs, a.steps, "cartpole"),
              ("dnc", 4, a.envs, a.steps, "cartpole"), ("ppo", 1, 4, 128, "cartpole-v1"),
              ("ppo", 1, 2048, 32, "cartpole-v1")]
-    for method, P, envs, steps, task in cases:
+    cases, configs = {}, {}
+    for spec in specs:
+        method, P, envs, steps, task = spec
         iters = a.iters_small if envs < 16 else a.iters
         config = distillax_config(method, P, envs, steps, envs * steps * iters * (a.reps + 2),
                                   task=task)
-        full = bench_distillax(config, iters, a.reps)
-        roll = bench_rollout(config, iters, a.reps)
+        configs[spec] = config
+        cases[spec + ("iteration",)] = prepare_distillax(config, iters)
+        cases[spec + ("rollout",)] = prepare_rollout(config, iters)
+    res = run_interleaved(cases, a.reps)
+    rows = []
+    for spec, config in configs.items():
+        method, P, envs, steps, task = spec
+        full, roll = res[spec + ("iteration",)], res[spec + ("rollout",)]
         per_it = lambda r: config.steps_per_iteration / r["steps_per_s"]  # noqa: E731
         row = {"method": method, "partitions": P, "envs": envs, "steps": steps, "task": task,
                "iteration_ms": 1e3 * per_it(full), "rollout_ms": 1e3 * per_it(roll),
@@ -390,8 +415,9 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
         s = r["scaling"]
         lo, hi = s["partitions"][0], s["partitions"][-1]
         for m in ("central", "dnc"):
-            v = s[f"{m}_compile_ratio"]
-            out.append((f"{m}: compile time P={hi} / P={lo} < 1.5x", f"{v:.2f}x", v < 1.5))
+            v, w = s[f"{m}_compile_cpu_ratio"], s[f"{m}_compile_ratio"]
+            out.append((f"{m}: compile time P={hi} / P={lo} < 1.5x (CPU time; wall in brackets)",
+                        f"{v:.2f}x ({w:.2f}x)", v < 1.5))
         v = s["central_throughput_ratio"]
         out.append((f"central: throughput P={hi} >= 0.8x P={lo}", f"{v:.2f}x", v >= 0.8))
     return out
@@ -403,11 +429,14 @@ def markdown(r: dict[str, Any]) -> str:
              f"Command: `{r['command']}`  ", f"Date (UTC): {r['date_utc']}  ",
              f"Machine: {m['cpu']}; jax {m['jax']} ({m['backend']}); load average "
              f"(1/5/15 min) {m['loadavg_start']} at start, {m['loadavg_end']} at end  ",
-             f"Timing: compile (trace + lower + XLA compile) reported separately; one warm-up "
-             f"call; env-steps/s is the median of {r['args']['reps']} timed calls of "
-             f"{r['args']['iters']} scanned iterations each (peer small size: "
-             f"{r['args']['iters_small']}). The machine is shared: absolute numbers are noisy, "
-             "ratios measured side by side in this one run are what count.", ""]
+             f"Timing: compile (trace + lower + XLA compile, `step.lower(state).compile()`) "
+             "reported separately, as wall time and as this process's CPU time (which other "
+             "processes' load does not inflate); one warm-up call; env-steps/s is the median "
+             f"of {r['args']['reps']} timed calls of {r['args']['iters']} scanned iterations "
+             f"each (peer at 4 envs: {r['args']['iters_small']}), `block_until_ready`. Cases "
+             "compared with each other are compiled first and then timed in interleaved "
+             "rounds (one call of each in turn), so they see the same load. The machine is "
+             "shared: absolute numbers are noisy, ratios within this run are what count.", ""]
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {n} | {v} | {'yes' if ok else '**no**'} |" for n, v, ok in targets(r)]
     if "limit" in r:
@@ -449,20 +478,23 @@ def markdown(r: dict[str, Any]) -> str:
     if "scaling" in r:
         s = r["scaling"]
         lines += ["", f"## 4. Scaling in P (cartpole, {s['envs']} envs x {s['steps']} steps in "
-                  "total)", "", "| method | P | env-steps/s | vs P=1 | compile s | vs P=1 |",
-                  "|---|---|---|---|---|---|"]
+                  "total; all cases compiled first, then timed in interleaved rounds)", "",
+                  "| method | P | env-steps/s | vs P=1 | compile s (wall) | compile s (CPU) | "
+                  "CPU vs P=1 |", "|---|---|---|---|---|---|---|"]
         for meth in ("central", "dnc"):
             rows = s[meth]
             for P, x in zip(s["partitions"], rows):
                 lines.append(f"| {meth} | {P} | {_k(x['steps_per_s'])} | "
                              f"{x['steps_per_s'] / rows[0]['steps_per_s']:.2f}x | "
-                             f"{x['compile_s']:.1f} | {x['compile_s'] / rows[0]['compile_s']:.2f}x |")
+                             f"{x['compile_s']:.1f} | {x['compile_cpu_s']:.1f} | "
+                             f"{x['compile_cpu_s'] / rows[0]['compile_cpu_s']:.2f}x |")
     if "profile" in r:
         lines += ["", "## 5. Where the time goes (rollout vs update)", "",
                   "Rollout = a jitted function running only `rollout` (+ the bootstrap value) "
                   "on the same state; update = whole iteration - rollout.", "",
                   "| method | P | task | envs x steps | iteration ms | rollout ms | update ms | "
-                  "rollout share | rollout-only env-steps/s |", "|---|---|---|---|---|---|---|---|---|"]
+                  "rollout share | rollout-only env-steps/s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in r["profile"]:
             lines.append(f"| {p['method']} | {p['partitions']} | {p['task']} | "
                          f"{p['envs']}x{p['steps']} | {p['iteration_ms']:.1f} | "

@@ -10,11 +10,11 @@ import pytest
 
 from distillax import trainer
 from distillax.config import Config
-from distillax.contexts import assign, make_partition
+from distillax.contexts import assign, make_partition, sample_in_cell
 from distillax.distributions import Categorical
 from distillax.envs import make_task
 from distillax.model import build_model
-from distillax.rollout import EnvCarry, episode_returns, gae, init_envs, rollout
+from distillax.rollout import EnvCarry, episode_returns, gae, init_envs, reset_ended, rollout
 
 # --- gae -----------------------------------------------------------------------------------
 #
@@ -295,6 +295,47 @@ def test_iteration_never_passes_central_params_to_rollout(monkeypatch, method, s
         acting = jax.tree.leaves(seen["args"][0])
         assert len(acting) == len(seen["teacher"])
         assert all(x is y for x, y in zip(acting, seen["teacher"]))
+
+
+@pytest.mark.parametrize("ended", [0, 1, 8, 9, 40, 64])
+def test_reset_ended_equals_stepping_every_env_into_a_fresh_context(ended):
+    """Only ended envs draw a context (in chunks of 8 of the 64 envs here), yet the result
+    is exactly the step that draws `sample_in_cell(k_ctx)` for every env as `next_context`."""
+    Pc, Bc = 2, 32  # n = 64 envs: chunks of max(8, 64 // 16) = 8, so 0 to 8 loop rounds
+    parts = make_partition(jax.random.PRNGKey(0), CARTPOLE.space, "grid", Pc, samples=2000,
+                           grid_shape=(1, 1, 1, 2))
+    env = jax.jit(init_envs, static_argnums=(1, 3, 4))(jax.random.PRNGKey(5), CARTPOLE, parts,
+                                                       Bc, 8)
+    k_step, k_ctx = jax.random.split(jax.random.PRNGKey(6), 2 * Pc * Bc).reshape(2, Pc, Bc, 2)
+    action = jnp.zeros((Pc, Bc), jnp.int32)
+    done = np.zeros(Pc * Bc, bool)
+    done[np.random.default_rng(0).permutation(Pc * Bc)[:ended]] = True
+    done = jnp.asarray(done.reshape(Pc, Bc))
+    step = jax.vmap(jax.vmap(CARTPOLE.step))
+    out = step(k_step, env.state, action, env.context, env.context)
+    got = jax.jit(reset_ended, static_argnums=(5, 6))(out, done, k_step, k_ctx, parts,
+                                                      CARTPOLE, 8)
+    fresh = jax.vmap(lambda ks, cell: jax.vmap(
+        lambda k: sample_in_cell(k, parts, CARTPOLE.space, cell, 8))(ks))(k_ctx, jnp.arange(Pc))
+    ref = step(k_step, env.state, action, env.context, fresh)
+    # the reference resets only where the step ended the episode; compare the reset parts
+    # where `done` (forced here) says so and the untouched step elsewhere
+    reset_obs, reset_state = jax.vmap(jax.vmap(
+        lambda k, c: CARTPOLE.reset(jax.random.split(k)[1], c)))(k_step, fresh)
+    mask = np.asarray(done)
+    pick = lambda a, b: np.where(mask.reshape(mask.shape + (1,) * (a.ndim - 2)), a, b)  # noqa
+    np.testing.assert_array_equal(got.context, pick(fresh, out.context))
+    np.testing.assert_array_equal(got.obs, pick(reset_obs, out.obs))
+    chex.assert_trees_all_equal(got.state, jax.tree.map(pick, reset_state, out.state))
+    # nothing else of the step changes
+    chex.assert_trees_all_equal((got.reward, got.terminated, got.truncated, got.final_obs),
+                                (out.reward, out.terminated, out.truncated, out.final_obs))
+    # where the step itself ended an episode, the reference's reset is the same one
+    real = np.asarray(out.terminated | out.truncated)
+    if ended == Pc * Bc:
+        np.testing.assert_array_equal(np.asarray(got.obs)[real], np.asarray(ref.obs)[real])
+    assert np.all(np.asarray(assign(parts, CARTPOLE.space, got.context))
+                  == np.arange(Pc)[:, None])
 
 
 # --- episode_returns -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from distillax.contexts import ContextSpace, Partition, sample_in_cell
-from distillax.envs.base import ContextualEnv
+from distillax.envs.base import ContextualEnv, Step
 
 
 @struct.dataclass
@@ -77,22 +77,19 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
     inputs -> `[P, B]`) close over the teacher network and its input normalisation.
     Returns the carry after T steps and the transitions `[P, T, B, ...]`.
     """
-    P = partition.size
-    cells = jnp.arange(P)
 
     def step(carry: EnvCarry, _):
         keys = jax.vmap(jax.vmap(lambda k: jax.random.split(k, 4)))(carry.key)
         key, k_act, k_step, k_ctx = (keys[:, :, i] for i in range(4))
         dist, value = act(teacher_params, carry.obs, carry.context)
         action = jax.vmap(jax.vmap(lambda d, k: d.sample(k)))(dist, k_act)
-        next_context = jax.vmap(
-            lambda ks, cell: jax.vmap(
-                lambda k: sample_in_cell(k, partition, env.space, cell, candidates))(ks)
-        )(k_ctx, cells)
+        # Every env steps and, where its episode ends, first resets into its running context;
+        # `reset_ended` then redraws the context of just those envs and resets them again.
         out = jax.vmap(jax.vmap(env.step))(k_step, carry.state, action, carry.context,
-                                           next_context)
-        final_value = value_fn(teacher_params, out.final_obs, carry.context)
+                                           carry.context)
         done = jnp.logical_or(out.terminated, out.truncated)
+        out = reset_ended(out, done, k_step, k_ctx, partition, env, candidates)
+        final_value = value_fn(teacher_params, out.final_obs, carry.context)
         ep_return = carry.episode_return + out.reward
         new = EnvCarry(
             state=out.state, obs=out.obs, context=out.context, key=key,
@@ -108,6 +105,49 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
 
     carry, traj = jax.lax.scan(step, carry, None, length=num_steps)
     return carry, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj)
+
+
+def reset_ended(out: Step, done: jax.Array, k_step: jax.Array, k_ctx: jax.Array,
+                partition: Partition, env: ContextualEnv, candidates: int) -> Step:
+    """Reset the envs whose episode ended (`done [P, B]`) into a fresh context of their cell.
+
+    `out` is the step of every env with `next_context` = its running context. For an ended
+    env i this draws `sample_in_cell(k_ctx[i], cell)` and resets with the reset key that
+    `ContextualEnv.step` splits from `k_step[i]`, so the result is exactly the step with
+    that context as `next_context`. Only ended envs pay for the rejection sampling
+    (`candidates` draws from rho each): they are gathered in chunks by a `while_loop` that
+    runs ceil(#ended / chunk) times, instead of drawing a context for all P x B envs every
+    step, which cost most of the rollout (see benchmarks/results.md).
+    """
+    P, B = done.shape
+    n = P * B
+    chunk = min(n, max(8, n // 16))
+    flat = lambda x: x.reshape((n,) + x.shape[2:])  # noqa: E731
+    padded = -(-n // chunk) * chunk
+    ended = jnp.nonzero(done.reshape(n), size=padded, fill_value=n)[0]  # then n: no env
+    count = jnp.sum(done)
+    k_step, k_ctx = flat(k_step), flat(k_ctx)
+
+    def draw(k_ctx, k_step, cell):
+        context = sample_in_cell(k_ctx, partition, env.space, cell, candidates)
+        _, k_reset = jax.random.split(k_step)  # as ContextualEnv.step splits its key
+        obs, state = env.reset(k_reset, context)
+        return obs, state, context
+
+    def body(x):
+        c, acc = x
+        ids = jax.lax.dynamic_slice(ended, (c * chunk,), (chunk,))
+        safe = jnp.minimum(ids, n - 1)
+        new = jax.vmap(draw)(k_ctx[safe], k_step[safe], safe // B)
+        acc = jax.tree.map(lambda a, v: a.at[ids].set(v, mode="drop"), acc, new)
+        return c + 1, acc
+
+    init = (flat(out.obs), jax.tree.map(flat, out.state), flat(out.context))
+    _, (obs, state, context) = jax.lax.while_loop(lambda x: x[0] * chunk < count, body,
+                                                  (jnp.zeros((), jnp.int32), init))
+    unflat = lambda x: x.reshape((P, B) + x.shape[1:])  # noqa: E731
+    return out.replace(obs=unflat(obs), state=jax.tree.map(unflat, state),
+                       context=unflat(context))
 
 
 def gae(reward_t: jax.Array, value_t: jax.Array, terminated_t: jax.Array,
