@@ -18,7 +18,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from distillax import losses, normalizer, parallel
-from distillax.config import Config
+from distillax.config import Config, ConfigError
 from distillax.contexts import Partition, assign, make_partition
 from distillax.model import Model
 from distillax.normalizer import RunningStats
@@ -66,8 +66,12 @@ def init_state(model: Model, key: jax.Array) -> TrainState:
     c = model.config
     k_part, k_params, k_env, k_train = jax.random.split(key, 4)
     P = c.num_partitions
-    partition = make_partition(k_part, model.env.space, c.partitioner, P, c.kmeans_samples,
-                               tuple(c.grid_shape))
+    try:
+        partition = make_partition(k_part, model.env.space, c.partitioner, P, c.kmeans_samples,
+                                   tuple(c.grid_shape))
+    except ValueError as e:  # a cell without samples: rare for k-means after `validate`
+        raise ConfigError(f"config field `partitions` = {c.partitions} is invalid: fewer, or "
+                          f"more kmeans_samples ({e})") from None
     teacher, central = model.init_params(k_params)
     opt = OptState(model.teacher_tx.init(teacher), model.central_tx.init(central))
     obs_dim = model.env.obs_dim

@@ -63,7 +63,8 @@ class UpdateMetrics:
     distill: jax.Array  # [P] E KL(pi_i || pi_c) on teacher states
     teacher_grad_norm: jax.Array  # [P] before clipping, of rho_i-weighted terms
     # [len(UPDATE_TERMS)] bool: the terms that were non-finite in the first minibatch step
-    # where any was (all False while everything is finite); read on the host once per report
+    # where any was (all False while everything is finite); `params` is checked after the
+    # last step. Read on the host once per report
     nonfinite: jax.Array
 
 
@@ -145,9 +146,13 @@ def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
         lambda n, o: jnp.where(train_central, n, o), new, old)
     params = Params(optax.apply_updates(params.teacher, t_upd), keep(central, params.central))
     opt = OptState(t_opt, keep(c_opt, opt.central))
+    # The gradient check reads norms (the teachers' are computed for clipping anyway); a
+    # norm overflows only for gradients past ~1e19, a fault too. Params are checked once per
+    # update (in `update`): a non-finite step shows in the next step's loss terms anyway.
     t = metrics.teacher
-    finite = [all_finite(x) for x in (t.clip, t.value, t.entropy, t.couple, metrics.distill,
-                                      grads, params)]
+    grad_norm = jnp.sum(norms) + optax.tree.norm(grads.central)
+    finite = [all_finite(x) for x in (t.clip, t.value, t.entropy, t.couple, metrics.distill)]
+    finite += [jnp.isfinite(grad_norm), jnp.array(True)]
     return params, opt, metrics.replace(teacher_grad_norm=norms,
                                         nonfinite=jnp.logical_not(jnp.stack(finite)))
 
@@ -197,5 +202,8 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
     xs = (jax.random.split(key, c.update_epochs), jnp.arange(c.update_epochs))
     first = jnp.zeros(len(UPDATE_TERMS), bool)
     (params, opt, first), metrics = jax.lax.scan(epoch, (params, opt, first), xs)
+    params_bad = jnp.zeros_like(first).at[UPDATE_TERMS.index("params")].set(
+        jnp.logical_not(all_finite(params)))
+    first = jnp.where(jnp.any(first), first, params_bad)
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics)
     return params, opt, metrics.replace(nonfinite=first)
