@@ -36,7 +36,8 @@ def test_print_to_a_pipe_is_not_interactive():
     assert not logs.Progress(10, 0, print, stream=stream).interactive
 
 
-def test_bar_rewrites_one_line_on_a_terminal():
+def test_bar_rewrites_one_line_on_a_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the bar is cut to the terminal's width
     stream, lines = io.StringIO(), []
     progress = logs.Progress(total=10, start=0, log=lines.append, interactive=True,
                              stream=stream)
