@@ -20,7 +20,6 @@ import time
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from distillax import checkpoint
 from distillax.checkpoint import CheckpointError
@@ -29,27 +28,12 @@ from distillax.train import main, resume, train
 
 # A failed tensorstore read leaves orbax's event-loop callbacks to fail after the loop has
 # closed ("Event loop is closed"); harmless, and raised outside the code under test.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+              pytest.mark.usefixtures("compile_cache")]  # tests/conftest.py
 
 CFG = Config(num_envs=8, num_steps=16, hidden_sizes=(16,), kmeans_samples=1000,
              total_steps=8 * 16 * 8, log_every=2, checkpoint_every=4, eval_every=4,
              eval_contexts=8, tensorboard=True)
-CACHE_FLAGS = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0,
-               "jax_persistent_cache_min_entry_size_bytes": 0}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """A persistent compilation cache for this module and the subprocesses it starts."""
-    path = str(tmp_path_factory.getbasetemp() / "jax-compile-cache")
-    old = {k: getattr(jax.config, k) for k in CACHE_FLAGS}
-    for k, v in {**CACHE_FLAGS, "jax_compilation_cache_dir": path}.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()  # the cache is set up once per process otherwise
-    yield path
-    for k, v in old.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
 
 
 def _env(cache: str, **extra: str) -> dict[str, str]:

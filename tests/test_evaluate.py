@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 import distillax
 from distillax import checkpoint
@@ -29,27 +28,13 @@ from distillax.policy import load
 from distillax.rollout import episode_returns
 from distillax.train import resume
 
+pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
+
 # 4 partitions x 4 devices need 16 envs. The run is stopped at iteration 4 of 8 (a checkpoint
 # every 2), so no process pays for the final held-out report's compilation.
 CFG = Config(num_envs=16, num_steps=16, hidden_sizes=(16,), kmeans_samples=1000,
              total_steps=16 * 16 * 8, log_every=2, checkpoint_every=2, eval_every=100,
              eval_contexts=8)
-CACHE_FLAGS = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0,
-               "jax_persistent_cache_min_entry_size_bytes": 0}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """A persistent compilation cache for this module and the subprocesses it starts."""
-    path = str(tmp_path_factory.getbasetemp() / "jax-compile-cache")
-    old = {k: getattr(jax.config, k) for k in CACHE_FLAGS}
-    for k, v in {**CACHE_FLAGS, "jax_compilation_cache_dir": path}.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()  # the cache is set up once per process otherwise
-    yield path
-    for k, v in old.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
 
 
 def _env(cache: str, **extra: str) -> dict[str, str]:
