@@ -132,14 +132,12 @@ def test_pointgoal_observation_hides_the_goal_and_truncates_at_100():
     np.testing.assert_array_equal(np.flatnonzero(trunc_a), [99])  # the 100th step
 
 
-def test_pointgoal_default_context_reproduces_its_gymnax_env():
-    task = make_task("pointgoal")
-    env, params = task.env, task.env.default_params
+def _lockstep(task, env, params, state0, keys, actions, view=lambda o: o):
+    """Step our ContextualEnv (default context) and the plain gymnax env in lockstep from the
+    same state, keys and actions. Returns (ours, theirs), each (obs, state, reward,
+    terminated, truncated, final_obs) stacked over time; `view` maps gymnax's observation
+    to ours."""
     ctx = jnp.asarray(task.default_context, jnp.float32)
-    steps = 250  # two truncations
-    actions = jax.random.uniform(jax.random.PRNGKey(5), (steps, 2), minval=-2.0, maxval=2.0)
-    keys = jax.random.split(jax.random.PRNGKey(6), steps)
-    _, state0 = env.reset(jax.random.PRNGKey(7), params)
 
     @jax.jit
     def both(state0):
@@ -148,14 +146,25 @@ def test_pointgoal_default_context_reproduces_its_gymnax_env():
             key, action = x
             out = task.step(key, ours, action, ctx, ctx)
             obs, st, r, te, tr, info = env.step(key, theirs, action, params)
-            return (out.state, st), ((out.obs, out.reward, out.terminated, out.truncated,
-                                      out.final_obs),
-                                     (obs, r, te, tr, info["final_observation"]))
+            return (out.state, st), ((out.obs, out.state, out.reward, out.terminated,
+                                      out.truncated, out.final_obs),
+                                     (view(obs), st, r, te, tr,
+                                      view(info["final_observation"])))
         return jax.lax.scan(body, (state0, state0), (keys, actions))[1]
 
-    ours, theirs = both(state0)
+    return both(state0)
+
+
+def test_pointgoal_default_context_reproduces_its_gymnax_env():
+    task = make_task("pointgoal")
+    env, params = task.env, task.env.default_params
+    steps = 250  # two truncations
+    actions = jax.random.uniform(jax.random.PRNGKey(5), (steps, 2), minval=-2.0, maxval=2.0)
+    keys = jax.random.split(jax.random.PRNGKey(6), steps)
+    _, state0 = env.reset(jax.random.PRNGKey(7), params)
+    ours, theirs = _lockstep(task, env, params, state0, keys, actions)
     chex.assert_trees_all_close(ours, theirs, rtol=1e-6, atol=1e-7)
-    assert np.asarray(ours[3]).sum() == 2
+    assert np.asarray(ours[4]).sum() == 2
 
 
 # --- fourrooms ------------------------------------------------------------------------------
@@ -243,20 +252,8 @@ def test_fourrooms_default_context_reproduces_gymnax_up_to_the_goal_in_the_obs()
     np.testing.assert_array_equal(ours0[0], obs0[:2])
     chex.assert_trees_all_equal(ours0[1], state0)
 
-    @jax.jit
-    def both(state0):
-        def body(carry, x):
-            ours, theirs = carry
-            key, action = x
-            out = task.step(key, ours, action, ctx, ctx)
-            obs, st, r, te, tr, info = env.step(key, theirs, action, params)
-            return (out.state, st), ((out.obs, out.state, out.reward, out.terminated,
-                                      out.truncated, out.final_obs),
-                                     (obs[:2].astype(jnp.float32), st, r, te, tr,
-                                      info["final_observation"][:2].astype(jnp.float32)))
-        return jax.lax.scan(body, (state0, state0), (keys, actions))[1]
-
-    ours, theirs = both(state0)
+    to_ours = lambda o: o[:2].astype(jnp.float32)  # noqa: E731  drop gymnax's goal entries
+    ours, theirs = _lockstep(task, env, params, state0, keys, actions, to_ours)
     chex.assert_trees_all_equal(ours, theirs)
     # random play here both truncates at 100 steps and (sometimes) reaches the goal
     assert np.asarray(ours[4]).any() and np.asarray(ours[4]).sum() <= 4
