@@ -401,6 +401,18 @@ def test_dnc_coupling_hand_values_and_gradient_paths():
     assert float(jnp.abs(g_own[0]).sum()) > 0.0 and float(jnp.abs(g_cross[0]).sum()) > 0.0
 
 
+def test_feature_loss_hand_values_and_teacher_features_are_stopped():
+    pred = jnp.array([[1.0, 2.0], [0.0, -1.0]])
+    target = jnp.array([[0.0, 0.0], [1.0, 1.0]])
+    weight = jnp.array([1.0, 0.5])
+    # sample 0: 1 + 4 = 5; sample 1: 1 + 4 = 5, weight 0.5 -> mean(5, 2.5) = 3.75
+    np.testing.assert_allclose(float(losses.feature_loss(pred, target, weight)), 3.75, rtol=1e-6)
+    g_pred, g_target = jax.grad(losses.feature_loss, argnums=(0, 1))(pred, target, weight)
+    # d/dpred = 2 w (pred - target) / n
+    np.testing.assert_allclose(g_pred, [[1.0, 2.0], [-0.5, -1.0]], rtol=1e-6)
+    np.testing.assert_array_equal(g_target, 0.0)
+
+
 def test_distral_reward_hand_value():
     # r + (alpha/beta) log pi_c - (1/beta) log pi_i, alpha 0.5, beta 5, pi_c 1/2, pi_i 1/4:
     #   1 + 0.1 * (-0.6931472) + 0.2 * 1.3862944 = 1 - 0.0693147 + 0.2772589 = 1.2079442

@@ -142,6 +142,14 @@ def test_reset_copies_central_actor_into_every_teacher():
         np.testing.assert_array_equal(a, b)
 
 
+def test_reset_leaves_the_feature_maps_to_the_central_policy():
+    model, state = _model_and_state("central", feature_coef=0.01)
+    t = reset_teachers(state.params.teacher, state.params.central)
+    assert set(t["params"]["actor"]) == set(state.params.teacher["params"]["actor"])
+    np.testing.assert_array_equal(t["params"]["actor"]["pi"]["Dense_0"]["kernel"][1],
+                                  state.params.central["params"]["pi"]["Dense_0"]["kernel"])
+
+
 def test_reset_every_resets_inside_the_iteration():
     model, state = _model_and_state("central", reset_every=1, teacher_sees_context=True)
     new, _ = jax.jit(lambda s: iteration(model, s, axis_name=None))(state)
@@ -166,3 +174,12 @@ def test_every_method_trains_with_finite_losses(method, task):
     assert any(moved)
     if method != "ppo":
         assert float(m.update.distill.mean()) > 0
+
+
+@pytest.mark.parametrize("task", ["cartpole", "pendulum"])
+def test_feature_distillation_trains_with_finite_losses(task):
+    model, state = _model_and_state("central", task, feature_coef=0.01)
+    state, m = jax.jit(lambda s: iteration(model, s, axis_name=None))(state)
+    for leaf in jax.tree.leaves(m.update):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    assert float(m.update.feature.min()) > 0

@@ -57,7 +57,8 @@ def _setup(model, seed, shape=(N,)):
         action = jnp.asarray(rng.integers(0, env.action_dim, size=(P_, *shape)), jnp.int32)
     else:
         action = normal(P_, *shape, env.action_dim)
-    dist, _ = jax.jit(model.teachers)(params.teacher, obs, context, t_stats)
+    acting = model.acting_params(params.teacher, params.central)
+    dist, _ = jax.jit(model.teachers)(acting, obs, context, t_stats, c_stats)
     # stored log-probs: the current ones plus noise, so ratios fall on both sides of the clip
     log_prob = dist.log_prob(action) + 0.3 * normal(P_, *shape)
     batch = upd.Batch(
@@ -132,6 +133,59 @@ def test_teacher_gradients_are_independent_across_teachers():
     for leaf in jax.tree.leaves(g.teacher):
         assert float(jnp.max(jnp.abs(leaf[0]))) > 0.0
         np.testing.assert_array_equal(leaf[1], 0.0)
+
+
+# --- feature distillation (Actor-Mimic) -------------------------------------------------------
+
+@pytest.mark.parametrize("task,method", [("cartpole", "central"), ("pendulum", "central"),
+                                         ("cartpole", "distral2col")])
+def test_feature_distillation_is_an_explicit_loop_and_never_moves_teachers(task, method):
+    """L_feature_i = mean_s |W_i h_c(s) + b_i - h_i(s)|^2 over teacher i's states, added to the
+    loss as lambda * beta * sum_i rho_i L_feature_i; its gradient reaches the central network
+    and the maps, never a teacher (distral2col: not even through the shared column's target)."""
+    beta, lam = 0.25, 0.7
+    on = _model(task=task, method=method, feature_coef=beta, distill_coef=lam)
+    off = _model(task=task, method=method, distill_coef=lam)
+    params, ts, cs, mb = _setup(on, 4)
+    maps = params.central["params"]
+    assert maps["feature_map_kernel"].shape == (P, 8, 8)
+
+    expected = 0.0
+    for i in range(P):
+        x_c = on.central_input(mb.obs[i], mb.context[i], cs)
+        _, h_c = on.central.apply(params.central, x_c, with_features=True)
+        x_t = on.teacher_input(mb.obs, mb.context, ts)[i]
+        teacher_i = jax.tree.map(lambda x: x[i], params.teacher)
+        _, _, h_i = on.teacher.apply(teacher_i, x_t, with_features=True)
+        pred = np.asarray(h_c) @ np.asarray(maps["feature_map_kernel"][i]) + np.asarray(
+            maps["feature_map_bias"][i])
+        expected += float(WEIGHTS[i]) * np.mean(np.sum((pred - np.asarray(h_i)) ** 2, -1))
+    total = lambda m, p: upd.loss_fn(p, m, mb, ts, cs, WEIGHTS, None)  # noqa: E731
+    without = {k: v for k, v in maps.items() if not k.startswith("feature_map")}
+    loss_on, metrics = total(on, params)
+    loss_off, _ = total(off, params.replace(central={"params": without}))
+    np.testing.assert_allclose(float(loss_on - loss_off), lam * beta * expected, rtol=2e-4)
+    np.testing.assert_allclose(float(jnp.sum(WEIGHTS * metrics.feature)), expected, rtol=1e-5)
+
+    g = jax.grad(lambda p: jnp.sum(WEIGHTS * total(on, p)[1].feature))(params)
+    chex.assert_trees_all_equal(g.teacher, jax.tree.map(jnp.zeros_like, g.teacher))
+    for name in ("feature_map_kernel", "feature_map_bias", "pi"):
+        assert _max_abs(g.central["params"][name]) > 1e-4, name
+
+
+def test_feature_distillation_fits_the_maps():
+    """A few steps on one minibatch (teachers all but frozen) cut the feature error 2x."""
+    model = _model(method="central", feature_coef=1.0, learning_rate=1e-9, anneal_lr=False,
+                   central_learning_rate=1e-2)
+    params, ts, cs, mb = _setup(model, 5)
+    opt = upd.OptState(model.teacher_tx.init(params.teacher),
+                       model.central_tx.init(params.central))
+    step = jax.jit(lambda p, o: upd.minibatch_step(model, p, o, mb, ts, cs, WEIGHTS, None))
+    errors = []
+    for _ in range(40):
+        params, opt, metrics = step(params, opt)
+        errors.append(float(jnp.sum(WEIGHTS * metrics.feature)))
+    assert errors[-1] < 0.5 * errors[0], errors
 
 
 # --- vmapped teachers vs a loop ---------------------------------------------------------------

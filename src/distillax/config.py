@@ -67,6 +67,10 @@ class Config:
     central_learning_rate: float = 1e-3  # central policy's Adam step size
     anneal_lr: bool = static(True)  # linear decay of both step sizes to 0
     max_grad_norm: float = 0.5  # per-teacher clip of its own (unweighted) loss gradient
+    # rewards are multiplied by this before GAE (returns are reported unscaled): keeps the
+    # value targets of large-reward tasks (pendulum: ~-1000 per episode) within reach of
+    # the clipped value loss, which moves a value by at most clip_eps per iteration
+    reward_scale: float = 1.0
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2  # PPO ratio and value clipping
@@ -83,6 +87,11 @@ class Config:
     # auto = kl, except nll for `distral` (its gamma^t-weighted maximum likelihood).
     divergence: str = static("auto")
     distill_schedule: str = static("constant")  # lambda over iterations: constant or linear
+    # Feature distillation (Actor-Mimic): beta of sum_i rho_i E_{s~pi_i} |W_i h_c(s) - sg h_i(s)|^2,
+    # h_c / h_i the last actor hidden layers of central / teacher i and W_i a learned linear
+    # map per teacher, inside the lambda-weighted distillation term. 0 = off; static, since
+    # it decides whether the central network carries the maps. Actor-Mimic used 0.01.
+    feature_coef: float = static(0.0)
     distill_epochs: int = static(0)  # epochs per iteration that train the central policy; 0 = all
     reset_every: int = static(0)  # copy central weights into every teacher each R iterations; 0 off
 
@@ -183,10 +192,11 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("hidden_sizes",), lambda v: _is_int_tuple(v) and len(v) > 0,
      "a non-empty tuple of positive integers, e.g. (64, 64)"),
     (("grid_shape",), _is_int_tuple, "a tuple of positive integers (cells per context dim)"),
-    (("learning_rate", "central_learning_rate", "max_grad_norm", "clip_eps", "distral_beta"),
+    (("learning_rate", "central_learning_rate", "max_grad_norm", "clip_eps", "distral_beta",
+      "reward_scale"),
      lambda v: _is_real(v) and v > 0, "a finite number > 0"),
     (("vf_coef", "ent_coef", "coupling_coef", "distill_coef", "distill_coef_end",
-      "distral_alpha"), lambda v: _is_real(v) and v >= 0,
+      "distral_alpha", "feature_coef"), lambda v: _is_real(v) and v >= 0,
      "a finite number >= 0 (a coupling penalty is added to a minimised loss)"),
     (("gamma", "gae_lambda"), lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),
 )
@@ -283,6 +293,9 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
                   "0 unless teachers and the central policy have the same input "
                   f"(teacher_sees_context = {c.teacher_sees_context}, central_sees_context = "
                   f"{c.central_sees_context})")
+    if c.feature_coef > 0 and c.method == "ppo":
+        _fail("feature_coef", c.feature_coef, "0 for method `ppo` (there is no central policy "
+                                              "to distil features into)")
     if c.partitions > c.kmeans_samples:
         _fail("partitions", c.partitions, f"at most kmeans_samples = {c.kmeans_samples}")
     if P > _distinct_contexts(space):

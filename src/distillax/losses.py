@@ -65,6 +65,14 @@ def distill_loss(teacher: Distribution, central: Distribution, action: jax.Array
     return jnp.mean(weight * per_sample)
 
 
+def feature_loss(prediction: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
+    """Actor-Mimic's feature regression for one teacher: `mean(weight * |f_i(h_c) - sg h_i|^2)`
+    over `[n]` states; `prediction`, `target` `[n, hidden]`, `weight [n]`. The teacher's
+    features are the stopped target; the gradient reaches the map and the central network."""
+    err = prediction - jax.lax.stop_gradient(target)
+    return jnp.mean(weight * jnp.sum(err**2, axis=-1))
+
+
 def dnc_coupling(own: Distribution, cross: Distribution, weights: jax.Array) -> jax.Array:
     """DnC's pairwise penalty for every teacher i (Ghosh et al. 2018), `[P]`:
 

@@ -71,19 +71,24 @@ class Model:
         return (teacher, central) if self.shares_central else teacher
 
     def teachers(self, acting: Any, obs: jax.Array, context: jax.Array, stats: RunningStats,
-                 central_stats: RunningStats | None = None) -> tuple[Distribution, jax.Array]:
-        """All teachers on their own inputs `[P, ...]` -> (distribution, value `[P, ...]`).
+                 central_stats: RunningStats | None = None, with_features: bool = False
+                 ) -> tuple[Any, ...]:
+        """All teachers on their own inputs `[P, ...]` -> (distribution, value `[P, ...]`),
+        plus, `with_features`, each teacher's last actor hidden layer `[P, ..., hidden]`.
 
         In distral2col the policy of teacher i is the Boltzmann policy of
         `alpha * h_c(s, c) + beta * f_i(s)` (for Gaussians, the normalised product
-        `pi_c^alpha * pi_f_i^beta`), so the central network gets every teacher's gradient.
+        `pi_c^alpha * pi_f_i^beta`), so the central network gets every teacher's gradient;
+        the features are then those of the teacher's own column f_i.
         """
         own = acting[0] if self.shares_central else acting
-        dist, value = apply_stacked(self.teacher, own, self.teacher_input(obs, context, stats))
+        out = apply_stacked(self.teacher, own, self.teacher_input(obs, context, stats),
+                            with_features=with_features)
         if self.shares_central:
             h = self.central_dist(acting[1], obs, context, central_stats)
-            dist = h.combine(dist, self.config.distral_alpha, self.config.distral_beta)
-        return dist, value
+            out = (h.combine(out[0], self.config.distral_alpha, self.config.distral_beta),
+                   *out[1:])
+        return out
 
     def teacher_values(self, acting: Any, obs: jax.Array, context: jax.Array,
                        stats: RunningStats) -> jax.Array:
@@ -103,8 +108,11 @@ class Model:
         return jax.vmap(one)(teacher, stats)
 
     def central_dist(self, params: Any, obs: jax.Array, context: jax.Array,
-                     stats: RunningStats) -> Distribution:
-        return self.central.apply(params, self.central_input(obs, context, stats))
+                     stats: RunningStats, with_features: bool = False) -> Any:
+        """The central policy on `obs [..., obs]`: its distribution, or with `with_features`
+        (distribution, last hidden layer `[..., hidden]`)."""
+        return self.central.apply(params, self.central_input(obs, context, stats),
+                                  with_features=with_features)
 
     def init_params(self, key: jax.Array) -> tuple[Any, Any]:
         """(teacher params `[P, ...]`, central params)."""
@@ -120,7 +128,9 @@ def build_model(config: Config) -> Model:
     env = make_task(config.task)
     hidden, act = tuple(config.hidden_sizes), config.activation
     teacher = ActorCritic(env.action_dim, env.discrete, hidden, act)
-    central = Actor(env.action_dim, env.discrete, hidden, act)
+    # Feature distillation: one map per teacher (an Actor-Mimic regression target each).
+    maps = config.num_partitions if config.feature_coef > 0 else 0
+    central = Actor(env.action_dim, env.discrete, hidden, act, feature_maps=maps)
 
     def adam(lr: float) -> optax.GradientTransformation:
         if config.anneal_lr:

@@ -4,6 +4,8 @@ Teachers are one Flax Linen module whose parameters carry a leading axis `[P, ..
 `init_stacked` vmaps `init` over P keys and `apply_stacked` vmaps `apply` over params and
 inputs (the acme ensemble pattern), so P teachers cost one batched forward pass.
 The central policy is an actor only: it never acts during training, so it needs no value.
+With feature distillation (Actor-Mimic) it also holds one learned linear map per teacher from
+its last hidden layer to that teacher's (`feature_maps`, applied by `map_features`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def _dense(features: int, scale: float) -> nn.Dense:
 
 
 class MLP(nn.Module):
-    """`[..., in] -> [..., out]`; orthogonal init (sqrt 2 hidden, `out_scale` last)."""
+    """`[..., in] -> [..., out]` (and the last hidden layer `[..., hidden]` with
+    `with_hidden`); orthogonal init (sqrt 2 hidden, `out_scale` last)."""
 
     hidden_sizes: Sequence[int]
     out_dim: int
@@ -34,29 +37,52 @@ class MLP(nn.Module):
     activation: str = "tanh"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, with_hidden: bool = False) -> Any:
         act = ACTIVATIONS[self.activation]
         for h in self.hidden_sizes:
             x = act(_dense(h, np.sqrt(2))(x))
-        return _dense(self.out_dim, self.out_scale)(x)
+        out = _dense(self.out_dim, self.out_scale)(x)
+        return (out, x) if with_hidden else out
 
 
 class Actor(nn.Module):
-    """Observation `[..., obs]` -> action distribution over `[...]`."""
+    """Observation `[..., obs]` -> action distribution over `[...]` (and, `with_features`,
+    the last hidden layer `[..., hidden]`).
+
+    `feature_maps = P > 0` adds the params `feature_map_kernel [P, hidden, hidden]` and
+    `feature_map_bias [P, hidden]`: teacher i's map from this actor's last hidden layer to
+    the teacher's (same `hidden_sizes`), fitted with the actor by feature distillation.
+    """
 
     action_dim: int
     discrete: bool
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
+    feature_maps: int = 0
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> Distribution:
-        out = MLP(self.hidden_sizes, self.action_dim, 0.01, self.activation, name="pi")(obs)
+    def __call__(self, obs: jax.Array, with_features: bool = False) -> Any:
+        out, hidden = MLP(self.hidden_sizes, self.action_dim, 0.01, self.activation,
+                          name="pi")(obs, with_hidden=True)
+        if self.feature_maps:
+            h = self.hidden_sizes[-1]
+            init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+            self.param("feature_map_kernel", init, (self.feature_maps, h, h))
+            self.param("feature_map_bias", nn.initializers.zeros, (self.feature_maps, h))
         if self.discrete:
-            return Categorical(out)
-        # State-independent log std, as in PPO's continuous-control setting.
-        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-        return DiagGaussian(out, jnp.broadcast_to(log_std, out.shape))
+            dist = Categorical(out)
+        else:  # state-independent log std, as in PPO's continuous-control setting
+            log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+            dist = DiagGaussian(out, jnp.broadcast_to(log_std, out.shape))
+        return (dist, hidden) if with_features else dist
+
+
+def map_features(params: Any, hidden: jax.Array) -> jax.Array:
+    """Teacher i's map applied to the central features of its states: `hidden [P, n, h]`
+    -> `[P, n, h]` (`params`: an `Actor` with `feature_maps = P`)."""
+    p = params["params"]
+    return (jnp.einsum("pnh,phk->pnk", hidden, p["feature_map_kernel"])
+            + p["feature_map_bias"][:, None, :])
 
 
 class ActorCritic(nn.Module):
@@ -71,7 +97,11 @@ class ActorCritic(nn.Module):
         self.actor = Actor(self.action_dim, self.discrete, self.hidden_sizes, self.activation)
         self.critic = MLP(self.hidden_sizes, 1, 1.0, self.activation)
 
-    def __call__(self, obs: jax.Array) -> tuple[Distribution, jax.Array]:
+    def __call__(self, obs: jax.Array, with_features: bool = False) -> tuple[Any, ...]:
+        """(distribution, value) or, `with_features`, (distribution, value, actor hidden)."""
+        if with_features:
+            dist, hidden = self.actor(obs, with_features=True)
+            return dist, self.critic(obs)[..., 0], hidden
         return self.actor(obs), self.critic(obs)[..., 0]
 
     def value(self, obs: jax.Array) -> jax.Array:

@@ -30,7 +30,7 @@ from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetric
 NONFINITE_TERMS = ("reward",) + UPDATE_TERMS
 TERM_MEANING = {"reward": "the environment's reward", "clip": "the PPO clipped loss",
                 "value": "the value loss", "entropy": "the policy entropy",
-                "couple": "the coupling term", "distill": "the distillation loss",
+                "couple": "the coupling term", "distill": "the distillation loss (or feature regression)",
                 "grad": "the gradients", "params": "the parameters after a step"}
 
 
@@ -127,9 +127,11 @@ def distill_coef_at(config: Config, iteration: jax.Array) -> jax.Array:
 
 
 def reset_teachers(teacher: Any, central: Any) -> Any:
-    """Copy the central actor into every teacher's actor (DnC's periodic reset); critics stay."""
+    """Copy the central actor into every teacher's actor (DnC's periodic reset); critics stay,
+    and so do the central-only params (the feature maps)."""
     num = jax.tree.leaves(teacher)[0].shape[0]
-    actor = jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + x.shape), central["params"])
+    shared = {k: central["params"][k] for k in teacher["params"]["actor"]}
+    actor = jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + x.shape), shared)
     return {**teacher, "params": {**teacher["params"], "actor": actor}}
 
 
@@ -145,7 +147,7 @@ def iteration(model: Model, state: TrainState,
     env, traj = rollout(acting, state.env, state.partition, act, value_fn,
                         model.env, c.num_steps, c.context_candidates)
     last_value = value_fn(acting, env.obs, env.context)
-    reward, distill_weight = traj.reward, jnp.ones_like(traj.reward)
+    reward, distill_weight = traj.reward * c.reward_scale, jnp.ones_like(traj.reward)
     bad_reward = jnp.logical_not(jnp.all(jnp.isfinite(reward)))
     if axis_name is not None:  # each device saw its own envs' rewards
         bad_reward = jax.lax.psum(bad_reward.astype(jnp.int32), axis_name) > 0

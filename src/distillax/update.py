@@ -4,7 +4,9 @@ Each minibatch holds every partition's slice `[P, n, ...]`. One `jax.value_and_g
 `Params(teacher [P, ...], central)` of
 
     L = sum_i rho_i [ L_clip_i + c_v L_value_i - c_ent H_i + alpha L_couple_i ]
-        + lambda sum_i rho_i E_{s~pi_i} KL(sg pi_i || pi_c)
+        + lambda sum_i rho_i ( E_{s~pi_i} KL(sg pi_i || pi_c) + beta L_feature_i )
+
+(L_feature_i, Actor-Mimic's feature regression, only with `feature_coef = beta > 0`)
 
 where the teachers' forward pass on the minibatch is shared by the PPO terms, the central
 likelihood ratio and the distillation target. Under `shard_map` the loss is `pmean`-ed over
@@ -23,6 +25,7 @@ from flax import struct
 
 from distillax import losses
 from distillax.model import Model
+from distillax.networks import map_features
 from distillax.normalizer import RunningStats
 
 
@@ -61,6 +64,7 @@ class UpdateMetrics:
     loss: jax.Array  # the total minimised loss L
     teacher: losses.TeacherTerms  # each field [P]
     distill: jax.Array  # [P] E KL(pi_i || pi_c) on teacher states
+    feature: jax.Array  # [P] feature regression error L_feature_i (0 when feature_coef = 0)
     teacher_grad_norm: jax.Array  # [P] before clipping, of rho_i-weighted terms
     # [len(UPDATE_TERMS)] bool: the terms that were non-finite in the first minibatch step
     # where any was (all False while everything is finite); `params` is checked after the
@@ -95,12 +99,21 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
     c = model.config
     lam = c.distill_coef if distill_coef is None else distill_coef
     acting = model.acting_params(params.teacher, params.central)
-    dist, value = model.teachers(acting, mb.obs, mb.context, teacher_stats, central_stats)
+    features = c.feature_coef > 0
+    dist, value, *t_hidden = model.teachers(acting, mb.obs, mb.context, teacher_stats,
+                                            central_stats, with_features=features)
+    feature = jnp.zeros(weights.shape)
     if model.has_central:
-        central = model.central_dist(params.central, mb.obs, mb.context, central_stats)
+        central = model.central_dist(params.central, mb.obs, mb.context, central_stats,
+                                     with_features=features)
+        if features:
+            central, c_hidden = central
         central_log_prob = central.log_prob(mb.action)
         distill = jax.vmap(losses.distill_loss, in_axes=(0, 0, 0, 0, None))(
             dist, central, mb.action, mb.distill_weight, c.resolved_divergence)
+        if features:
+            feature = jax.vmap(losses.feature_loss)(
+                map_features(params.central, c_hidden), t_hidden[0], mb.distill_weight)
     else:  # ppo: no central policy, so no central ratio (r_c = 1) and no distillation
         central_log_prob = mb.log_prob
         distill = jnp.zeros(weights.shape)
@@ -116,11 +129,12 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
         cross = model.cross_policies(params.teacher, mb.obs, mb.context, teacher_stats)
         couple = losses.dnc_coupling(dist, cross, weights)
         terms = terms.replace(loss=terms.loss + c.coupling_coef * couple, couple=couple)
-    total = jnp.sum(weights * terms.loss) + lam * jnp.sum(weights * distill)
+    total = (jnp.sum(weights * terms.loss)
+             + lam * jnp.sum(weights * (distill + c.feature_coef * feature)))
     if axis_name is not None:
         total = jax.lax.pmean(total, axis_name)
-        terms, distill = jax.lax.pmean((terms, distill), axis_name)
-    return total, UpdateMetrics(total, terms, distill, jnp.zeros(weights.shape),
+        terms, distill, feature = jax.lax.pmean((terms, distill, feature), axis_name)
+    return total, UpdateMetrics(total, terms, distill, feature, jnp.zeros(weights.shape),
                                 jnp.zeros(len(UPDATE_TERMS), bool))
 
 
@@ -151,7 +165,8 @@ def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
     # update (in `update`): a non-finite step shows in the next step's loss terms anyway.
     t = metrics.teacher
     grad_norm = jnp.sum(norms) + optax.tree.norm(grads.central)
-    finite = [all_finite(x) for x in (t.clip, t.value, t.entropy, t.couple, metrics.distill)]
+    finite = [all_finite(x) for x in (t.clip, t.value, t.entropy, t.couple,
+                                      (metrics.distill, metrics.feature))]
     finite += [jnp.isfinite(grad_norm), jnp.array(True)]
     return params, opt, metrics.replace(teacher_grad_norm=norms,
                                         nonfinite=jnp.logical_not(jnp.stack(finite)))
