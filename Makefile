@@ -14,7 +14,7 @@ PYTHON ?= $(shell for c in python3.12 $$(ls -d $$(pyenv root 2>/dev/null)/versio
 RUN_STAMP := runs/$(shell date +%Y%m%d-%H%M%S)
 RUN ?= $(RUN_STAMP)
 
-.PHONY: venv train evaluate test bench clean
+.PHONY: venv train evaluate test bench experiments clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then echo "error: no working Python >= 3.12 found (tried python3.12, pyenv's 3.12.x, python3); set PYTHON=/path/to/python3.12" >&2; exit 1; fi
@@ -49,6 +49,13 @@ $(BENCH_STAMP): $(STAMP)
 # writes benchmarks/results.json and benchmarks/results.md; ~15 min on 2 cores.
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
+
+# Every method on every experiment task, 5 seeds each: experiments/results/<task>.{md,json,png}
+# (experiments/README.md collects them); about 40 min on 2 cores.
+EXPERIMENTS := cartpole pendulum pointgoal fourrooms
+experiments: $(STAMP)
+	@start=$$(date +%s); for t in $(EXPERIMENTS); do $(PY) experiments/$$t.py $(ARGS) || exit 1; done; \
+	  echo "experiments took $$(( $$(date +%s) - start )) s"
 
 clean:
 	rm -rf $(VENV) runs

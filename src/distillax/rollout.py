@@ -89,7 +89,6 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
                                            carry.context)
         done = jnp.logical_or(out.terminated, out.truncated)
         out = reset_ended(out, done, k_step, k_ctx, partition, env, candidates)
-        final_value = value_fn(teacher_params, out.final_obs, carry.context)
         ep_return = carry.episode_return + out.reward
         new = EnvCarry(
             state=out.state, obs=out.obs, context=out.context, key=key,
@@ -98,13 +97,15 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
             episodes=carry.episodes + done,
             episode_step=jnp.where(done, 0, carry.episode_step + 1),
         )
+        # final_value is filled in after the scan, from final_obs: one batched critic pass
+        # over [P, T, B] instead of one per step (the per-step cost dominates at few envs)
         tr = Transition(carry.obs, carry.context, action, dist.log_prob(action), value,
-                        out.reward, out.terminated, out.truncated, final_value,
-                        carry.episode_step)
-        return new, tr
+                        out.reward, out.terminated, out.truncated, None, carry.episode_step)
+        return new, (tr, out.final_obs)
 
-    carry, traj = jax.lax.scan(step, carry, None, length=num_steps)
-    return carry, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj)
+    carry, (traj, final_obs) = jax.lax.scan(step, carry, None, length=num_steps)
+    traj, final_obs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), (traj, final_obs))
+    return carry, traj.replace(final_value=value_fn(teacher_params, final_obs, traj.context))
 
 
 def reset_ended(out: Step, done: jax.Array, k_step: jax.Array, k_ctx: jax.Array,

@@ -1,0 +1,188 @@
+"""The results table of one task: every method, several seeds vmapped, equal env-step budgets.
+
+In the spirit of DnC's Table 1 and Distral's comparisons. Each task's script
+(`experiments/<task>.py`) names its config and budget and calls `main`; this module trains
+the seven runs, then writes `experiments/results/<task>.{json,md,png}`:
+
+- the central policy's mean held-out return (greedy actions) with a 95% Student-t interval
+  over seeds, and with sampled actions;
+- the teachers' mean held-out return, each teacher on contexts of its own cell;
+- the distillation gap: central - teachers, and central / teachers where both are > 0
+  (for a negative return a ratio reads backwards, so it is left out there);
+- learning curves: held-out central return (mean and 95% band over seeds) and the
+  teachers' training return, against env steps per seed.
+
+For `ppo` there is no central policy: its single policy fills the central columns, and the
+teacher and gap columns stay empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from distillax import Config, train
+from distillax.train import mean_ci95
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# (row name, config changes): the seven runs of every table, in table order
+RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ppo-blind", dict(method="ppo")),
+    ("ppo-context", dict(method="ppo", teacher_sees_context=True)),
+    ("independent", dict(method="independent")),
+    ("central", dict(method="central")),
+    ("dnc", dict(method="dnc")),
+    ("distral", dict(method="distral")),
+    ("distral2col", dict(method="distral2col")),
+)
+
+
+def parse(argv: Sequence[str] | None, total_steps: int) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--total-steps", type=int, default=total_steps, help="env steps per run")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per method, vmapped")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--methods", default="", help="comma-separated row names (default: all)")
+    p.add_argument("--out", default=RESULTS)
+    p.add_argument("--small", action="store_true",
+                   help="tiny networks and batches: a smoke run of the script, not a result")
+    return p.parse_args(argv)
+
+
+def configs(task: str, base: dict[str, Any], a: argparse.Namespace) -> list[tuple[str, Config]]:
+    """The runs to train: (row name, config)."""
+    wanted = [m.strip() for m in a.methods.split(",") if m.strip()]
+    names = [n for n, _ in RUNS]
+    unknown = [m for m in wanted if m not in names]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; valid: {names}")
+    small = dict(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
+                 hidden_sizes=(8,), kmeans_samples=200, eval_contexts=4) if a.small else {}
+    out = []
+    for name, changes in RUNS:
+        if wanted and name not in wanted:
+            continue
+        kw = {**base, **changes, **small}
+        if changes["method"] == "ppo":  # one policy over the whole space: one k-means "cell"
+            kw.update(partitioner="kmeans", partitions=1)
+        config = Config(task=task, total_steps=a.total_steps, seeds=a.seeds, seed=a.seed, **kw)
+        # ~20 points per learning curve (each evaluates every seed on every held-out context)
+        every = max(1, config.num_iterations // 20)
+        out.append((name, config.replace(eval_every=every, log_every=min(every, 5))))
+    return out
+
+
+def row(name: str, config: Config, summary: Any, wall_s: float) -> dict[str, Any]:
+    """One table row from a finished run's summary (per-seed values kept)."""
+    f = summary.final
+    per = lambda k: f.get(f"{k}_seeds", [f[k]])  # noqa: E731  (one seed: no _seeds key)
+    central, teachers = np.asarray(per("central_greedy")), np.asarray(per("teachers_greedy"))
+    is_ppo = config.method == "ppo"
+    out = {"method": name, "config": config.to_dict(), "wall_s": wall_s,
+           "compile_s": summary.compile_s, "train_s": summary.train_s,
+           "steps_per_s": summary.steps_per_s}
+    for k in ("central_greedy", "central_sampled", "teachers_greedy", "teachers_sampled"):
+        m, lo, hi = mean_ci95(per(k))
+        out[k], out[f"{k}_ci95"], out[f"{k}_seeds"] = m, [lo, hi], list(map(float, per(k)))
+    # The gap per seed, then its mean and interval: the seeds pair central with teachers.
+    m, lo, hi = mean_ci95(central - teachers)
+    out["gap_diff"], out["gap_diff_ci95"] = (None, None) if is_ppo else (m, [lo, hi])
+    positive = bool(np.all(central > 0) and np.all(teachers > 0))
+    out["gap_ratio"] = float(np.mean(central / teachers)) if positive and not is_ppo else None
+    out["curve"] = [{"env_steps": r["env_steps"], "teacher_return": float(np.mean(
+        r["teacher_return"])), "teacher_return_seeds": np.asarray(r.get(
+            "teacher_return_seeds", [np.mean(r["teacher_return"])])).tolist(),
+        **({"central_return": r["central_return"], "central_return_seeds":
+            r.get("central_return_seeds", [r["central_return"]])}
+           if "central_return" in r else {})} for r in summary.history]
+    return out
+
+
+def _ci(m: float, ci: list[float] | None, digits: int) -> str:
+    return f"{m:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def table(task: str, rows: list[dict[str, Any]], command: str, digits: int) -> str:
+    c = rows[0]["config"]
+    lines = [
+        f"## {task}", "",
+        f"{c['total_steps']:,} env steps per run, {c['seeds']} seeds (vmapped; seeds "
+        f"{c['seed']}..{c['seed'] + c['seeds'] - 1}), {c['eval_contexts']} held-out contexts, "
+        "mean over seeds with a 95% Student-t interval. Greedy actions unless marked. "
+        f"Command: `{command}`", "",
+        "| method | central (held-out) | central, sampled actions | teachers (own cells) "
+        "| gap: central − teachers | gap: central ÷ teachers | env-steps/s | wall s |",
+        "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ppo = r["gap_diff"] is None
+        lines.append(" | ".join([
+            f"| {r['method']}", _ci(r["central_greedy"], r["central_greedy_ci95"], digits),
+            _ci(r["central_sampled"], r["central_sampled_ci95"], digits),
+            "—" if ppo else _ci(r["teachers_greedy"], r["teachers_greedy_ci95"], digits),
+            "—" if ppo else _ci(r["gap_diff"], r["gap_diff_ci95"], digits),
+            "—" if r["gap_ratio"] is None else f"{r['gap_ratio']:.2f}",
+            f"{r['steps_per_s']:,.0f}", f"{r['wall_s']:.0f} |"]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(task: str, rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for i, r in enumerate(rows):
+        color = plt.get_cmap("tab10")(i)
+        pts = [p for p in r["curve"] if "central_return" in p]
+        x = np.asarray([p["env_steps"] for p in pts]) / 1e6
+        ci = np.asarray([mean_ci95(p["central_return_seeds"]) for p in pts])
+        ax_c.plot(x, ci[:, 0], color=color, label=r["method"])
+        ax_c.fill_between(x, ci[:, 1], ci[:, 2], color=color, alpha=0.15)
+        x_t = np.asarray([p["env_steps"] for p in r["curve"]]) / 1e6
+        ax_t.plot(x_t, [p["teacher_return"] for p in r["curve"]], color=color,
+                  label=r["method"])
+    ax_c.set(title=f"{task}: central policy, held-out contexts (greedy; 95% band)",
+             xlabel="env steps per run (millions)", ylabel="return")
+    ax_t.set(title="teachers' training return (ppo: its one policy)",
+             xlabel="env steps per run (millions)")
+    ax_t.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(task: str, base: dict[str, Any], total_steps: int, argv: Sequence[str] | None = None,
+         digits: int = 1) -> list[dict[str, Any]]:
+    """Train every run of `task` (config `base`, `total_steps` each by default) and write
+    `<out>/<task>.{json,md,png}`. Returns the rows."""
+    a = parse(argv, total_steps)
+    runs = configs(task, base, a)  # every config is validated by `train` before it compiles
+    command = shlex.join(["python", f"experiments/{task}.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+    rows = []
+    for name, config in runs:
+        t = time.perf_counter()
+        _, summary = train(config, log=lambda line: None)
+        rows.append(row(name, config, summary, time.perf_counter() - t))
+        r = rows[-1]
+        print(f"{task} {name}: central {_ci(r['central_greedy'], r['central_greedy_ci95'], digits)}"
+              f", teachers {r['teachers_greedy']:.{digits}f}, {r['wall_s']:.0f} s", flush=True)
+    os.makedirs(a.out, exist_ok=True)
+    stem = os.path.join(a.out, task)
+    with open(stem + ".json", "w") as f:
+        json.dump({"task": task, "command": command, "rows": rows}, f, indent=1)
+    md = table(task, rows, command, digits)
+    with open(stem + ".md", "w") as f:
+        f.write(md + f"\n![learning curves]({task}.png)\n")
+    plot(task, rows, stem + ".png")
+    print(md)
+    return rows

@@ -1,0 +1,88 @@
+"""A tiny smoke run of every experiment script (the real runs: `make experiments`), and the
+table arithmetic of experiments/harness.py on hand-made summaries."""
+
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from distillax import Config
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+# One or two runs per script, so that every method is smoke-run by some script.
+SMOKE = {"cartpole": "ppo-blind,central", "pendulum": "distral2col,ppo-context",
+         "pointgoal": "dnc", "fourrooms": "distral,independent"}
+
+
+@pytest.mark.parametrize("task", sorted(SMOKE))
+def test_experiment_script_writes_its_table_and_curves(task, tmp_path, monkeypatch,
+                                                       compile_cache):
+    methods = SMOKE[task].split(",")
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    monkeypatch.setattr(sys, "argv", [f"{task}.py", "--small", "--total-steps", "256",
+                                      "--seeds", "2", "--methods", SMOKE[task],
+                                      "--out", str(tmp_path)])
+    runpy.run_path(str(EXPERIMENTS / f"{task}.py"), run_name="__main__")
+    result = json.loads((tmp_path / f"{task}.json").read_text())
+    rows = result["rows"]
+    names, _ = _harness()
+    assert [r["method"] for r in rows] == [m for m in names if m in methods]
+    for r in rows:
+        assert r["config"]["task"] == task and r["config"]["seeds"] == 2
+        assert len(r["central_greedy_seeds"]) == 2
+        assert all(math.isfinite(v) for v in r["central_greedy_seeds"])
+        assert any("central_return_seeds" in p for p in r["curve"])
+        is_ppo = r["config"]["method"] == "ppo"
+        assert (r["gap_diff"] is None) == is_ppo
+        assert r["config"]["teacher_sees_context"] == (r["method"] == "ppo-context")
+    md = (tmp_path / f"{task}.md").read_text()
+    assert all(f"| {m} |" in md for m in methods)
+    assert f"--methods {SMOKE[task]}" in result["command"]
+    assert (tmp_path / f"{task}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _harness():
+    """(the row names in table order, the module experiments/harness.py)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import harness
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    return [n for n, _ in harness.RUNS], harness
+
+
+def _summary(central, teachers):
+    """A two-seed summary as `train` returns it (only what `row` reads)."""
+    final = {}
+    for k, v in (("central_greedy", central), ("central_sampled", central),
+                 ("teachers_greedy", teachers), ("teachers_sampled", teachers)):
+        final[k], final[f"{k}_seeds"] = float(np.mean(v)), list(v)
+    history = [{"env_steps": 10, "teacher_return": np.array([1.0, 3.0]),
+                "teacher_return_seeds": np.array([1.0, 3.0]), "central_return": 5.0,
+                "central_return_seeds": [4.0, 6.0]}]
+    return SimpleNamespace(final=final, history=history, compile_s=1.0, train_s=2.0,
+                           steps_per_s=3.0)
+
+
+def test_row_gap_is_paired_by_seed_and_ratio_only_for_positive_returns():
+    _, harness = _harness()
+    config = Config(method="central", seeds=2)
+    r = harness.row("central", config, _summary([400.0, 300.0], [500.0, 500.0]), 9.0)
+    # per-seed gaps -100 and -200: mean -150, t_{0.975,1} = 12.706, sd = 70.71, /sqrt 2 = 50
+    assert r["gap_diff"] == pytest.approx(-150.0)
+    assert r["gap_diff_ci95"] == pytest.approx([-150 - 12.7062 * 50, -150 + 12.7062 * 50],
+                                               rel=1e-4)
+    assert r["gap_ratio"] == pytest.approx((0.8 + 0.6) / 2)
+    assert r["curve"][0]["teacher_return"] == 2.0
+    negative = harness.row("central", config, _summary([-3.0, -2.0], [-2.5, -2.5]), 9.0)
+    assert negative["gap_ratio"] is None and negative["gap_diff"] == pytest.approx(0.0)
+    ppo = harness.row("ppo-blind", config.replace(method="ppo"),
+                     _summary([100.0, 200.0], [100.0, 200.0]), 9.0)
+    assert ppo["gap_diff"] is None and ppo["gap_ratio"] is None
+    assert "| ppo-blind | 150.0 [" in harness.table("cartpole", [r, ppo], "cmd", 1)
