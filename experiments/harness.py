@@ -52,22 +52,26 @@ def parse(argv: Sequence[str] | None, total_steps: int) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--methods", default="", help="comma-separated row names (default: all)")
     p.add_argument("--out", default=RESULTS)
+    p.add_argument("--append", action="store_true",
+                   help="add (or replace) these rows in an existing <out>/<task>.json")
     p.add_argument("--small", action="store_true",
                    help="tiny networks and batches: a smoke run of the script, not a result")
     return p.parse_args(argv)
 
 
-def configs(task: str, base: dict[str, Any], a: argparse.Namespace) -> list[tuple[str, Config]]:
-    """The runs to train: (row name, config)."""
+def configs(task: str, base: dict[str, Any], a: argparse.Namespace,
+            extra: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[tuple[str, Config]]:
+    """The runs to train: (row name, config), the seven `RUNS` and a task's `extra` rows."""
     wanted = [m.strip() for m in a.methods.split(",") if m.strip()]
-    names = [n for n, _ in RUNS]
+    runs = tuple(RUNS) + tuple(extra)
+    names = [n for n, _ in runs]
     unknown = [m for m in wanted if m not in names]
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; valid: {names}")
     small = dict(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
                  hidden_sizes=(8,), kmeans_samples=200, eval_contexts=4) if a.small else {}
     out = []
-    for name, changes in RUNS:
+    for name, changes in runs:
         if wanted and name not in wanted:
             continue
         kw = {**base, **changes, **small}
@@ -110,22 +114,34 @@ def _ci(m: float, ci: list[float] | None, digits: int) -> str:
     return f"{m:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def curve_mean(r: dict[str, Any]) -> tuple[float, float, float]:
+    """Mean and 95% interval over seeds of each seed's mean held-out central return over the
+    learning curve's evaluations: the area under the curve / its length, which tells apart
+    runs that all saturate by the end of the budget."""
+    per_seed = np.mean([p["central_return_seeds"] for p in r["curve"]
+                        if "central_return_seeds" in p], axis=0)
+    return mean_ci95(per_seed)
+
+
 def table(task: str, rows: list[dict[str, Any]], command: str, digits: int) -> str:
     c = rows[0]["config"]
     lines = [
         f"## {task}", "",
         f"{c['total_steps']:,} env steps per run, {c['seeds']} seeds (vmapped; seeds "
         f"{c['seed']}..{c['seed'] + c['seeds'] - 1}), {c['eval_contexts']} held-out contexts, "
-        "mean over seeds with a 95% Student-t interval. Greedy actions unless marked. "
-        f"Command: `{command}`", "",
-        "| method | central (held-out) | central, sampled actions | teachers (own cells) "
-        "| gap: central − teachers | gap: central ÷ teachers | env-steps/s | wall s |",
-        "|---|---|---|---|---|---|---|---|"]
+        "mean over seeds with a 95% Student-t interval. Greedy actions unless marked; returns "
+        "at the end of the budget, except the curve mean (over the ~20 evaluations during "
+        f"training). Command: `{command}`", "",
+        "| method | central (held-out) | central, sampled actions | central, mean over the "
+        "curve | teachers (own cells) | gap: central − teachers | gap: central ÷ teachers "
+        "| env-steps/s | wall s |",
+        "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ppo = r["gap_diff"] is None
+        m, lo, hi = curve_mean(r)
         lines.append(" | ".join([
             f"| {r['method']}", _ci(r["central_greedy"], r["central_greedy_ci95"], digits),
-            _ci(r["central_sampled"], r["central_sampled_ci95"], digits),
+            _ci(r["central_sampled"], r["central_sampled_ci95"], digits), _ci(m, [lo, hi], digits),
             "—" if ppo else _ci(r["teachers_greedy"], r["teachers_greedy_ci95"], digits),
             "—" if ppo else _ci(r["gap_diff"], r["gap_diff_ci95"], digits),
             "—" if r["gap_ratio"] is None else f"{r['gap_ratio']:.2f}",
@@ -161,11 +177,14 @@ def plot(task: str, rows: list[dict[str, Any]], path: str) -> None:
 
 
 def main(task: str, base: dict[str, Any], total_steps: int, argv: Sequence[str] | None = None,
-         digits: int = 1) -> list[dict[str, Any]]:
-    """Train every run of `task` (config `base`, `total_steps` each by default) and write
+         digits: int = 1, extra: Sequence[tuple[str, dict[str, Any]]] = ()
+         ) -> list[dict[str, Any]]:
+    """Train every run of `task` (config `base`, `total_steps` each by default; `extra`: more
+    (row name, config changes) after the seven of every table) and write
     `<out>/<task>.{json,md,png}`. Returns the rows."""
     a = parse(argv, total_steps)
-    runs = configs(task, base, a)  # every config is validated by `train` before it compiles
+    # every config is validated by `train` before it compiles
+    runs = configs(task, base, a, extra)
     command = shlex.join(["python", f"experiments/{task}.py",
                           *(sys.argv[1:] if argv is None else argv)])
     rows = []
@@ -178,11 +197,62 @@ def main(task: str, base: dict[str, Any], total_steps: int, argv: Sequence[str] 
               f", teachers {r['teachers_greedy']:.{digits}f}, {r['wall_s']:.0f} s", flush=True)
     os.makedirs(a.out, exist_ok=True)
     stem = os.path.join(a.out, task)
+    result = {"task": task, "command": command, "digits": digits, "rows": rows}
+    if a.append and os.path.exists(stem + ".json"):
+        with open(stem + ".json") as f:
+            result = merge(json.load(f), result, [n for n, _ in (*RUNS, *extra)])
     with open(stem + ".json", "w") as f:
-        json.dump({"task": task, "command": command, "rows": rows}, f, indent=1)
-    md = table(task, rows, command, digits)
+        json.dump(result, f, indent=1)
+    print(render(stem))
+    return rows
+
+
+def merge(old: dict[str, Any], new: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """`old` results with `new`'s rows added or replacing those of the same name, in table
+    `order`; the commands of both are kept (joined by `&&`, in the order they ran)."""
+    rows = {r["method"]: r for r in old["rows"]} | {r["method"]: r for r in new["rows"]}
+    return {**new, "command": old["command"] + " && " + new["command"],
+            "rows": [rows[n] for n in order if n in rows]}
+
+
+def render(stem: str) -> str:
+    """Write `<stem>.md` and `<stem>.png` from `<stem>.json`; returns the table."""
+    with open(stem + ".json") as f:
+        result = json.load(f)
+    task = result["task"]
+    md = table(task, result["rows"], result["command"], result.get("digits", 1))
     with open(stem + ".md", "w") as f:
         f.write(md + f"\n![learning curves]({task}.png)\n")
-    plot(task, rows, stem + ".png")
-    print(md)
-    return rows
+    plot(task, result["rows"], stem + ".png")
+    return md
+
+
+def summary(results: Sequence[dict[str, Any]]) -> str:
+    """One table over tasks: each run's central held-out return [95% interval] and, in
+    brackets after a slash, its teachers' (own cells)."""
+    names = [n for n, _ in RUNS] + [r["method"] for res in results for r in res["rows"]
+                                    if r["method"] not in dict(RUNS)]
+    names = list(dict.fromkeys(names))
+    lines = ["| method | " + " | ".join(res["task"] for res in results) + " |",
+             "|---|" + "---|" * len(results)]
+    for n in names:
+        cells = []
+        for res in results:
+            r = {x["method"]: x for x in res["rows"]}.get(n)
+            d = res.get("digits", 1)
+            cell = "" if r is None else _ci(r["central_greedy"], r["central_greedy_ci95"], d)
+            if r is not None and r["gap_diff"] is not None:
+                cell += f" / {r['teachers_greedy']:.{d}f}"
+            cells.append(cell)
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # re-render tables, plots and the summary from the JSON results
+    found = []
+    for t in sys.argv[1:] or ["cartpole", "pendulum", "pointgoal", "fourrooms"]:
+        if os.path.exists(os.path.join(RESULTS, t + ".json")):
+            print(render(os.path.join(RESULTS, t)))
+            with open(os.path.join(RESULTS, t + ".json")) as f:
+                found.append(json.load(f))
+    print(summary(found))

@@ -86,3 +86,15 @@ def test_row_gap_is_paired_by_seed_and_ratio_only_for_positive_returns():
                      _summary([100.0, 200.0], [100.0, 200.0]), 9.0)
     assert ppo["gap_diff"] is None and ppo["gap_ratio"] is None
     assert "| ppo-blind | 150.0 [" in harness.table("cartpole", [r, ppo], "cmd", 1)
+
+
+def test_merge_replaces_rows_by_name_keeps_table_order_and_both_commands():
+    _, harness = _harness()
+    old = {"task": "t", "command": "a", "rows": [{"method": "ppo-blind", "v": 1},
+                                                 {"method": "central", "v": 2}]}
+    new = {"task": "t", "command": "b", "rows": [{"method": "extra", "v": 3},
+                                                 {"method": "ppo-blind", "v": 4}]}
+    got = harness.merge(old, new, ["ppo-blind", "central", "extra"])
+    assert got["command"] == "a && b"
+    assert [(r["method"], r["v"]) for r in got["rows"]] == [("ppo-blind", 4), ("central", 2),
+                                                            ("extra", 3)]

@@ -154,12 +154,15 @@ def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
     # the gradient of its own loss at max_grad_norm, as a stand-alone PPO learner would.
     t_grads, norms = clip_per_teacher(grads.teacher, weights * model.config.max_grad_norm)
     t_upd, t_opt = model.teacher_tx.update(t_grads, opt.teacher, params.teacher)
-    c_upd, c_opt = model.central_tx.update(grads.central, opt.central, params.central)
-    central = optax.apply_updates(params.central, c_upd)
-    keep = lambda new, old: jax.tree.map(  # noqa: E731
-        lambda n, o: jnp.where(train_central, n, o), new, old)
-    params = Params(optax.apply_updates(params.teacher, t_upd), keep(central, params.central))
-    opt = OptState(t_opt, keep(c_opt, opt.central))
+    central, c_opt = params.central, opt.central
+    if model.has_central:  # (ppo's unused central network is never stepped)
+        c_upd, c_opt = model.central_tx.update(grads.central, opt.central, params.central)
+        keep = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(train_central, n, o), new, old)
+        central = keep(optax.apply_updates(params.central, c_upd), params.central)
+        c_opt = keep(c_opt, opt.central)
+    params = Params(optax.apply_updates(params.teacher, t_upd), central)
+    opt = OptState(t_opt, c_opt)
     # The gradient check reads norms (the teachers' are computed for clipping anyway); a
     # norm overflows only for gradients past ~1e19, a fault too. Params are checked once per
     # update (in `update`): a non-finite step shows in the next step's loss terms anyway.
