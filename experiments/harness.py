@@ -101,13 +101,23 @@ def row(name: str, config: Config, summary: Any, wall_s: float) -> dict[str, Any
     out["gap_diff"], out["gap_diff_ci95"] = (None, None) if is_ppo else (m, [lo, hi])
     positive = bool(np.all(central > 0) and np.all(teachers > 0))
     out["gap_ratio"] = float(np.mean(central / teachers)) if positive and not is_ppo else None
-    out["curve"] = [{"env_steps": r["env_steps"], "teacher_return": float(np.mean(
-        r["teacher_return"])), "teacher_return_seeds": np.asarray(r.get(
-            "teacher_return_seeds", [np.mean(r["teacher_return"])])).tolist(),
-        **({"central_return": r["central_return"], "central_return_seeds":
-            r.get("central_return_seeds", [r["central_return"]])}
-           if "central_return" in r else {})} for r in summary.history]
+    out["curve"] = [_curve_point(r) for r in summary.history]
     return out
+
+
+def _curve_point(record: dict[str, Any]) -> dict[str, Any]:
+    """A learning-curve point from a training record: env steps, the teachers' training
+    return (mean over partitions; per seed), and, where the record was evaluated, the
+    held-out central return (mean; per seed). One seed: a one-element per-seed list."""
+    teacher = float(np.mean(record["teacher_return"]))
+    point = {"env_steps": record["env_steps"], "teacher_return": teacher,
+             "teacher_return_seeds": np.asarray(record.get("teacher_return_seeds",
+                                                           [teacher])).tolist()}
+    if "central_return" in record:
+        point["central_return"] = record["central_return"]
+        point["central_return_seeds"] = record.get("central_return_seeds",
+                                                   [record["central_return"]])
+    return point
 
 
 def _ci(m: float, ci: list[float] | None, digits: int) -> str:
