@@ -51,7 +51,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
 
 # Every method on every experiment task, 5 seeds each: experiments/results/<task>.{md,json,png}
-# (experiments/README.md collects them); about 40 min on 2 cores.
+# (experiments/results/README.md collects them); about 35 min on 2 cores.
 EXPERIMENTS := cartpole pendulum pointgoal fourrooms
 experiments: $(STAMP)
 	@start=$$(date +%s); for t in $(EXPERIMENTS); do $(PY) experiments/$$t.py $(ARGS) || exit 1; done; \

@@ -521,6 +521,8 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{p['envs']}x{p['steps']} | {p['iteration_ms']:.1f} | "
                          f"{p['rollout_ms']:.1f} | {p['update_ms']:.1f} | "
                          f"{100 * p['rollout_share']:.0f}% | {_k(p['rollout_steps_per_s'])} |")
+    lines += ["", "What these figures mean and how they were reached: [findings.md](findings.md) "
+              "(hand-written, not regenerated)."]
     if r.get("notes"):
         lines += ["", "## Notes", "", r["notes"]]
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 """Run in its own process (the device count is fixed once JAX starts): one training chunk on
 a mesh of 1 device and of 4 simulated CPU devices from the same state; print the largest
-difference of params, normalisers and env observations, and check replication.
+difference of params, normalisers and env observations, how far training moved the params
+(so an equality of two runs that did nothing cannot pass), and check replication.
 
     python tests/multidevice_check.py METHOD [SEEDS]    # SEEDS > 1: the vmapped multi-seed state
 """
@@ -26,16 +27,22 @@ config = Config(method=method, num_envs=16, num_steps=16, total_steps=16 * 16 * 
                 kmeans_samples=1000, partitions=2, seeds=seeds)
 model = build_model(config)
 out = {}
+init = jax.device_get(init_run_state(model).params)  # PRNGKey(0), or [seeds] stacked states
 for n in (1, 4):
     mesh = parallel.make_mesh(n)
-    state = init_run_state(model)  # PRNGKey(0), or [seeds] stacked states
+    state = init_run_state(model)
     runner = make_runner(model, state, mesh, 2)
     state, metrics = runner.step(runner.place(state))
     parallel.assert_replicated(state.params)
     parallel.assert_replicated(state.opt)
     out[n] = jax.device_get((state.params, state.opt, state.teacher_stats, state.central_stats,
                              state.env.obs, metrics.update.loss))
-diff = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b))),
-                    out[1], out[4])
-print(json.dumps({"devices": len(jax.devices()), "max_abs_diff": max(jax.tree.leaves(diff)),
-                  "moved": float(np.max(np.abs(jax.tree.leaves(out[1][0])[0])))}))
+
+
+def max_abs_diff(a, b) -> float:
+    diff = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - y))), a, b)
+    return max(jax.tree.leaves(diff))
+
+
+print(json.dumps({"devices": len(jax.devices()), "max_abs_diff": max_abs_diff(out[1], out[4]),
+                  "moved": max_abs_diff(out[1][0], init)}))

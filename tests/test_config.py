@@ -13,6 +13,8 @@ import math
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -296,3 +298,15 @@ def test_train_rejects_a_bad_config_before_building_anything(monkeypatch):
     with pytest.raises(ConfigError, match=r"`num_devices` = 64 is invalid: at most the \d+ "
                                           r"visible devices"):
         validate(Config(num_devices=64))
+
+
+def test_empty_grid_cells_assigns_a_tie_as_assign_does():
+    """A value on the border between two grid cells belongs to the lower one (`assign`'s
+    argmin): values {0.5, 0.9} on [0, 1] in 2 cells fill both (0.5 -> cell 0, 0.9 -> 1)."""
+    from distillax.contexts import ContextSpace, assign, make_partition
+
+    space = ContextSpace(names=("x",), low=(0.0,), high=(1.0,), values=((0.5, 0.9),))
+    assert _empty_grid_cells(space, (2,)) == 0
+    partition = make_partition(jax.random.PRNGKey(0), space, "grid", 2, 100, (2,))
+    assert np.asarray(assign(partition, space, jnp.array([[0.5], [0.9]]))).tolist() == [0, 1]
+    assert _empty_grid_cells(space, (4,)) == 2  # cells 1 (0.5) and 3 (0.9) hold values

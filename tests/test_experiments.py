@@ -20,6 +20,11 @@ SMOKE = {"cartpole": "ppo-blind,central", "pendulum": "distral2col,ppo-context",
          "pointgoal": "dnc", "fourrooms": "distral,independent"}
 
 
+def test_smoke_runs_cover_every_method():
+    names, _ = _harness()
+    assert {m for v in SMOKE.values() for m in v.split(",")} >= set(names)
+
+
 @pytest.mark.parametrize("task", sorted(SMOKE))
 def test_experiment_script_writes_its_table_and_curves(task, tmp_path, monkeypatch,
                                                        compile_cache):

@@ -1,4 +1,4 @@
-"""Coupling methods: dnc pairwise term, Distral rewards, distral2col sharing, periodic reset,
+"""Coupling methods: dnc pairwise term (vs a double loop), distral2col sharing, periodic reset,
 and a seeded smoke run of every method on a discrete and a continuous task."""
 
 import jax
@@ -8,7 +8,7 @@ import pytest
 
 from distillax import losses
 from distillax.config import METHODS, Config
-from distillax.distributions import Categorical, DiagGaussian
+from distillax.distributions import Categorical
 from distillax.model import build_model
 from distillax.networks import apply_stacked
 from distillax.trainer import init_state, iteration, reset_teachers
@@ -37,29 +37,7 @@ def test_dnc_coupling_equals_explicit_double_loop():
             rev = kl(cross.logits[j, j], cross.logits[i, j])  # E_{s~pi_j} KL(pi_j || pi_i)
             want[i] += float(rho[j]) * (fwd + rev)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
-    assert np.all(want > 0)  # a penalty: it can only raise the minimised loss
-
-
-def test_dnc_coupling_moves_teacher_i_only_through_pi_i():
-    P, n, A = 2, 3, 2
-    logits = jax.random.normal(jax.random.PRNGKey(1), (P, P, n, A))
-
-    def couple_of_0(x):
-        cross = Categorical(x)
-        own = Categorical(jnp.stack([x[i, i] for i in range(P)]))
-        return losses.dnc_coupling(own, cross, jnp.asarray([0.5, 0.5]))[0]
-
-    g = jax.grad(couple_of_0)(logits)
-    # Teacher 0's coupling has gradient only in teacher 0's outputs (rows i = 0).
-    assert np.all(np.asarray(g[1]) == 0.0)
-    assert np.any(np.asarray(g[0]) != 0.0)
-
-
-def test_distral_reward_formula():
-    # r = 1, log pi_c = -0.5, log pi_i = -0.2, alpha = 0.5, beta = 5:
-    # 1 + (0.5/5)(-0.5) - (1/5)(-0.2) = 1 - 0.05 + 0.04 = 0.99
-    got = losses.distral_reward(jnp.asarray(1.0), jnp.asarray(-0.5), jnp.asarray(-0.2), 0.5, 5.0)
-    np.testing.assert_allclose(float(got), 0.99, rtol=1e-6)
+    assert np.all(np.asarray(got) > 0)  # a penalty: it can only raise the minimised loss
 
 
 def _model_and_state(method, task="cartpole", **kw):
@@ -103,14 +81,6 @@ def test_distral2col_teacher_is_alpha_h_plus_beta_f(task):
         np.testing.assert_allclose(jnp.exp(-2 * dist.log_std), p_h + p_f, rtol=1e-5)
         np.testing.assert_allclose(dist.mean, (p_h * h.mean + p_f * f.mean) / (p_h + p_f),
                                    rtol=1e-4, atol=1e-6)
-
-
-def test_gaussian_combine_is_the_normalised_product():
-    # N(0, 1)^1 * N(2, 1)^1 ∝ N(1, 1/2): precisions 1 + 1 = 2, mean (0 + 2) / 2 = 1.
-    g = DiagGaussian(jnp.zeros(1), jnp.zeros(1)).combine(DiagGaussian(jnp.full(1, 2.0),
-                                                                       jnp.zeros(1)), 1.0, 1.0)
-    np.testing.assert_allclose(g.mean, [1.0], rtol=1e-6)
-    np.testing.assert_allclose(jnp.exp(2 * g.log_std), [0.5], rtol=1e-6)
 
 
 def _central_grad(model, state, mb, **coefs):

@@ -37,8 +37,11 @@ def test_four_seeds_equal_four_separate_runs(tmp_path):
     assert np.asarray(state.iteration).tolist() == [3, 3, 3, 3]
     final = summary.final
     assert final["seeds"] == 4 and len(final["per_seed"]) == 4
-    lo, hi = final["central_greedy_ci95"]
-    assert lo <= final["central_greedy"] <= hi
+    # the mean and its Student-t interval of the per-seed values (t_{0.975, 3} = 3.182)
+    per = np.asarray(final["central_greedy_seeds"])
+    half = 3.1824463 * per.std(ddof=1) / 2.0
+    assert final["central_greedy"] == pytest.approx(per.mean())
+    assert final["central_greedy_ci95"] == pytest.approx([per.mean() - half, per.mean() + half])
     record = summary.history[-1]
     assert len(record["teacher_return_seeds"]) == 4 and len(record["central_return_seeds"]) == 4
     # The 4 separate runs, each as `train(Config(seed=3 + s))` runs it (init from its key,

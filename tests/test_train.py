@@ -24,6 +24,7 @@ def test_update_on_4_simulated_devices_equals_1_device(method):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4
     assert result["max_abs_diff"] <= 1e-5, result
+    assert result["moved"] > 1e-4, result  # the runs trained: equal, not just both untouched
 
 
 def test_short_seeded_run_learns():

@@ -164,7 +164,7 @@ def test_feature_distillation_is_an_explicit_loop_and_never_moves_teachers(task,
     without = {k: v for k, v in maps.items() if not k.startswith("feature_map")}
     loss_on, metrics = total(on, params)
     loss_off, _ = total(off, params.replace(central={"params": without}))
-    np.testing.assert_allclose(float(loss_on - loss_off), lam * beta * expected, rtol=2e-4)
+    np.testing.assert_allclose(float(loss_on - loss_off), lam * beta * expected, rtol=1e-5)
     np.testing.assert_allclose(float(jnp.sum(WEIGHTS * metrics.feature)), expected, rtol=1e-5)
 
     g = jax.grad(lambda p: jnp.sum(WEIGHTS * total(on, p)[1].feature))(params)
@@ -218,7 +218,6 @@ def test_vmapped_teacher_losses_equal_a_loop_over_teachers():
         assert float(terms_i.couple) != 0.0 and float(distill_i) > 0.0
     # L = sum_i rho_i [L_i + lambda distill_i]
     np.testing.assert_allclose(total, expected_total, rtol=1e-5)
-    np.testing.assert_allclose(metrics.loss, total)
 
 
 # --- clip_per_teacher -------------------------------------------------------------------------

@@ -19,16 +19,14 @@ def __getattr__(name: str):
         from distillax import envs
 
         return getattr(envs, name)
-    # Lazy, so `python -m distillax.train` does not import its own module twice. Importing
-    # the submodule `distillax.train` binds the package attribute `train` to the module;
-    # rebind it to the function.
+    # Lazy, so `python -m distillax.train` does not import its own module twice. `train` is
+    # the module itself, which calls through to the function (`train._CallableModule`): the
+    # import system binds the package attribute to the submodule anyway.
     if name in ("train", "resume", "Summary"):
         import importlib
 
         module = importlib.import_module("distillax.train")
-        globals().update({n: getattr(module, n) for n in ("train", "resume", "Summary")
-                          if hasattr(module, n)})
-        return globals()[name]
+        return module if name == "train" else getattr(module, name)
     if name == "load_policy":
         from distillax.policy import load_policy
 

@@ -47,6 +47,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import struct
 
+from distillax import parallel
 from distillax.config import Config, ConfigError
 from distillax.contexts import Partition
 from distillax.normalizer import RunningStats
@@ -184,15 +185,10 @@ def restore_train_state(info: RunInfo, like: Any) -> Any:
         hint = f"; other checkpoints: steps {others} (--resume-step)" if others else ""
         raise CheckpointError(f"{where} could not be restored (missing or corrupt arrays, or "
                               f"a state of another structure): {_why(e)}{hint}") from e
-    if _iteration(state) != info.step:
+    if parallel.host_iteration(state) != info.step:
         raise CheckpointError(f"{where} is inconsistent: its state is at iteration "
-                              f"{_iteration(state)}, its step is {info.step}")
+                              f"{parallel.host_iteration(state)}, its step is {info.step}")
     return state
-
-
-def _iteration(state: Any) -> int:
-    """A state's iteration; a multi-seed state (`[S]` iterations, all equal) counts as one."""
-    return int(max(jax.device_get(state.iteration).reshape(-1)))
 
 
 def restore_policies(directory: str, step: int | None = None,
@@ -263,7 +259,7 @@ class Saver:
 
         Returns once the arrays are on the host; the files are written in the background.
         """
-        it = _iteration(state)
+        it = parallel.host_iteration(state)
         if it in self._mngr.all_steps():  # a run resumed at its last step has nothing new
             return False
         meta = {"format_version": FORMAT_VERSION, "iteration": it,

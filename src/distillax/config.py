@@ -250,9 +250,12 @@ def _empty_grid_cells(space: Any, shape: tuple[int, ...]) -> int:
     """How many cells of a grid over `space` rho never draws from: cells a task set or a
     discrete dimension's values miss (a continuous dimension fills all of its cells)."""
 
-    def cell(k: int, v: float) -> int:  # the grid cell of value v along dim k (as `assign`)
+    def cell(k: int, v: float) -> int:
+        # The grid cell of value v along dim k, as `contexts.assign` picks it: the nearest
+        # centre (i + 0.5) / n, a tie going to the lower cell (argmin's first index).
         z = (v - space.low[k]) / (space.high[k] - space.low[k])
-        return min(max(int(z * shape[k]), 0), shape[k] - 1)
+        dist = [abs(z - (i + 0.5) / shape[k]) for i in range(shape[k])]
+        return dist.index(min(dist))
 
     if space.tasks is not None:
         hit = {tuple(cell(k, v) for k, v in enumerate(t)) for t in space.tasks}

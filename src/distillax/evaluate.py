@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distillax import checkpoint, logs
+from distillax import logs
 from distillax.checkpoint import CheckpointError, Policies
 from distillax.contexts import ContextSpace, assign
 from distillax.model import Model
@@ -178,10 +178,10 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
     checkpoint (config `seeds` > 1; default 0).
     """
     t0 = time.perf_counter()
-    run_seeds = checkpoint.read_run(directory, step).config.seeds
-    if run_seeds > 1 and seed_index is None:
-        seed_index = 0
-    info, model, policies = load(directory, step, seed_index)
+    info, model, policies = load(directory, step, seed_index or 0)
+    run_seeds = info.config.seeds
+    if run_seeds > 1:
+        seed_index = seed_index or 0
     t_restore = time.perf_counter() - t0
     config, space = info.config, model.env.space
     out = out or os.path.join(directory, "eval")
@@ -236,7 +236,7 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
     if plots:
         t2 = time.perf_counter()
         for i, s in enumerate(s2):
-            files.append(_plot_heatmap(out, model, policies, s, piece(1 + i), report))
+            files.append(_plot_heatmap(out, model, s, piece(1 + i), report))
         if s1:
             files.append(_plot_lines(out, space, s1, [piece(1 + len(s2) + i)
                                                       for i in range(len(s1))], report))
@@ -348,7 +348,7 @@ def _draw_cells(ax, xs: np.ndarray, ys: np.ndarray, cell: np.ndarray) -> None:
                 bbox=dict(boxstyle="round,pad=0.15", fc="black", alpha=0.45, lw=0))
 
 
-def _plot_heatmap(out: str, model: Model, policies: Policies, s: Slice2D,
+def _plot_heatmap(out: str, model: Model, s: Slice2D,
                   r: dict[str, np.ndarray], report: dict[str, Any]) -> str:
     space = model.env.space
     C, res = len(s.combos), len(s.xs)

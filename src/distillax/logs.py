@@ -76,11 +76,17 @@ def truncate_jsonl(path: str, last_iteration: int) -> int:
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
     if len(keep) != len(lines):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(keep)
-        os.replace(tmp, path)
+        write_atomic(path, "".join(keep))
     return len(lines) - len(keep)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a reader (or a kill)
+    sees the old file or the new one, never half of one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 class TensorBoardSink:

@@ -150,6 +150,12 @@ def host_local(tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
+def host_iteration(state: Any) -> int:
+    """The iteration a train state stands at, read on the host (all seeds of a stacked
+    multi-seed state move together, so their `[S]` iterations are equal)."""
+    return int(np.max(host_local(state.iteration)))
+
+
 def assert_replicated(tree: Any) -> None:
     """Raise if a replicated array's copies on different (local) devices differ."""
     for path, x in jax.tree_util.tree_leaves_with_path(tree):

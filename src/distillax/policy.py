@@ -15,9 +15,15 @@ import jax
 import jax.numpy as jnp
 
 from distillax.checkpoint import Policies, RunInfo, restore_policies
+from distillax.contexts import Partition, assign
 from distillax.model import Model, build_model
 
 Policy = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def own_cell(model: Model, partition: Partition) -> Callable[[jax.Array], jax.Array]:
+    """`which` for `teacher_policy`: the teacher of each context's own cell, `[N, d] -> [N]`."""
+    return lambda context: assign(partition, model.env.space, context)
 
 
 def central_policy(model: Model, policies: Policies, greedy: bool) -> Policy:
@@ -26,8 +32,7 @@ def central_policy(model: Model, policies: Policies, greedy: bool) -> Policy:
     For method `ppo` (no central policy) the single teacher acts instead.
     """
     if not model.has_central:
-        return teacher_policy(model, policies, lambda c: jnp.zeros(c.shape[:-1], jnp.int32),
-                              greedy)
+        return teacher_policy(model, policies, own_cell(model, policies.partition), greedy)
 
     def policy(obs, context, key):
         dist = model.central_dist(policies.central, obs, context, policies.central_stats)
@@ -38,10 +43,12 @@ def central_policy(model: Model, policies: Policies, greedy: bool) -> Policy:
 
 def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array], jax.Array],
                    greedy: bool) -> Policy:
-    """Teachers acting on a batch `obs [N, obs]`, `context [N, d]`: row n by teacher
-    `which(context)[n]` (an int array `[N]`), e.g. the teacher of each context's own cell."""
+    """Teachers acting on `obs [..., obs]`, `context [..., d]` (leading axes, or none, are a
+    batch of N): row n by teacher `which(context [N, d])[n]`, e.g. `own_cell`."""
 
     def policy(obs, context, key):
+        lead = obs.shape[:-1]
+        obs, context = obs.reshape(-1, obs.shape[-1]), context.reshape(-1, context.shape[-1])
         idx = which(context)  # [N]
         pick = lambda x: x[idx]  # noqa: E731  N stacked teachers [N, ...], one input each
         acting = model.acting_params(jax.tree.map(pick, policies.teacher), policies.central)
@@ -49,7 +56,8 @@ def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array]
                                  jax.tree.map(pick, policies.teacher_stats),
                                  policies.central_stats)
         dist = jax.tree.map(lambda x: x[:, 0], dist)
-        return dist.mode() if greedy else dist.sample(key)
+        action = dist.mode() if greedy else dist.sample(key)
+        return action.reshape(lead + action.shape[1:])
 
     return policy
 
@@ -73,18 +81,7 @@ def load_policy(directory: str, greedy: bool = False, step: int | None = None,
     Raises `checkpoint.CheckpointError` if the checkpoint is missing or unreadable.
     """
     info, model, policies = load(directory, step, seed)
-    act = central_policy(model, policies, greedy)
-    if not model.has_central:
-        # The teacher path indexes a batch axis; give a single observation one.
-        batched = act
-
-        def act(obs, context, key):
-            lead = obs.shape[:-1]
-            o, c = obs.reshape(-1, obs.shape[-1]), context.reshape(-1, context.shape[-1])
-            a = batched(o, c, key)
-            return a.reshape(lead + a.shape[1:])
-
-    jitted = jax.jit(act)
+    jitted = jax.jit(central_policy(model, policies, greedy))
 
     def policy(obs: Any, context: Any, key: jax.Array) -> jax.Array:
         return jitted(jnp.asarray(obs, jnp.float32), jnp.asarray(context, jnp.float32), key)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from distillax.contexts import ContextSpace, Partition, sample_in_cell
+from distillax.contexts import Partition, sample_in_cell
 from distillax.envs.base import ContextualEnv, Step
 
 
@@ -118,7 +118,7 @@ def reset_ended(out: Step, done: jax.Array, k_step: jax.Array, k_ctx: jax.Array,
     that context as `next_context`. Only ended envs pay for the rejection sampling
     (`candidates` draws from rho each): they are gathered in chunks by a `while_loop` that
     runs ceil(#ended / chunk) times, instead of drawing a context for all P x B envs every
-    step, which cost most of the rollout (see benchmarks/results.md).
+    step, which cost most of the rollout (see benchmarks/findings.md).
     """
     P, B = done.shape
     n = P * B
@@ -134,25 +134,27 @@ def reset_ended(out: Step, done: jax.Array, k_step: jax.Array, k_ctx: jax.Array,
         obs, state = env.reset(k_reset, context)
         return obs, state, context
 
-    def body(x):
-        c, acc, ended = x
-        ids = jax.lax.dynamic_slice(ended, (c * chunk,), (chunk,))
-        safe = jnp.minimum(ids, n - 1)
-        new = jax.vmap(draw)(k_ctx[safe], k_step[safe], safe // B)
-        acc = jax.tree.map(lambda a, v: a.at[ids].set(v, mode="drop"), acc, new)
-        return c + 1, acc, ended
-
     def redraw(out: Step) -> Step:
         ended = jnp.nonzero(done.reshape(n), size=padded, fill_value=n)[0]  # then n: no env
+
+        def body(x):
+            c, acc = x
+            ids = jax.lax.dynamic_slice(ended, (c * chunk,), (chunk,))
+            safe = jnp.minimum(ids, n - 1)
+            new = jax.vmap(draw)(k_ctx[safe], k_step[safe], safe // B)
+            acc = jax.tree.map(lambda a, v: a.at[ids].set(v, mode="drop"), acc, new)
+            return c + 1, acc
+
         init = (flat(out.obs), jax.tree.map(flat, out.state), flat(out.context))
-        _, (obs, state, context), _ = jax.lax.while_loop(
-            lambda x: x[0] * chunk < count, body, (jnp.zeros((), jnp.int32), init, ended))
+        _, (obs, state, context) = jax.lax.while_loop(lambda x: x[0] * chunk < count, body,
+                                                      (jnp.zeros((), jnp.int32), init))
         unflat = lambda x: x.reshape((P, B) + x.shape[1:])  # noqa: E731
         return out.replace(obs=unflat(obs), state=jax.tree.map(unflat, state),
                            context=unflat(context))
 
     # Most steps end no episode: skipping the gather then saves a quarter of the rollout
-    # at 4-64 envs (benchmarks/results.md).
+    # at 4-64 envs (benchmarks/findings.md). Under a vmap over seeds (`seeds > 1`) the cond
+    # becomes a select that always runs `redraw`: no saving there, same results.
     return jax.lax.cond(count > 0, redraw, lambda out: out, out)
 
 

@@ -136,7 +136,7 @@ def _record(metrics: IterationMetrics, state: TrainState, config: Config,
     over seeds (so the record keeps its single-run shape), and `<name>_seeds` holds the value
     of each seed (averaged over partitions) for the return, loss and distillation KL."""
     last = jax.tree.map(lambda x: np.asarray(x[-1]), parallel.host_local(metrics))
-    it = int(np.max(parallel.host_local(state.iteration)))
+    it = parallel.host_iteration(state)
     u = last.update
     per_seed = {}
     if config.seeds > 1:
@@ -228,16 +228,8 @@ def _silent(_: str) -> None:
     """The log of processes other than 0."""
 
 
-def _iteration(state: TrainState) -> int:
-    """The iteration a state stands at (all seeds of a stacked state move together)."""
-    return int(np.max(parallel.host_local(state.iteration)))
-
-
 def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    logs.write_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def _fault_message(fault: str, directory: str) -> str:
@@ -274,7 +266,7 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
     if restore is not None:
         # The fresh state only lends its structure and shardings (the current mesh's).
         state = checkpoint.restore_train_state(restore, state)
-    start = _iteration(state)
+    start = parallel.host_iteration(state)
 
     # Nothing in `directory` changes before this point, so a failed resume leaves it intact.
     # Only process 0 writes logs and files; orbax coordinates the processes' checkpoint writes.
@@ -334,7 +326,7 @@ def _run(config: Config, log: Callable[[str], None], restore: RunInfo | None,
             jax.block_until_ready(metrics)
             dt = time.perf_counter() - t
             train_s += dt
-            prev, it = it, _iteration(state)
+            prev, it = it, parallel.host_iteration(state)
             # The guard's flags come with the metrics (no extra sync): a faulty state is
             # neither recorded nor saved, so the last checkpoint stays the last good one.
             fault = nonfinite_report(parallel.host_local(metrics.nonfinite), prev)

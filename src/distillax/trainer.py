@@ -19,9 +19,11 @@ from jax.sharding import Mesh
 
 from distillax import losses, normalizer, parallel
 from distillax.config import Config, ConfigError
-from distillax.contexts import Partition, assign, make_partition
+from distillax.contexts import Partition, make_partition
 from distillax.model import Model
 from distillax.normalizer import RunningStats
+from distillax.checkpoint import Policies
+from distillax.policy import central_policy, own_cell, teacher_policy
 from distillax.rollout import EnvCarry, episode_returns, gae, init_envs, rollout
 from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetrics, update
 
@@ -240,30 +242,10 @@ def make_runner(model: Model, state: TrainState, mesh: Mesh, iterations: int) ->
 # --- evaluation --------------------------------------------------------------------------
 
 
-def central_policy(model: Model, params: Any, stats: RunningStats,
-                   greedy: bool) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
-    def policy(obs, context, key):
-        dist = model.central_dist(params, obs, context, stats)
-        return dist.mode() if greedy else dist.sample(key)
-
-    return policy
-
-
-def teacher_policy(model: Model, params: Params, t_stats: RunningStats, c_stats: RunningStats,
-                   partition: Partition,
-                   greedy: bool) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
-    """Each context is acted in by the teacher of its own cell."""
-
-    def policy(obs, context, key):
-        cell = assign(partition, model.env.space, context)  # [N]
-        pick = lambda x: x[cell]  # noqa: E731  N teachers [N, ...], one sample each
-        acting = model.acting_params(jax.tree.map(pick, params.teacher), params.central)
-        dist, _ = model.teachers(acting, obs[:, None], context[:, None],
-                                 jax.tree.map(pick, t_stats), c_stats)
-        dist = jax.tree.map(lambda x: x[:, 0], dist)
-        return dist.mode() if greedy else dist.sample(key)
-
-    return policy
+def acting_policies(state: TrainState) -> Policies:
+    """What acting reads from a train state (as `checkpoint.restore_policies` returns it)."""
+    return Policies(state.params.teacher, state.params.central, state.teacher_stats,
+                    state.central_stats, state.partition)
 
 
 def evaluate(model: Model, state: TrainState, contexts: jax.Array, key: jax.Array,
@@ -277,11 +259,11 @@ def evaluate(model: Model, state: TrainState, contexts: jax.Array, key: jax.Arra
 @functools.lru_cache(maxsize=64)
 def _evaluator(model: Model, greedy: bool, who: str) -> Callable:
     def run(state, contexts, key):
-        if who == "central" and model.has_central:
-            policy = central_policy(model, state.params.central, state.central_stats, greedy)
+        p = acting_policies(state)
+        if who == "central":  # (for ppo, which has none, its single teacher)
+            policy = central_policy(model, p, greedy)
         else:
-            policy = teacher_policy(model, state.params, state.teacher_stats,
-                                    state.central_stats, state.partition, greedy)
+            policy = teacher_policy(model, p, own_cell(model, p.partition), greedy)
         return episode_returns(policy, model.env, contexts, key)
 
     return jax.jit(run)

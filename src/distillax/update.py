@@ -207,21 +207,22 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
             return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
         def step(carry, mb):
-            params, opt, first = carry
+            params, opt = carry
             params, opt, metrics = minibatch_step(model, params, opt, mb, teacher_stats,
                                                   central_stats, weights, axis_name, lam_e,
                                                   train_central)
-            # Keep the first faulty step's terms: later steps inherit its NaNs everywhere.
-            first = jnp.where(jnp.any(first), first, metrics.nonfinite)
-            return (params, opt, first), metrics
+            return (params, opt), metrics
 
         return jax.lax.scan(step, carry, jax.tree.map(split, batch))
 
     xs = (jax.random.split(key, c.update_epochs), jnp.arange(c.update_epochs))
-    first = jnp.zeros(len(UPDATE_TERMS), bool)
-    (params, opt, first), metrics = jax.lax.scan(epoch, (params, opt, first), xs)
+    (params, opt), metrics = jax.lax.scan(epoch, (params, opt), xs)
+    # The first faulty step's terms (later steps inherit its NaNs everywhere); all False if
+    # every step was finite, and then whether the final params are.
+    flags = metrics.nonfinite.reshape(-1, len(UPDATE_TERMS))  # [E * M, terms], in step order
+    first = flags[jnp.argmax(jnp.any(flags, axis=1))]
     params_bad = jnp.zeros_like(first).at[UPDATE_TERMS.index("params")].set(
         jnp.logical_not(all_finite(params)))
     first = jnp.where(jnp.any(first), first, params_bad)
-    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics)
+    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics.replace(nonfinite=None))
     return params, opt, metrics.replace(nonfinite=first)

@@ -7,7 +7,6 @@ is g x the default 10 N. Where the sign is negative the same action pushes the o
 so no single context-blind policy can balance the whole space.
 """
 
-import jax.numpy as jnp
 from gymnax.environments.classic_control.cartpole import CartPole, EnvParams
 
 from distillax.contexts import ContextSpace
