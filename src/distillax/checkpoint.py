@@ -6,7 +6,8 @@ A run directory DIR is one orbax `CheckpointManager` root; `train` also writes i
     DIR/<iteration>/state/   the whole `TrainState` pytree (orbax StandardSave: params, optimizer
                              states, normalisers, env carry, partition, RNG key, iteration)
     DIR/<iteration>/config/  the resolved `Config` as JSON (orbax JsonSave; the file `metadata`)
-    DIR/<iteration>/meta/    {"format_version", "iteration", "env_steps", "devices", ...} (JsonSave)
+    DIR/<iteration>/meta/    {"format_version", "iteration", "env_steps", "devices", "digests",
+                             "config_sha256", ...} (JsonSave)
 
 Reading a checkpoint with plain orbax calls, without distillax (nested dicts keyed by the field
 names of `TrainState`; works whatever device layout saved it):
@@ -29,6 +30,17 @@ Saving is asynchronous: orbax copies every array to host memory before `save` re
 transfer), and writes the files in a background thread. The caller may therefore donate the
 saved state to the next training step at once; `Saver.close` waits for the writes.
 
+Integrity: `meta["digests"]` maps every array of the state, by the dotted name orbax gives it
+(`params.central.params.pi.Dense_0.kernel`), to the SHA-256 of its bytes in C order, taken at
+save; `meta["config_sha256"]` is the SHA-256 of the config item as sorted-key JSON. Every
+restore (`restore_train_state`, `restore_policies`: resume, evaluation, `load_policy`)
+recomputes the digests of the arrays it read and refuses a mismatch as corrupt. orbax alone
+would not: its OCDBT format checksums its b-tree nodes, where chunks of up to 1 KiB are kept
+inline, but not the larger chunks stored in the data files, so flipped bytes there restore as
+other numbers without an error. A checkpoint from before digests restores with an
+`UnverifiedCheckpointWarning`. By hand, for a restored array `a`:
+`hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() == meta["digests"][name]`.
+
 Restoring for training places every array with the shardings of a state built on the current
 mesh, so a checkpoint saved with 4 devices restores on 1 (and vice versa). Restoring for
 evaluation (`restore_policies`) reads only the parameters, normalisers and partition, with
@@ -38,11 +50,19 @@ shapes from the checkpoint's own metadata: it needs the config, not the training
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import logging
 import os
+import sys
 import time
+import traceback
+import warnings
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import struct
@@ -56,6 +76,10 @@ from distillax.normalizer import RunningStats
 # that an old checkpoint fails with a message instead of a deep orbax structure error.
 FORMAT_VERSION = 1
 ITEMS = ("state", "config", "meta")
+try:
+    _ORBAX_VERSION = importlib.metadata.version("orbax-checkpoint")
+except importlib.metadata.PackageNotFoundError:  # a source checkout
+    _ORBAX_VERSION = "unknown"
 
 # Config fields a resumed run may change: they set how long to run and how to report, never a
 # shape, a coefficient or the data. Changing `total_steps` also changes the horizon of the
@@ -66,8 +90,13 @@ RESUME_MAY_CHANGE = ("total_steps", "log_every", "eval_every", "eval_contexts", 
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, of another format version, or does not match the
-    config it is resumed with. The message names the directory, the step and what differs."""
+    """A checkpoint is missing, unreadable, corrupt, of another format version, or does not match
+    the config it is resumed with. The message names the directory, the step and what differs."""
+
+
+class UnverifiedCheckpointWarning(UserWarning):
+    """A checkpoint saved before distillax stored digests was restored without an integrity
+    check (its arrays may still be sound; nothing can tell)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +136,136 @@ def _why(e: Exception) -> str:
     return f"{type(e).__name__}: {text[:300]}" + (" ..." if len(text) > 300 else "")
 
 
+# --- integrity: SHA-256 of every array's bytes, stored in `meta` at save, checked at restore ---
+
+DIGEST = "sha256"
+
+
+def leaf_name(path: tuple[Any, ...]) -> str:
+    """The dotted name orbax gives a leaf of the saved tree: `params.central.params.pi.Dense_0.
+    kernel`, `opt.teacher.0.mu....` (the same for a `TrainState` and for the nested dicts that
+    orbax's metadata returns, so a partial restore finds the digests of a full save)."""
+    parts = []
+    for k in path:
+        if isinstance(k, jax.tree_util.GetAttrKey):
+            parts.append(k.name)
+        elif isinstance(k, jax.tree_util.DictKey):
+            parts.append(str(k.key))
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            parts.append(str(k.idx))
+        elif isinstance(k, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(k.key))
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
+
+
+def _hex(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
+
+
+def _host(x: Any) -> np.ndarray:
+    """The global value of a fully addressable array, on the host, without caching a host copy
+    on `x`. `jax.device_get` (its `copy_to_host_async`) would: on CPU the train step's donation
+    of `x` then silently falls back to a copy. `np.asarray` of a shard's data does not."""
+    if not isinstance(x, jax.Array):
+        return np.asarray(x)
+    shards = [s for s in x.addressable_shards if s.replica_id == 0]
+    if len(shards) == 1:
+        return np.asarray(shards[0].data)
+    out = np.empty(x.shape, x.dtype)  # split across this process's devices: assemble it
+    for s in shards:
+        out[s.index] = np.asarray(s.data)
+    return out
+
+
+def digests(tree: Any) -> dict[str, str]:
+    """`{leaf name: SHA-256 hex of the leaf's bytes in C order}` for every array of `tree`.
+
+    The digest is of the global array, so it does not depend on the device layout: a state
+    saved on 4 devices checks on 1. Each host copy is hashed and dropped at once. An array
+    split across processes is gathered first (a collective: every process calls this
+    together, as it calls `Saver.save`). SHA-256 runs at ~1.5 GB/s on one CPU core.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    split = [i for i, (_, x) in enumerate(flat)
+             if isinstance(x, jax.Array) and not x.is_fully_addressable]
+    gathered = {}
+    if split:
+        from jax.experimental import multihost_utils
+        gathered = dict(zip(split, multihost_utils.process_allgather(
+            [flat[i][1] for i in split], tiled=True)))
+    return {leaf_name(p): _hex(np.asarray(gathered[i]) if i in gathered else _host(x))
+            for i, (p, x) in enumerate(flat)}
+
+
+def _config_digest(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+
+
+def _unverified_note(where: str) -> None:
+    warnings.warn(f"{where} has no digests (saved before distillax stored them): restored "
+                  "without an integrity check", UnverifiedCheckpointWarning, stacklevel=4)
+
+
+def verify(tree: Any, info: RunInfo, hint: str = "") -> None:
+    """Raise `CheckpointError` (naming the step, the arrays and "corrupt") if an array of the
+    restored `tree` differs from its digest in `info.meta` (or has none there); warn with
+    `UnverifiedCheckpointWarning` if the checkpoint predates digests. `tree` may be any
+    subtree set of the saved state (a partial restore): only its leaves are checked."""
+    where = f"checkpoint {os.path.join(info.directory, str(info.step))}"
+    stored = info.meta.get("digests")
+    if stored is None:
+        _unverified_note(where)
+        return
+    got = digests(tree)
+    bad = sorted(n for n, h in got.items() if stored.get(n) != h)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"{where} (step {info.step}) is corrupt: {len(bad)} of {len(got)} arrays differ from "
+            f"their {DIGEST} digest taken at save ({shown}); its files changed on disk{hint}")
+
+
+def _is_orphaned_callback(u: Any) -> bool:
+    """orbax runs each restore in a fresh asyncio loop and closes it as soon as one tensorstore
+    read fails; the reads still in flight then complete into the closed loop, and tensorstore
+    reports each as an unraisable "Event loop is closed" error (dozens of tracebacks, some at
+    exit). Exactly that: a RuntimeError raised by `call_soon_threadsafe`, with no object."""
+    return (u.object is None and isinstance(u.exc_value, RuntimeError)
+            and str(u.exc_value) == "Event loop is closed"
+            and any(f.name == "call_soon_threadsafe"
+                    for f in traceback.extract_tb(u.exc_traceback)))
+
+
+def _silence_orphaned_callbacks() -> None:
+    """Drop the orphaned callbacks' noise (`_is_orphaned_callback`) for the rest of the process;
+    every other unraisable error goes to the previous hook. Installed once, by the first
+    checkpoint read or `Saver` (not at import), and before any orbax call: the orphans can
+    fire while the failed call is still unwinding, and at any later time up to exit."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_distillax_orphans", False):
+        return
+
+    def hook(u: Any) -> None:
+        if not _is_orphaned_callback(u):
+            previous(u)
+
+    hook._distillax_orphans = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+class _OrbaxErrorLogs(logging.Filter):
+    """Drops orbax's own ERROR records: each failed background write logs one, with the thread's
+    traceback, before orbax raises it again from `wait_until_finished` or the next `save`, where
+    `Saver` turns it into the one `CheckpointError` the caller reports. Active only while a
+    `Saver` is open."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR
+                    and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
 def _step_path(directory: str, step: int) -> epath.Path:
     return epath.Path(os.path.abspath(directory)) / str(step)
 
@@ -120,7 +279,8 @@ def read_run(directory: str, step: int | None = None) -> RunInfo:
     """Config and metadata of checkpoint `step` (default: the latest) in `directory`.
 
     Raises `CheckpointError` if the directory or the step is missing, the JSON items are
-    unreadable, or the format version differs from `FORMAT_VERSION`.
+    unreadable, the config item differs from its digest, or the format version differs from
+    `FORMAT_VERSION`.
     """
     if not os.path.isdir(directory):
         raise CheckpointError(f"no checkpoint directory {directory!r}: it does not exist")
@@ -136,6 +296,7 @@ def read_run(directory: str, step: int | None = None) -> RunInfo:
     elif step not in found:
         raise CheckpointError(f"no checkpoint step {step} in {directory!r}; steps: {list(found)}")
     where = f"checkpoint {os.path.join(directory, str(step))}"
+    _silence_orphaned_callbacks()
     try:
         path = _step_path(directory, step)
         meta, raw = _read_json(path / "meta"), _read_json(path / "config")
@@ -146,6 +307,10 @@ def read_run(directory: str, step: int | None = None) -> RunInfo:
         raise CheckpointError(f"{where} has format_version {version!r}; this distillax reads "
                               f"format_version {FORMAT_VERSION} (use the distillax release that "
                               "wrote it)")
+    stored = meta.get("config_sha256")
+    if stored is not None and stored != _config_digest(raw):
+        raise CheckpointError(f"{where} (step {step}) is corrupt: its config item differs from "
+                              f"the {DIGEST} digest taken at save; its files changed on disk")
     try:
         config = Config.from_dict(raw)
     except (ConfigError, TypeError) as e:
@@ -171,20 +336,23 @@ def restore_train_state(info: RunInfo, like: Any) -> Any:
     """The full train state of checkpoint `info.step`, laid out like `like`.
 
     `like` is a state of the same structure (a fresh `TrainState` placed on the current mesh):
-    its leaves give shapes, dtypes and shardings, never values. Raises `CheckpointError` if the
-    arrays are missing, corrupt or of other shapes.
+    its leaves give shapes, dtypes and shardings, never values. Every array is checked against
+    its digest (`verify`). Raises `CheckpointError` if the arrays are missing, corrupt or of
+    other shapes.
     """
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                           like)
     where = f"checkpoint {os.path.join(info.directory, str(info.step))}"
+    others = [s for s in info.steps if s != info.step]
+    hint = f"; other checkpoints: steps {others} (--resume-step)" if others else ""
+    _silence_orphaned_callbacks()
     try:
         with ocp.StandardCheckpointer() as ckptr:
             state = ckptr.restore(_step_path(info.directory, info.step) / "state", target)
     except Exception as e:
-        others = [s for s in info.steps if s != info.step]
-        hint = f"; other checkpoints: steps {others} (--resume-step)" if others else ""
         raise CheckpointError(f"{where} could not be restored (missing or corrupt arrays, or "
                               f"a state of another structure): {_why(e)}{hint}") from e
+    verify(state, info, hint)
     if parallel.host_iteration(state) != info.step:
         raise CheckpointError(f"{where} is inconsistent: its state is at iteration "
                               f"{parallel.host_iteration(state)}, its step is {info.step}")
@@ -196,7 +364,8 @@ def restore_policies(directory: str, step: int | None = None,
     """Parameters, normalisers and partition of a checkpoint, on the first local device.
 
     Only these subtrees are read (orbax partial restore), with shapes from the checkpoint's
-    metadata, so evaluation needs no optimizer or env structure. A multi-seed run
+    metadata, so evaluation needs no optimizer or env structure; each array read is checked
+    against its digest (`verify`). A multi-seed run
     (config `seeds` S > 1) stores every leaf as `[S, ...]`: `seed` (0..S-1) picks one.
     Raises `CheckpointError`.
     """
@@ -212,6 +381,7 @@ def restore_policies(directory: str, step: int | None = None,
         raise CheckpointError(f"{where} holds one seed; got seed = {seed!r}")
     wanted = ("params", "teacher_stats", "central_stats", "partition")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    _silence_orphaned_callbacks()
     try:
         with ocp.PyTreeCheckpointer() as ckptr:
             tree = ocp.PyTreeCheckpointHandler().metadata(path).tree
@@ -229,6 +399,7 @@ def restore_policies(directory: str, step: int | None = None,
     except Exception as e:
         raise CheckpointError(f"{where} could not be restored (missing or corrupt arrays): "
                               f"{_why(e)}") from e
+    verify(r, info)  # the subtrees read, before a seed is picked: digests are of whole arrays
     if num_seeds > 1:
         r = jax.tree.map(lambda x: x[seed], r)
     return info, Policies(r["params"]["teacher"], r["params"]["central"],
@@ -241,7 +412,9 @@ class Saver:
 
     Create it only once the run is known to be valid (a fresh run into an empty directory, or
     a resume whose restore succeeded): it removes unfinished saves of a killed run and, past
-    `max_to_keep`, the oldest checkpoints.
+    `max_to_keep`, the oldest checkpoints. Use it as a context manager (or call `close` on
+    every path): a save still being written when the process ends otherwise fails in orbax's
+    background threads at interpreter exit, with a screen of their tracebacks.
     """
 
     def __init__(self, directory: str, max_to_keep: int):
@@ -251,34 +424,78 @@ class Saver:
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, enable_async_checkpointing=True,
                 cleanup_tmp_directories=True, create=True))
+        _silence_orphaned_callbacks()  # a failed background write leaves them too
+        self._quiet = _OrbaxErrorLogs()
+        logging.getLogger("absl").addFilter(self._quiet)  # orbax logs through absl
         self.blocking_s = 0.0  # time `save` held the training loop, summed over saves
+        self.digest_s = 0.0  # the part of it spent taking digests
         self.saves = 0
+        self._last: int | None = None  # the step of the latest save started
+        self._closed = False
+
+    def __enter__(self) -> Saver:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # an error is on its way out: finish the writes quietly, let that error speak
+            self.close()
+        except CheckpointError:
+            pass
+
+    def _failed(self, e: Exception, step: int | None) -> CheckpointError:
+        at = f" (step {step})" if step is not None else ""
+        return CheckpointError(f"saving a checkpoint{at} into {self.directory!r} failed: "
+                               f"{_why(e)}")
 
     def save(self, state: Any, config: Config, devices: int) -> bool:
         """Start saving `state` (at step `state.iteration`); returns False if that step exists.
 
-        Returns once the arrays are on the host; the files are written in the background.
+        Returns once the arrays are on the host and their digests taken; the files are written
+        in the background. Every process calls it together (a multi-process run gathers the
+        arrays split across processes to digest them). Raises `CheckpointError` if an earlier
+        background write failed.
         """
         it = parallel.host_iteration(state)
         if it in self._mngr.all_steps():  # a run resumed at its last step has nothing new
             return False
+        t = time.perf_counter()
+        config_dict = config.to_dict()
         meta = {"format_version": FORMAT_VERSION, "iteration": it,
                 "env_steps": it * config.steps_per_iteration, "devices": devices,
                 "saved_unix_time": time.time(), "jax_version": jax.__version__,
-                "orbax_version": getattr(ocp, "__version__", "unknown")}
-        t = time.perf_counter()
-        self._mngr.save(it, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict()),
-            meta=ocp.args.JsonSave(meta)), force=True)
+                "orbax_version": _ORBAX_VERSION, "digest": DIGEST,
+                "config_sha256": _config_digest(json.loads(json.dumps(config_dict))),
+                "digests": digests(state)}
+        self.digest_s += time.perf_counter() - t
+        try:
+            self._mngr.save(it, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_dict),
+                meta=ocp.args.JsonSave(meta)), force=True)
+        except Exception as e:  # this save, or an earlier one's background write, failed
+            raise self._failed(e, it) from e
+        self._last = it
         self.blocking_s += time.perf_counter() - t
         self.saves += 1
         return True
 
     def close(self) -> float:
-        """Wait for pending writes and release the manager; returns the seconds waited."""
+        """Wait for pending writes and release the manager; returns the seconds waited.
+
+        Idempotent. Raises `CheckpointError` if a background write failed (the manager is
+        released all the same)."""
+        if self._closed:
+            return 0.0
+        self._closed = True
         t = time.perf_counter()
-        self._mngr.wait_until_finished()
-        self._mngr.close()
+        try:
+            self._mngr.close()  # waits for the background writes first
+        except Exception as e:
+            raise self._failed(e, self._last) from e
+        finally:
+            logging.getLogger("absl").removeFilter(self._quiet)
         return time.perf_counter() - t
 
 
@@ -291,6 +508,7 @@ def require_empty(directory: str) -> None:
                               "--checkpoint-dir")
 
 
-__all__ = ["FORMAT_VERSION", "ITEMS", "RESUME_MAY_CHANGE", "CheckpointError", "RunInfo",
-           "Policies", "Saver", "check_resume", "read_run", "require_empty",
-           "restore_policies", "restore_train_state", "steps"]
+__all__ = ["DIGEST", "FORMAT_VERSION", "ITEMS", "RESUME_MAY_CHANGE", "CheckpointError",
+           "Policies", "RunInfo", "Saver", "UnverifiedCheckpointWarning", "check_resume",
+           "digests", "leaf_name", "read_run", "require_empty", "restore_policies",
+           "restore_train_state", "steps", "verify"]
