@@ -81,6 +81,140 @@ def _system(env: PipelineEnv, sys: Any) -> Iterator[PipelineEnv]:
         env.sys = old
 
 
+def _varying_axes(x: Any) -> frozenset:
+    """The manual mesh axes a traced value (or a `ShapeDtypeStruct`) varies over inside
+    `shard_map`; empty outside it."""
+    mat = getattr(x, "manual_axis_type", None) or jax.typeof(x).manual_axis_type
+    return frozenset(mat.varying)
+
+
+def _strong(x: Any) -> jax.Array:
+    """`x` as an array of a definite (not weak) dtype: a scan re-types a carry whose weak
+    type changes by re-evaluating its body, and that path checks varying axes strictly."""
+    x = jnp.asarray(x)
+    return jax.lax.convert_element_type(x, x.dtype) if jax.typeof(x).weak_type else x
+
+
+def _every_axis(*trees: Any) -> frozenset:
+    """Every axis any leaf of `trees` (values or `ShapeDtypeStruct`s) varies over."""
+    return frozenset().union(*(_varying_axes(x) for t in trees for x in jax.tree.leaves(t)))
+
+
+def _to(tree: Any, axes: frozenset) -> Any:
+    """Every leaf of `tree` cast to vary over `axes` (`pcast`: the values do not change)."""
+
+    def one(x):
+        x = _strong(x)
+        missing = tuple(sorted(axes - _varying_axes(x)))
+        return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+    return jax.tree.map(one, tree)
+
+
+def _loop_types(body: Callable[[Any], Any], init: Any) -> tuple[Any, frozenset]:
+    """(init cast to the loop's carry type, the axes every carry leaf varies over).
+
+    Every leaf varies over every axis the carry or the body's output varies over, rather
+    than each over its own: `vmap` of a `cond` whose predicate varies (MJX's linesearch under
+    distillax's env vmap) selects between the branches' operands with that predicate and
+    re-evaluates the branches on the now-varying operands, which fails for any operand the
+    branch was traced with as unvarying (jax 0.11). Found with `eval_shape` (nothing runs).
+    """
+    init = jax.tree.map(_strong, init)
+    axes = _every_axis(init)
+    for _ in range(8):  # a fixed point: varying-ness only grows
+        new = axes | _every_axis(jax.eval_shape(body, _to(init, axes)))
+        if new == axes:
+            break
+        axes = new
+    return _to(init, axes), axes
+
+
+def _uniform(tree: Any) -> Any:
+    """Every leaf cast to vary over every axis some leaf varies over. An env's state is
+    per-env data, so inside `shard_map` all of it varies over "data"; MJX leaves some
+    fields (model constants such as `qfrc_gravcomp`) unvarying, which a scan carry over
+    the state (the rollout's) would refuse. A no-op outside `shard_map`."""
+    return _to(tree, _every_axis(tree))
+
+
+class _ShardMapSafeLax:
+    """`jax.lax` as MJX's modules see it after `use_shard_map_safe_mjx`: `while_loop`,
+    `scan` and `cond` give their carries / branch outputs the varying-axes types the loop
+    or the other branch needs (`pcast`, which changes no value); the rest is `jax.lax`.
+
+    Outside `shard_map` nothing varies, every cast is a no-op and the program is the one
+    MJX would trace itself."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jax.lax, name)
+
+    @staticmethod
+    def while_loop(cond_fun, body_fun, init_val):
+        init, axes = _loop_types(body_fun, init_val)
+        return jax.lax.while_loop(cond_fun, lambda c: _to(body_fun(c), axes), init)
+
+    @staticmethod
+    def scan(f, init, xs=None, length=None, **kwargs):
+        def carry_body(c):
+            x = None if xs is None else jax.tree.map(lambda v: v[0], xs)
+            return f(c, x)[0]
+
+        init, axes = _loop_types(carry_body, init)
+
+        def typed(c, x):
+            c, y = f(c, x)
+            return _to(c, axes), y
+
+        return jax.lax.scan(typed, init, xs, length=length, **kwargs)
+
+    @staticmethod
+    def cond(pred, true_fun, false_fun, *operands):
+        axes = _every_axis(operands)
+        operands = _to(operands, axes)
+        axes = axes | _every_axis(jax.eval_shape(true_fun, *operands),
+                                  jax.eval_shape(false_fun, *operands))
+        operands = _to(operands, axes)
+        return jax.lax.cond(pred, lambda *o: _to(true_fun(*o), axes),
+                            lambda *o: _to(false_fun(*o), axes), *operands)
+
+
+class _ShardMapSafeJax:
+    """The `jax` module with `lax` replaced by `_ShardMapSafeLax`."""
+
+    lax = _ShardMapSafeLax()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jax, name)
+
+
+# The modules that run lax loops or conds over MJX data in brax's pipelines (mujoco-mjx
+# 3.17, brax 0.14): MJX's solver and its helpers, and brax's `pipeline_step` (a scan over
+# frames whose carry, the MJX `Data`, holds fields MJX fills with model constants)
+_LOOP_MODULES = tuple(f"mujoco.mjx._src.{m}" for m in ("solver", "support", "collision_sdf",
+                                                       "forward")) + ("brax.envs.base",)
+
+
+def use_shard_map_safe_mjx() -> None:
+    """Make MJX traceable inside distillax's `shard_map` (idempotent).
+
+    distillax runs the rollout inside `shard_map` with varying-manual-axes checks on (the
+    update's gradient semantics rely on them). mujoco-mjx 3.17 starts its solver loops from
+    carries with constant fields that the loop bodies make device-varying, returns a
+    literal `False` from one `lax.cond` branch, and fills some `Data` fields with model
+    constants that brax's frame scan then carries; those checks refuse all three. So the
+    modules that loop see `jax.lax` through `_ShardMapSafeLax`, which fixes the types and
+    keeps every value (tests/test_brax.py checks a sharded rollout equals the plain one).
+    Called when a brax task is built; pyproject.toml pins the mujoco-mjx it was written for.
+    """
+    import importlib
+
+    for name in _LOOP_MODULES:
+        module = importlib.import_module(name)
+        if not isinstance(getattr(module, "jax", None), _ShardMapSafeJax):
+            module.jax = _ShardMapSafeJax()
+
+
 def clip_action(action: jax.Array) -> jax.Array:
     """The env-side bound: brax actuators take [-1, 1] (see the module docstring)."""
     return jnp.clip(action, -1.0, 1.0)
@@ -98,6 +232,7 @@ class BraxEnvironment(environment.Environment):
         if task_dim and not hasattr(env, "reset_task"):
             raise ValueError(f"{type(env).__name__}: task_dim = {task_dim} needs a "
                              "`reset_task(rng, task)` method")
+        use_shard_map_safe_mjx()
         self.brax_env = env.unwrapped
         self.episode_length = int(episode_length)
         self.task_dim = int(task_dim)
@@ -115,7 +250,7 @@ class BraxEnvironment(environment.Environment):
     def reset_env(self, key: jax.Array, params: BraxParams) -> tuple[jax.Array, BraxState]:
         with _system(self.brax_env, params.sys) as env:
             state = env.reset_task(key, params.task) if self.task_dim else env.reset(key)
-        return state.obs, BraxState(state, jnp.zeros((), jnp.int32))
+        return _uniform((state.obs, BraxState(state, jnp.zeros((), jnp.int32))))
 
     def step_env(self, key: jax.Array, state: BraxState, action: jax.Array,
                  params: BraxParams) -> tuple[jax.Array, BraxState, jax.Array, jax.Array, dict]:
@@ -126,7 +261,8 @@ class BraxEnvironment(environment.Environment):
                                     info=dict(state.inner.info))
         with _system(self.brax_env, params.sys) as env:
             nxt = env.step(inner, clip_action(action))
-        return nxt.obs, BraxState(nxt, state.time + 1), nxt.reward, nxt.done > 0.5, {}
+        out = _uniform((nxt.obs, BraxState(nxt, state.time + 1), nxt.reward, nxt.done > 0.5))
+        return (*out, {})
 
     @functools.cached_property
     def _obs_size(self) -> int:
