@@ -1,11 +1,14 @@
 """Checkpoints: full-state round trip, bit-exact resume (after a clean stop and after
 `kill -9`), plain-orbax reading, and a clear error that changes nothing for each bad resume.
+Integrity: flipped bytes in the array chunks orbax does not checksum are refused by resume,
+evaluation and `load_policy`; a damaged checkpoint or a failed save prints one error line.
 
 One small run (8 iterations of 8 envs x 16 steps, a report every 2, a checkpoint every 4) is
 trained once per module and is the reference "uninterrupted run". A persistent compilation
 cache shared with the subprocesses keeps the repeated compiles of the same programs cheap.
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -445,3 +448,184 @@ def test_huge_learning_rate_exits_3_naming_the_term(tmp_path, compile_cache):
                      r"(params|grad|value|clip)", out.stderr), out.stderr
     assert "no checkpoint was saved" in out.stderr and "Traceback" not in out.stderr
     assert checkpoint.steps(str(tmp_path)) == ()
+
+
+# --- integrity: digests at save, checked at every restore; quiet failures -------------------
+
+
+INLINE_BYTES = 1024  # orbax's OCDBT `max_inline_value_bytes`: larger chunks go to data files
+
+
+def _chunks_outside_the_tree(state_dir: str) -> dict[str, tuple[str, int, int]]:
+    """`{array name: (data file, offset, length)}` of every array chunk that OCDBT keeps in a data
+    file rather than inline in its (CRC-checked) b-tree: the bytes a failing disk can change
+    without tensorstore noticing. Found by reading each chunk through tensorstore's OCDBT
+    kvstore and locating those exact bytes in the process data files."""
+    import tensorstore as ts
+
+    kv = ts.KvStore.open({"driver": "ocdbt",
+                          "base": f"file://{os.path.abspath(state_dir)}/"}).result()
+    files = {p: open(p, "rb").read()
+             for p in glob.glob(os.path.join(state_dir, "ocdbt.process_*", "d", "*"))}
+    found = {}
+    for key in (k.decode() for k in kv.list().result()):
+        if key.endswith((".zarray", ".zattrs")):
+            continue
+        value = kv.read(key).result().value
+        if len(value) <= INLINE_BYTES:  # kept in the b-tree (a copy may linger in a data file)
+            continue
+        for p, data in files.items():
+            if value in data:
+                found[key.split("/")[0]] = (p, data.index(value), len(value))
+    return found
+
+
+def _flip_array_chunks(step_dir: str) -> list[str]:
+    """Flip one bit in the middle of every chunk stored outside the b-tree (same file sizes, as
+    a failing disk or a bad copy does); returns the names of the arrays hit."""
+    chunks = _chunks_outside_the_tree(os.path.join(step_dir, "state"))
+    for p, offset, length in chunks.values():
+        with open(p, "r+b") as f:
+            f.seek(offset + length // 2)
+            byte = f.read(1)
+            f.seek(offset + length // 2)
+            f.write(bytes([byte[0] ^ 0x10]))
+    return sorted(chunks)
+
+
+def test_meta_holds_the_sha256_of_every_array_and_of_the_config(full):
+    state, _, d = full
+    meta = checkpoint.read_run(d).meta
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    assert meta["digest"] == "sha256" and len(meta["digests"]) == len(flat) == 63
+    # The documented check by hand: sha256 of the array's C-order bytes, keyed as orbax names it.
+    for path, x in flat:
+        name = checkpoint.leaf_name(path)
+        assert meta["digests"][name] == hashlib.sha256(
+            np.ascontiguousarray(x).tobytes()).hexdigest(), name
+    assert "params.central.params.pi.Dense_0.kernel" in meta["digests"]
+    assert "opt.teacher.0.mu.params.actor.pi.Dense_0.kernel" in meta["digests"]
+    raw = json.load(open(os.path.join(d, "8", "config", "metadata")))
+    assert meta["config_sha256"] == hashlib.sha256(
+        json.dumps(raw, sort_keys=True).encode()).hexdigest()
+
+
+def test_flipped_bytes_in_array_chunks_pass_orbax_but_are_refused(full, copy, monkeypatch):
+    state, _, _ = full
+    hit = _flip_array_chunks(os.path.join(copy, "8"))
+    # In this run: the 1 KiB optimizer kernels (incompressible) and the partition's pool.
+    assert "partition.pool" in hit and "opt.teacher.0.mu.params.actor.pi.Dense_0.kernel" in hit
+    # Without the digest check the damage goes through orbax and tensorstore unnoticed ...
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "verify", lambda *a, **k: None)
+        _, unchecked = checkpoint.restore_policies(copy)
+    assert not np.array_equal(unchecked.partition.pool, state.partition.pool)
+    # ... with it, resume, evaluation's restore and load_policy refuse, naming step and arrays.
+    named = rf"checkpoint .*8 \(step 8\) is corrupt: {len(hit)} of 63 arrays differ from their " \
+            rf"sha256 digest taken at save \({re.escape(hit[0])}, "
+    _fails(copy, named + r".*other checkpoints: steps \[4\]")
+    policy_arrays = r"checkpoint .*8 \(step 8\) is corrupt: 1 of 21 arrays .*\(partition\.pool\)"
+    with pytest.raises(CheckpointError, match=policy_arrays):
+        checkpoint.restore_policies(copy)
+    from distillax.policy import load_policy
+    with pytest.raises(CheckpointError, match=policy_arrays):
+        load_policy(copy)
+
+
+def test_changed_config_item_is_refused(copy):
+    path = os.path.join(copy, "8", "config", "metadata")
+    text = open(path).read()
+    assert '"learning_rate": 0.0025' in text
+    # Still valid JSON and a valid config: only the digest tells it from the one saved.
+    open(path, "w").write(text.replace('"learning_rate": 0.0025', '"learning_rate": 0.0625'))
+    _fails(copy, r"checkpoint .*8 \(step 8\) is corrupt: its config item differs")
+
+
+def test_checkpoint_without_digests_restores_with_a_note(full, copy):
+    state, _, _ = full
+    path = os.path.join(copy, "8", "meta", "metadata")
+    meta = json.load(open(path))
+    for k in ("digest", "digests", "config_sha256"):  # as distillax wrote them before
+        del meta[k]
+    json.dump(meta, open(path, "w"))
+    note = r"checkpoint .*8 has no digests \(saved before distillax stored them\)"
+    with pytest.warns(checkpoint.UnverifiedCheckpointWarning, match=note):
+        _, policies = checkpoint.restore_policies(copy)
+    assert _leaves_equal(policies.central, state.params.central) == []
+    like = jax.tree.map(lambda x: jax.numpy.zeros_like(x), state)
+    with pytest.warns(checkpoint.UnverifiedCheckpointWarning, match=note):
+        restored = checkpoint.restore_train_state(checkpoint.read_run(copy), like)
+    assert _leaves_equal(restored, state) == []
+
+
+@pytest.mark.parametrize("cli, damage", [("evaluate", "flip"), ("evaluate", "truncate"),
+                                         ("train", "truncate")])
+def test_cli_on_a_damaged_checkpoint_prints_one_error_line(copy, compile_cache, cli, damage):
+    step = os.path.join(copy, "8")
+    if damage == "flip":
+        hit = _flip_array_chunks(step)
+        expected = r"error: checkpoint .*8 \(step 8\) is corrupt: .*partition\.pool"
+    else:  # the b-tree file cut short: orbax fails mid-read with other reads in flight
+        for p in glob.glob(os.path.join(step, "state", "d", "*")):
+            os.truncate(p, os.path.getsize(p) // 2)
+        hit = ["the b-tree"]
+        expected = r"error: checkpoint .*8 could not be restored"
+    assert hit
+    args = ([copy, "--contexts", "4", "--resolution", "2"] if cli == "evaluate"
+            else ["--resume", copy])
+    out = subprocess.run([sys.executable, "-m", f"distillax.{cli}", *args], capture_output=True,
+                         text=True, timeout=240, env=_env(compile_cache))
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr[-3000:]  # no tracebacks from orbax's threads, at exit
+    assert re.match(expected, lines[0]), lines[0]
+
+
+SAVER_SCRIPT = """
+import os, shutil, sys, time
+import jax.numpy as jnp
+from flax import struct
+from distillax import checkpoint
+from distillax.config import Config
+
+@struct.dataclass
+class State:
+    iteration: jnp.ndarray
+    w: jnp.ndarray
+
+# 16 MB: still being written in the background when the error comes.
+state = State(jnp.asarray(3, jnp.int32), jnp.ones((1 << 22,), jnp.float32))
+d = sys.argv[1]
+try:
+    with checkpoint.Saver(os.path.join(d, "a"), 2) as saver:
+        saver.save(state, Config(), 1)
+        raise RuntimeError("boom while the save is in flight")
+except RuntimeError as e:
+    print(f"error: {e}", file=sys.stderr)
+print(checkpoint.steps(os.path.join(d, "a")))
+b = os.path.join(d, "b")
+try:
+    with checkpoint.Saver(b, 2) as saver:
+        saver.save(state, Config(), 1)
+        deadline = time.time() + 120
+        while checkpoint.steps(b) != (3,) and time.time() < deadline:
+            time.sleep(0.05)  # until step 3 is committed
+        shutil.rmtree(b)
+        open(b, "w").close()  # the run directory deleted, a file in its place
+        saver.save(state.replace(iteration=jnp.asarray(4, jnp.int32)), Config(), 1)
+except checkpoint.CheckpointError as e:
+    print(f"error: {e}", file=sys.stderr)
+"""
+
+
+def test_saver_errors_leave_one_line_and_a_committed_or_no_checkpoint(tmp_path, compile_cache):
+    out = subprocess.run([sys.executable, "-c", SAVER_SCRIPT, str(tmp_path)],
+                         capture_output=True, text=True, timeout=240, env=_env(compile_cache))
+    assert out.returncode == 0, out.stderr[-3000:]
+    # Leaving the `with` waits for the write in flight: no orbax thread dies at exit.
+    assert out.stdout.splitlines() == ["(3,)"]
+    lines = out.stderr.splitlines()
+    assert len(lines) == 2, out.stderr[-3000:]
+    assert lines[0] == "error: boom while the save is in flight"
+    assert re.match(r"error: saving a checkpoint \(step 4\) into .*b' failed: it is no "
+                    r"longer a directory", lines[1]), lines[1]

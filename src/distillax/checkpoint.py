@@ -459,6 +459,11 @@ class Saver:
         background write failed.
         """
         it = parallel.host_iteration(state)
+        if not os.path.isdir(self.directory):
+            # Checked here because orbax, when it cannot create the step directory, raises but
+            # leaves threads waiting for that directory, which hold the process at exit.
+            raise CheckpointError(f"saving a checkpoint (step {it}) into {self.directory!r} "
+                                  "failed: it is no longer a directory")
         if it in self._mngr.all_steps():  # a run resumed at its last step has nothing new
             return False
         t = time.perf_counter()
