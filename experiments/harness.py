@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from distillax import Config, train
+from distillax import Config, methods, train
 from distillax.train import mean_ci95
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -82,7 +82,7 @@ def configs(task: str, base: dict[str, Any], a: argparse.Namespace,
         if wanted and name not in wanted:
             continue
         kw = {**base, **changes, **small}
-        if changes["method"] == "ppo":  # one policy over the whole space: one k-means "cell"
+        if methods.get(changes["method"]).single_teacher:  # the whole space: one k-means "cell"
             kw.update(partitioner="kmeans", partitions=1)
         config = Config(task=task, total_steps=a.total_steps, seeds=a.seeds, seed=a.seed, **kw)
         # ~20 points per learning curve (each evaluates every seed on every held-out context)
@@ -96,7 +96,7 @@ def row(name: str, config: Config, summary: Any, wall_s: float) -> dict[str, Any
     f = summary.final
     per = lambda k: f.get(f"{k}_seeds", [f[k]])  # noqa: E731  (one seed: no _seeds key)
     central, teachers = np.asarray(per("central_greedy")), np.asarray(per("teachers_greedy"))
-    is_ppo = config.method == "ppo"
+    is_ppo = not config.spec.has_central
     out = {"method": name, "config": config.to_dict(), "wall_s": wall_s,
            "compile_s": summary.compile_s, "train_s": summary.train_s,
            "steps_per_s": summary.steps_per_s}

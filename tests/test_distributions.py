@@ -234,19 +234,24 @@ def test_combine_is_the_normalised_product():
     # Categorical: logits alpha * h + beta * f = 0.5 * [0, 2] + 2 * [1, 0] = [2, 1]
     c = Categorical(jnp.array([0.0, 2.0])).combine(Categorical(jnp.array([1.0, 0.0])), 0.5, 2.0)
     np.testing.assert_allclose(c.logits, [2.0, 1.0])
-    # Gaussian: N(0, 1)^1 x N(2, 1)^1 is N(1, 1/2): precision 2, log std -ln 2 / 2 = -0.3465736
+    # Gaussian: the task column's std is read relative to sqrt(beta / (1 - alpha)), so its
+    # precision in the product is (1 - alpha) exp(-2 log_std), whatever beta.
+    # Two unit Gaussians, alpha 0.5, beta 5: precisions 0.5 and 0.5 -> 1: a unit Gaussian (a
+    # plain product would have precision 0.5 + 5 = 5.5, std 0.43), mean (0 + 2) / 2 = 1
     g = DiagGaussian(jnp.array([0.0]), jnp.array([0.0])).combine(
-        DiagGaussian(jnp.array([2.0]), jnp.array([0.0])), 1.0, 1.0)
+        DiagGaussian(jnp.array([2.0]), jnp.array([0.0])), 0.5, 5.0)
     np.testing.assert_allclose(g.mean, [1.0], rtol=1e-6)
-    np.testing.assert_allclose(g.log_std, [-0.3465736], rtol=1e-6)
-    # weighted: 1 * N(0, 1) and 3 * N(4, 2^2): precisions 1 and 3/4 -> 7/4,
-    # mean (1 * 0 + 3/4 * 4) / (7/4) = 12/7; log std = -ln(7/4) / 2 = -0.2798078
+    np.testing.assert_allclose(g.log_std, [0.0], atol=1e-6)
+    # alpha 0.25, N(0, 1) and a column N(4, 2^2): precisions 0.25 and 0.75 / 4 = 0.1875 ->
+    # 0.4375; mean 0.1875 * 4 / 0.4375 = 12/7; log std = -ln(0.4375) / 2 = 0.4133393
     p1 = DiagGaussian(jnp.array([0.0]), jnp.array([0.0]))
     p2 = DiagGaussian(jnp.array([4.0]), jnp.array([LN2]))
-    g = p1.combine(p2, 1.0, 3.0)
+    g = p1.combine(p2, 0.25, 3.0)
     np.testing.assert_allclose(g.mean, [12.0 / 7.0], rtol=1e-6)
-    np.testing.assert_allclose(g.log_std, [-0.2798078], rtol=1e-6)
-    # log-densities add up to a constant: alpha log p1 + beta log p2 - log g is flat in x
+    np.testing.assert_allclose(g.log_std, [0.4133393], rtol=1e-6)
+    # it is the product p1^alpha * f^beta with f = p2 at std 2 sqrt(beta / (1 - alpha)):
+    # log-densities add up to a constant, so alpha log p1 + beta log f - log g is flat in x
+    f = DiagGaussian(jnp.array([4.0]), jnp.array([LN2 + 0.5 * math.log(3.0 / 0.75)]))
     xs = jnp.array([[-1.0], [0.5], [3.0]])
-    gap = jax.vmap(lambda x: p1.log_prob(x) + 3.0 * p2.log_prob(x) - g.log_prob(x))(xs)
+    gap = jax.vmap(lambda x: 0.25 * p1.log_prob(x) + 3.0 * f.log_prob(x) - g.log_prob(x))(xs)
     np.testing.assert_allclose(gap - gap[0], 0.0, atol=1e-5)

@@ -175,7 +175,12 @@ def test_ratio_kl_gradient_matches_closed_form_kl_gradient():
     assert np.all(np.abs(g_batch - g_exact) < MC_Z * se), (g_batch, g_exact, se)
 
 
-# --- distill_kl -----------------------------------------------------------------------------
+# --- distillation (kl) and the closed-form coupling: the same KL, opposite gradient paths ---
+
+def _kl_distill(tl, cl):
+    return losses.distill_loss(Categorical(tl), Categorical(cl), jnp.zeros(tl.shape[0]),
+                               jnp.ones(tl.shape[0]), "kl")
+
 
 @TRANSFORMS
 def test_distill_kl_hand_values_and_gradient_paths(transform):
@@ -183,7 +188,7 @@ def test_distill_kl_hand_values_and_gradient_paths(transform):
     # second state: teacher uniform, central [1/4, 3/4]: KL = 0.1438410; mean = 0.1373265
     t = jnp.array([[0.0, LN3], [0.0, 0.0]])
     c = jnp.array([[0.0, 0.0], [0.0, LN3]])
-    f = transform(lambda tl, cl: losses.distill_kl(Categorical(tl), Categorical(cl)))
+    f = transform(_kl_distill)
     np.testing.assert_allclose(f(t, c), (0.1308120 + 0.1438410) / 2, rtol=1e-5)
 
     g_t, g_c = transform(jax.grad(f, argnums=(0, 1)))(t, c)
@@ -195,21 +200,94 @@ def test_distill_kl_hand_values_and_gradient_paths(transform):
     np.testing.assert_allclose(g_c, [[0.125, -0.125], [-0.125, 0.125]], rtol=1e-5)
 
 
+@TRANSFORMS
+def test_closed_form_kl_hand_values_and_only_the_teacher_moves(transform):
+    # the same two states as above: mean KL(pi_i || pi_c) = 0.1373265
+    t = jnp.array([[0.0, LN3], [0.0, 0.0]])
+    c = jnp.array([[0.0, 0.0], [0.0, LN3]])
+    f = transform(lambda tl, cl: losses.closed_form_kl(Categorical(tl), Categorical(cl)))
+    np.testing.assert_allclose(f(t, c), (0.1308120 + 0.1438410) / 2, rtol=1e-5)
+    g_t, g_c = jax.grad(f, argnums=(0, 1))(t, c)
+    np.testing.assert_array_equal(g_c, 0.0)  # the central policy is the stopped anchor
+    # d KL(softmax(z) || q) / dz_k = p_k (log p_k - log q_k - KL), over n = 2 states:
+    #   state 0: p = [1/4, 3/4], q uniform, KL = 0.1308120:
+    #     [0.25 (ln 0.5 - 0.1308120), 0.75 (ln 1.5 - 0.1308120)] / 2 = [-0.1029949, 0.1029949]
+    #   state 1: p uniform, q = [1/4, 3/4], KL = 0.1438410:
+    #     [0.5 (ln 2 - 0.1438410), 0.5 (ln 2/3 - 0.1438410)] / 2 = [0.1373265, -0.1373265]
+    np.testing.assert_allclose(g_t, [[-0.1029949, 0.1029949], [0.1373265, -0.1373265]],
+                               rtol=1e-5)
+
+
 def test_distill_kl_gaussian():
     # KL(N(0, 1) || N(1, 2^2)) = 0.4431472 (see test_distributions), one state
     t = DiagGaussian(jnp.array([[0.0]]), jnp.array([[0.0]]))
     c_mean, c_log_std = jnp.array([[1.0]]), jnp.array([[LN2]])
-    np.testing.assert_allclose(losses.distill_kl(t, DiagGaussian(c_mean, c_log_std)),
-                               0.4431472, rtol=1e-6)
-    g = jax.grad(lambda m, s: losses.distill_kl(t, DiagGaussian(m, s)), argnums=(0, 1))(
-        c_mean, c_log_std)
+
+    def f(t, c):
+        return losses.distill_loss(t, c, jnp.zeros((1, 1)), jnp.ones(1), "kl")
+
+    np.testing.assert_allclose(f(t, DiagGaussian(c_mean, c_log_std)), 0.4431472, rtol=1e-6)
+    g = jax.grad(lambda m, s: f(t, DiagGaussian(m, s)), argnums=(0, 1))(c_mean, c_log_std)
     # d/dmu_c = (mu_c - mu_t) / sigma_c^2 = 1/4
     # d/dlog sigma_c = 1 - (sigma_t^2 + (mu_t - mu_c)^2) / sigma_c^2 = 1 - 2/4 = 0.5
     np.testing.assert_allclose(g[0], [[0.25]], rtol=1e-5)
     np.testing.assert_allclose(g[1], [[0.5]], rtol=1e-5)
-    gt = jax.grad(lambda m: losses.distill_kl(DiagGaussian(m, jnp.zeros((1, 1))),
-                                              DiagGaussian(c_mean, c_log_std)))(jnp.zeros((1, 1)))
+    gt = jax.grad(lambda m: f(DiagGaussian(m, jnp.zeros((1, 1))),
+                              DiagGaussian(c_mean, c_log_std)))(jnp.zeros((1, 1)))
     np.testing.assert_array_equal(gt, 0.0)
+    # the closed-form coupling on the same pair: the same value, the teacher's gradient
+    # d KL(N(m, 1) || N(1, 4)) / dm = (m - 1) / 4 = -1/4 at m = 0
+    coupling = lambda m: losses.closed_form_kl(DiagGaussian(m, jnp.zeros((1, 1))),  # noqa
+                                               DiagGaussian(c_mean, c_log_std))
+    np.testing.assert_allclose(coupling(jnp.zeros((1, 1))), 0.4431472, rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(coupling)(jnp.zeros((1, 1))), [[-0.25]], rtol=1e-5)
+
+
+# --- central_ratio_clip -------------------------------------------------------------------
+
+# eps = eps_c = 0.2; r = pi_i/pi_old, w = pi_c/pi_old, rho_c = r/w; A already normalised;
+# m1 = min(rA, clip(r)A), m2 = clip(rho_c, 0.8, 1.2) w A, term = max(0, m1 - m2):
+#   r    w     rho_c  A    m1    m2                    term
+#  1.1  0.8   1.375  +1   1.1   1.2 * 0.8 = 0.96       0.14  (pi_i too far above pi_c, A > 0)
+#  1.1  1.0   1.1    +1   1.1   1.1                    0     (inside the central range)
+#  0.9  1.25  0.72   -1  -0.9   0.8 * 1.25 * -1 = -1   0.1   (too far below pi_c, A < 0)
+#  1.5  1.0   1.5    +1   1.2   1.2                    0     (PPO's own clip already binds)
+#  1.3  1.25  1.04   -1  -1.3   1.04 * 1.25 * -1=-1.3  0     (inside)
+#  1.0  0.5   2.0    -1  -1.0   1.2 * 0.5 * -1 = -0.6  0     (A pushes back towards pi_c)
+# mean = 0.24 / 6 = 0.04
+CLIP_R = np.array([1.1, 1.1, 0.9, 1.5, 1.3, 1.0], np.float32)
+CLIP_W = np.array([0.8, 1.0, 1.25, 1.0, 1.25, 0.5], np.float32)
+CLIP_A = np.array([1.0, 1.0, -1.0, 1.0, -1.0, -1.0], np.float32)
+
+
+@TRANSFORMS
+def test_central_ratio_clip_hand_values(transform):
+    f = transform(losses.central_ratio_clip)
+    args = (jnp.log(CLIP_R), jnp.log(CLIP_W), jnp.asarray(CLIP_A), 0.2, 0.2)
+    np.testing.assert_allclose(f(*args), 0.04, rtol=1e-5)
+    # alpha = 1: PPO's surrogate plus the term is -mean(min(m1, m2)), the pessimistic bound
+    # over both clips: m1 = [1.1, 1.1, -0.9, 1.2, -1.3, -1.0], m2 = [0.96, 1.1, -1, 1.2, -1.3,
+    # -0.6] -> min = [0.96, 1.1, -1, 1.2, -1.3, -1.0], sum -0.04, -mean = 0.0066667
+    # (PPO alone: -mean(m1) = -0.2 / 6 = -0.0333333; plus the term's 0.04)
+    total = losses.ppo_clip_loss(args[0], args[2], 0.2) + f(*args)
+    np.testing.assert_allclose(total, 0.04 / 6, rtol=1e-5)
+    # everything inside a wide central range: no term
+    np.testing.assert_allclose(f(*args[:3], 0.2, 10.0), 0.0, atol=1e-7)
+
+
+def test_central_ratio_clip_gradient_paths():
+    g_t, g_c = jax.grad(losses.central_ratio_clip, argnums=(0, 1))(
+        jnp.log(CLIP_R), jnp.log(CLIP_W), jnp.asarray(CLIP_A), 0.2, 0.2)
+    # the central policy is the stopped anchor
+    np.testing.assert_array_equal(g_c, 0.0)
+    # d/d log r of (m1 - m2) where the term is active: d(rA)/d log r = rA (m2 is clipped, so
+    # constant): sample 0: 1.1 / 6 = 0.1833333, sample 2: -0.9 / 6 = -0.15; elsewhere 0. So
+    # with alpha = 1 the term cancels the surrogate's gradient exactly where pi_i / pi_c left
+    # the range in the direction A favours, as PPO's clip does for pi_i / pi_old.
+    np.testing.assert_allclose(g_t, [1.1 / 6, 0.0, -0.15, 0.0, 0.0, 0.0], rtol=1e-5,
+                               atol=1e-7)
+    g_ppo = jax.grad(losses.ppo_clip_loss)(jnp.log(CLIP_R), jnp.asarray(CLIP_A), 0.2)
+    np.testing.assert_allclose(np.asarray(g_ppo + g_t)[[0, 2]], 0.0, atol=1e-7)
 
 
 # --- normalize ------------------------------------------------------------------------------
@@ -235,23 +313,19 @@ def test_normalize_axis_name_pools_moments_over_shards():
     np.testing.assert_allclose(local, [[-1.0, 1.0], [-1.0, 1.0]], rtol=1e-6)
 
 
-# --- teacher_loss ---------------------------------------------------------------------------
+# --- teacher_loss (PPO terms only) ----------------------------------------------------------
 
 # Two samples, one per action, from a teacher with probs [1/4, 3/4]:
 #   action     = [1, 0]          log pi_i = [ln 3/4, ln 1/4]
 #   old        = [ln 1/2, ln 1/2] (pi_old uniform) -> r_i = [1.5, 0.5]
-#   central    = [ln 1/2, ln 1/2] (pi_c uniform)   -> r_c = [1, 1], log r_c = [0, 0]
-#   advantages = [3, 1] -> normalised [1, -1]
+#   advantages = [1, -1] (already normalised)
 #   clip (eps 0.2): r=1.5, A=+1 -> min(1.5, 1.2) = 1.2; r=0.5, A=-1 -> min(-0.5, -0.8) = -0.8
 #                   loss = -(1.2 - 0.8) / 2 = -0.2
 #   value: v = [1, 0], old v = [0, 0], R = [1, 2] -> 0.5 * (0.64 + 4) / 2 = 1.16
 #   entropy: 0.5623351 for both states
-#   couple: mean(r_i log r_i) = (1.5 ln 1.5 + 0.5 ln 0.5) / 2 = (0.6081977 - 0.3465736) / 2
-#           = 0.1308121 = KL([1/4, 3/4] || uniform): the two samples are pi_old exactly
-#   total (c_v 0.5, c_ent 0.01, alpha 0.1):
-#           -0.2 + 0.58 - 0.005623351 + 0.01308121 = 0.3874579
+#   total (c_v 0.5, c_ent 0.01): -0.2 + 0.58 - 0.005623351 = 0.3743766
 #   approx_kl = mean((r - 1) - log r) = ((0.5 - 0.4054651) + (-0.5 + 0.6931472)) / 2 = 0.1438410
-#   clip_frac = both |r - 1| > 0.2 -> 1.0; central_log_ratio = mean(log r_c) = 0
+#   clip_frac = both |r - 1| > 0.2 -> 1.0
 def _teacher_loss_args(teacher_logits=(0.0, LN3)):
     n = 2
     return dict(
@@ -260,13 +334,12 @@ def _teacher_loss_args(teacher_logits=(0.0, LN3)):
         action=jnp.array([1, 0]),
         old_log_prob=jnp.full(n, math.log(0.5)),
         old_value=jnp.zeros(n),
-        advantages=jnp.array([3.0, 1.0]),
+        advantages=jnp.array([1.0, -1.0]),
         returns=jnp.array([1.0, 2.0]),
-        central_log_prob=jnp.full(n, math.log(0.5)),
     )
 
 
-COEFS = dict(clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, coupling_coef=0.1)
+COEFS = dict(clip_eps=0.2, vf_coef=0.5, ent_coef=0.01)
 
 
 @TRANSFORMS
@@ -277,15 +350,13 @@ def test_teacher_loss_hand_values(transform):
     np.testing.assert_allclose(t.clip, -0.2, rtol=1e-5)
     np.testing.assert_allclose(t.value, 1.16, rtol=1e-6)
     np.testing.assert_allclose(t.entropy, 0.5623351, rtol=1e-6)
-    np.testing.assert_allclose(t.couple, 0.1308121, rtol=1e-5)
-    np.testing.assert_allclose(t.loss, 0.3874579, rtol=1e-5)
+    np.testing.assert_allclose(t.loss, 0.3743766, rtol=1e-5)
     np.testing.assert_allclose(t.approx_kl, 0.1438410, rtol=1e-5)
     np.testing.assert_allclose(t.clip_frac, 1.0)
-    np.testing.assert_allclose(t.central_log_ratio, 0.0, atol=1e-7)
 
 
 def test_teacher_loss_vmap_equals_loop():
-    k = jax.random.split(jax.random.key(7), 8)
+    k = jax.random.split(jax.random.key(7), 7)
     P, n = 3, 5
     args = dict(
         dist=Categorical(jax.random.normal(k[0], (P, n, 2))),
@@ -295,7 +366,6 @@ def test_teacher_loss_vmap_equals_loop():
         old_value=jax.random.normal(k[4], (P, n)),
         advantages=jax.random.normal(k[5], (P, n)),
         returns=jax.random.normal(k[6], (P, n)),
-        central_log_prob=jnp.log(jax.random.uniform(k[7], (P, n), minval=0.2, maxval=0.8)),
     )
     one_teacher = jax.jit(lambda a: losses.teacher_loss(**a, **COEFS))
     vm = jax.vmap(one_teacher)(args)
@@ -305,34 +375,26 @@ def test_teacher_loss_vmap_equals_loop():
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], vm), one, rtol=1e-5, atol=1e-6)
 
 
-def test_coupling_penalises_moving_away_from_central():
-    """The coupling adds to the minimised loss, more the further the teacher is from pi_c.
+def test_ratio_kl_penalises_moving_away_from_central():
+    """The estimate grows the further the teacher is from pi_c, and its gradient points back.
 
-    pi_old = pi_c = uniform and one sample per action, so couple = KL(pi_i || uniform)
+    pi_old = pi_c = uniform and one sample per action, so ratio_kl = KL(pi_i || uniform)
     exactly: 0 at s = 0, then increasing in s for teacher logits [0, s].
     """
-    def total(s, alpha):
-        args = _teacher_loss_args((0.0, s))
-        return losses.teacher_loss(**args, **{**COEFS, "coupling_coef": alpha}).loss
+    action = jnp.array([1, 0])
+    old = jnp.full(2, math.log(0.5))
 
-    added = [float(total(s, 0.1) - total(s, 0.0)) for s in (0.0, 0.5, 1.0, 2.0)]
-    np.testing.assert_allclose(added[0], 0.0, atol=1e-6)
-    assert all(b > a for a, b in zip(added, added[1:])), added
-    # at s = ln 3: alpha * KL([1/4, 3/4] || uniform) = 0.1 * 0.1308121
-    np.testing.assert_allclose(total(LN3, 0.1) - total(LN3, 0.0), 0.01308121, rtol=1e-4)
-    # gradient descent on the coupling moves the teacher back towards the central policy
-    g = jax.grad(lambda s: losses.teacher_loss(**_teacher_loss_args((0.0, s)),
-                                               **{**COEFS, "coupling_coef": 1.0}).couple)
+    def couple(s):
+        lp = Categorical(jnp.broadcast_to(jnp.stack([0.0, s]), (2, 2))).log_prob(action)
+        return losses.ratio_kl(lp - old, jnp.zeros(2))  # pi_c = pi_old: log r_c = 0
+
+    values = [float(couple(s)) for s in (0.0, 0.5, 1.0, 2.0)]
+    np.testing.assert_allclose(values[0], 0.0, atol=1e-6)
+    assert all(b > a for a, b in zip(values, values[1:])), values
+    # at s = ln 3: KL([1/4, 3/4] || uniform) = 0.1308121
+    np.testing.assert_allclose(couple(jnp.float32(LN3)), 0.1308121, rtol=1e-4)
+    g = jax.grad(couple)
     assert float(g(1.0)) > 0.0 and float(g(-1.0)) < 0.0
-
-
-def test_teacher_loss_central_log_prob_gets_no_gradient():
-    args = _teacher_loss_args()
-
-    def f(clp):
-        return losses.teacher_loss(**{**args, "central_log_prob": clp}, **COEFS).loss
-
-    np.testing.assert_array_equal(jax.grad(f)(args["central_log_prob"]), 0.0)
 
 
 # --- distill_loss (every divergence) --------------------------------------------------------
@@ -360,11 +422,11 @@ def test_distill_loss_hand_values_and_teacher_is_stopped(divergence, expected):
         losses.distill_loss(Categorical(t), Categorical(c), action, jnp.zeros(2), divergence), 0.0)
 
 
-def test_distill_loss_kl_equals_distill_kl_and_gaussian_mse():
+def test_distill_loss_kl_equals_the_closed_form_and_gaussian_mse():
     k1, k2 = jax.random.split(jax.random.key(8))
     t, c = Categorical(jax.random.normal(k1, (4, 3))), Categorical(jax.random.normal(k2, (4, 3)))
     np.testing.assert_allclose(losses.distill_loss(t, c, jnp.zeros(4), jnp.ones(4), "kl"),
-                               losses.distill_kl(t, c), rtol=1e-6)
+                               jnp.mean(t.kl(c)), rtol=1e-6)
     # Gaussian mse matches the means only: (1 - 0)^2 + (2 - 0)^2 = 5, whatever the stds
     tg = DiagGaussian(jnp.array([[1.0, 2.0]]), jnp.array([[0.0, 0.0]]))
     cg = DiagGaussian(jnp.zeros((1, 2)), jnp.array([[1.0, -1.0]]))

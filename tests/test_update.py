@@ -102,7 +102,10 @@ def _max_abs(tree) -> float:
 
 @pytest.mark.parametrize("task,method", [("cartpole", "central"),  # categorical
                                          ("pendulum", "central"),  # Gaussian
-                                         ("cartpole", "dnc")])  # pairwise coupling
+                                         ("cartpole", "dnc"),  # pairwise coupling
+                                         ("pendulum", "central-kl"),  # closed form
+                                         ("cartpole", "central-clip"),  # clipped ratio
+                                         ("pendulum", "central-clip")])
 def test_distillation_never_moves_teachers_and_coupling_never_moves_central(task, method):
     model = _model(task=task, method=method)  # alpha = 0.5, lambda = 1
     params, ts, cs, mb = _setup(model, 0)
@@ -206,18 +209,46 @@ def test_vmapped_teacher_losses_equal_a_loop_over_teachers():
         p_i = jax.tree.map(lambda x: x[i], params.teacher)
         dist_i, value_i = model.teacher.apply(p_i, t_in[i])  # one un-vmapped teacher
         central_i = model.central.apply(params.central, c_in[i])
+        adv_i = losses.normalize(mb.advantages[i])
         terms_i = losses.teacher_loss(
-            dist_i, value_i, mb.action[i], mb.log_prob[i], mb.value[i], mb.advantages[i],
-            mb.returns[i], central_i.log_prob(mb.action[i]), clip_eps=c.clip_eps,
-            vf_coef=c.vf_coef, ent_coef=c.ent_coef, coupling_coef=c.coupling_coef)
-        distill_i = losses.distill_kl(dist_i, central_i)
+            dist_i, value_i, mb.action[i], mb.log_prob[i], mb.value[i], adv_i,
+            mb.returns[i], clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef)
+        # method `central`: L_couple_i = ratio_kl(log r_i, log r_c)
+        couple_i = losses.ratio_kl(dist_i.log_prob(mb.action[i]) - mb.log_prob[i],
+                                   central_i.log_prob(mb.action[i]) - mb.log_prob[i])
+        distill_i = jnp.mean(dist_i.kl(central_i))
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], metrics.teacher), terms_i,
                                     rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(metrics.couple[i], couple_i, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(metrics.distill[i], distill_i, rtol=1e-5, atol=1e-7)
-        expected_total += WEIGHTS[i] * (terms_i.loss + c.distill_coef * distill_i)
-        assert float(terms_i.couple) != 0.0 and float(distill_i) > 0.0
-    # L = sum_i rho_i [L_i + lambda distill_i]
+        expected_total += WEIGHTS[i] * (terms_i.loss + c.alpha * couple_i
+                                        + c.distill_coef * distill_i)
+        assert float(couple_i) != 0.0 and float(distill_i) > 0.0
+    # L = sum_i rho_i [L_i + alpha L_couple_i + lambda distill_i]
     np.testing.assert_allclose(total, expected_total, rtol=1e-5)
+
+
+def test_dnc_penalty_is_alpha_rho_i_sum_j_rho_j_as_in_the_paper():
+    """DnC's local loss is surrogate_i + alpha rho_i sum_j rho_j (...) (Ghosh et al. 2018): in
+    the total loss sum_i rho_i L_i the coupling adds alpha sum_i rho_i^2 D_i, with D_i the
+    pairwise sum of `losses.dnc_coupling` (an explicit loop over teachers here)."""
+    model = _model(method="dnc")  # alpha = 0.5
+    params, ts, cs, mb = _setup(model, 6)
+    loss = jax.jit(upd.loss_fn, static_argnums=(1, 6))
+    with_alpha, metrics = loss(params, model, mb, ts, cs, WEIGHTS, None)
+    off = dataclasses.replace(model, config=model.config.replace(coupling_coef=0.0))
+    without, _ = loss(params, off, mb, ts, cs, WEIGHTS, None)
+    x = model.teacher_input(mb.obs, mb.context, ts)
+    pol = lambda i, j: model.teacher.apply(jax.tree.map(lambda v: v[i], params.teacher),  # noqa
+                                           x[j], method=model.teacher.policy)
+    D = [sum(float(WEIGHTS[j]) * (float(jnp.mean(pol(i, i).kl(pol(j, i))))
+                                  + float(jnp.mean(pol(j, j).kl(pol(i, j)))))
+             for j in range(P)) for i in range(P)]
+    np.testing.assert_allclose(metrics.couple, [float(WEIGHTS[i]) * D[i] for i in range(P)],
+                               rtol=1e-4)
+    np.testing.assert_allclose(float(with_alpha - without),
+                               0.5 * sum(float(WEIGHTS[i]) ** 2 * D[i] for i in range(P)),
+                               rtol=1e-4)
 
 
 # --- clip_per_teacher -------------------------------------------------------------------------
@@ -271,9 +302,9 @@ def test_ppo_has_no_central_terms():
     total, metrics = jax.jit(upd.loss_fn, static_argnums=(1, 6))(params, model, mb, ts, cs, w,
                                                                  None)
     np.testing.assert_array_equal(metrics.distill, jnp.zeros(1))
-    np.testing.assert_array_equal(metrics.teacher.central_log_ratio, jnp.zeros(1))
-    # the total is exactly the one teacher's PPO loss: clip + c_v value - c_ent entropy, with
-    # no coupling (the logged `couple` is then E[r log r] against the old policy, not used)
+    np.testing.assert_array_equal(metrics.central_log_ratio, jnp.zeros(1))
+    np.testing.assert_array_equal(metrics.couple, jnp.zeros(1))
+    # the total is exactly the one teacher's PPO loss: clip + c_v value - c_ent entropy
     t = metrics.teacher
     c = model.config
     ppo = t.clip + c.vf_coef * t.value - c.ent_coef * t.entropy

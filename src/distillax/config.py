@@ -17,7 +17,8 @@ from typing import Any, Callable, NoReturn
 
 from flax import struct
 
-METHODS = ("independent", "central", "dnc", "distral", "distral2col", "ppo")
+from distillax import methods
+
 DIVERGENCES = ("auto", "kl", "nll", "mse")
 SCHEDULES = ("constant", "linear")
 PARTITIONERS = ("kmeans", "grid", "tasks")
@@ -36,9 +37,9 @@ def static(default: Any) -> Any:
 class Config:
     # --- what to train -------------------------------------------------------------------
     task: str = static("cartpole")  # a name in distillax.envs.TASKS
-    method: str = static("central")  # coupling between teachers and the central policy
+    method: str = static("central")  # a name in distillax.methods.METHODS (its spec)
     partitioner: str = static("kmeans")  # how the context space is cut into partitions
-    partitions: int = static(4)  # P, the number of teachers (forced to 1 by method `ppo`)
+    partitions: int = static(4)  # P, the number of teachers (1 for a single-teacher method: ppo)
     grid_shape: tuple[int, ...] = static(())  # cells per context dim for `grid`; product = P
     kmeans_samples: int = static(10_000)  # samples of rho for k-means and the weights rho_i
     context_candidates: int = static(32)  # rejection-sampling candidates per reset (bounded)
@@ -76,15 +77,21 @@ class Config:
     clip_eps: float = 0.2  # PPO ratio and value clipping
     vf_coef: float = 0.5  # c_v
     ent_coef: float = 0.01  # c_ent
-    coupling_coef: float = 0.01  # alpha, weight of L_couple_i (`central`, `dnc`)
+    # alpha, weight of each teacher's coupling L_couple_i; None = the method's default
+    # (methods.MethodSpec.coupling_coef: 0.01 for central, central-kl, dnc; 1 for central-clip)
+    coupling_coef: float | None = None
+    central_clip_eps: float = 0.2  # eps_c: `central-clip` keeps pi_i / pi_c in [1 -+ eps_c]
     distill_coef: float = 1.0  # lambda, weight of L_distill (at the start of the schedule)
     distill_coef_end: float = 1.0  # lambda at the last iteration, for schedule `linear`
-    distral_alpha: float = 0.5  # Distral's alpha: weight of log pi_c (reward / shared logits)
-    distral_beta: float = 5.0  # Distral's beta: inverse temperature of the teachers
+    # Distral's alpha = c_KL / (c_KL + c_ent), in [0, 1]: weight of log pi_c in the reward and
+    # of the shared column in distral2col's teachers
+    distral_alpha: float = 0.5
+    distral_beta: float = 5.0  # Distral's beta = 1 / (c_KL + c_ent): the teachers' inverse temperature
 
     # --- distillation and coupling choices (static) ----------------------------------------
     # D in L_distill: kl (closed form), nll (of the teacher's action), mse (logits / means);
-    # auto = kl, except nll for `distral` (its gamma^t-weighted maximum likelihood).
+    # auto = the method's (kl, except nll for distral and distral2col: their gamma^t-weighted
+    # maximum likelihood).
     divergence: str = static("auto")
     distill_schedule: str = static("constant")  # lambda over iterations: constant or linear
     # Feature distillation (Actor-Mimic): beta of sum_i rho_i E_{s~pi_i} |W_i h_c(s) - sg h_i(s)|^2,
@@ -106,14 +113,33 @@ class Config:
 
     # ---------------------------------------------------------------------------------------
     @property
+    def spec(self) -> methods.MethodSpec:
+        """What the method is (`methods.py`); the config is validated first."""
+        return methods.get(self.method)
+
+    @property
     def num_partitions(self) -> int:
-        return 1 if self.method == "ppo" else self.partitions
+        return 1 if self.spec.single_teacher else self.partitions
 
     @property
     def resolved_divergence(self) -> str:
-        if self.divergence != "auto":
-            return self.divergence
-        return "nll" if self.method == "distral" else "kl"
+        return self.spec.divergence if self.divergence == "auto" else self.divergence
+
+    @property
+    def alpha(self) -> Any:
+        """The coupling weight: `coupling_coef`, or the method's default when it is None."""
+        return self.spec.coupling_coef if self.coupling_coef is None else self.coupling_coef
+
+    @property
+    def active_distill_epochs(self) -> int:
+        """Epochs per iteration with distillation on (the first ones; `distill_epochs` 0: all)."""
+        return self.distill_epochs or self.update_epochs
+
+    @property
+    def central_epochs(self) -> int:
+        """Epochs per iteration in which the central policy takes steps: the distillation
+        epochs, or all of them when the teachers share its network (their PPO loss trains it)."""
+        return self.update_epochs if self.spec.shares_central else self.active_distill_epochs
 
     @property
     def envs_per_partition(self) -> int:
@@ -172,7 +198,8 @@ def _is_int_tuple(v: Any) -> bool:
 # (fields, predicate, what is valid). Checked in order, each on its own field, before any
 # rule that combines fields, so a combination's message never reads a value of a wrong type.
 FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
-    (("method",), lambda v: v in METHODS, f"one of {list(METHODS)}"),
+    (("method",), lambda v: isinstance(v, str) and v in methods.METHODS,
+     "one of the methods in distillax.methods.METHODS (add one with methods.register)"),
     (("partitioner",), lambda v: v in PARTITIONERS, f"one of {list(PARTITIONERS)}"),
     (("divergence",), lambda v: v in DIVERGENCES, f"one of {list(DIVERGENCES)}"),
     (("distill_schedule",), lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
@@ -193,12 +220,15 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
      "a non-empty tuple of positive integers, e.g. (64, 64)"),
     (("grid_shape",), _is_int_tuple, "a tuple of positive integers (cells per context dim)"),
     (("learning_rate", "central_learning_rate", "max_grad_norm", "clip_eps", "distral_beta",
-      "reward_scale"),
+      "reward_scale", "central_clip_eps"),
      lambda v: _is_real(v) and v > 0, "a finite number > 0"),
-    (("vf_coef", "ent_coef", "coupling_coef", "distill_coef", "distill_coef_end",
-      "distral_alpha", "feature_coef"), lambda v: _is_real(v) and v >= 0,
+    (("vf_coef", "ent_coef", "distill_coef", "distill_coef_end", "feature_coef"),
+     lambda v: _is_real(v) and v >= 0,
      "a finite number >= 0 (a coupling penalty is added to a minimised loss)"),
-    (("gamma", "gae_lambda"), lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    (("coupling_coef",), lambda v: v is None or (_is_real(v) and v >= 0),
+     "a finite number >= 0, or None for the method's default"),
+    (("gamma", "gae_lambda", "distral_alpha"), lambda v: _is_real(v) and 0 <= v <= 1,
+     "a number in [0, 1]"),
 )
 
 
@@ -287,8 +317,9 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     P = c.num_partitions
     if c.distill_epochs > c.update_epochs:
         _fail("distill_epochs", c.distill_epochs, f"at most update_epochs = {c.update_epochs}")
+    spec = c.spec
     if c.reset_every:
-        if c.method in ("ppo", "distral2col"):
+        if not spec.reset_allowed:
             _fail("reset_every", c.reset_every,
                   f"0 for method `{c.method}` (it has no separate central network to copy)")
         if c.teacher_sees_context != c.central_sees_context:
@@ -296,9 +327,13 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
                   "0 unless teachers and the central policy have the same input "
                   f"(teacher_sees_context = {c.teacher_sees_context}, central_sees_context = "
                   f"{c.central_sees_context})")
-    if c.feature_coef > 0 and c.method == "ppo":
-        _fail("feature_coef", c.feature_coef, "0 for method `ppo` (there is no central policy "
-                                              "to distil features into)")
+    if c.feature_coef > 0 and not spec.has_central:
+        _fail("feature_coef", c.feature_coef, f"0 for method `{c.method}` (there is no central "
+                                              "policy to distil features into)")
+    if spec.shares_central and not task.discrete and c.distral_alpha >= 1:
+        _fail("distral_alpha", c.distral_alpha,
+              f"< 1 for method `{c.method}` on task `{c.task}` (continuous actions: its task "
+              "column's Gaussian is scaled by 1 - alpha, see DiagGaussian.combine)")
     if c.partitions > c.kmeans_samples:
         _fail("partitions", c.partitions, f"at most kmeans_samples = {c.kmeans_samples}")
     if P > _distinct_contexts(space):
@@ -334,9 +369,9 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
         if space.tasks is None:
             _fail("partitioner", c.partitioner,
                   f"`kmeans` or `grid`: task `{c.task}` has a continuous context space")
-        if c.method == "ppo" and len(space.tasks) != 1:
-            _fail("partitioner", c.partitioner, "`kmeans` for method `ppo` (its one teacher "
-                  f"acts in all {len(space.tasks)} tasks of `{c.task}`)")
+        if spec.single_teacher and len(space.tasks) != 1:
+            _fail("partitioner", c.partitioner, f"`kmeans` for method `{c.method}` (its one "
+                  f"teacher acts in all {len(space.tasks)} tasks of `{c.task}`)")
         if P != len(space.tasks):
             _fail("partitions", c.partitions,
                   f"the number of tasks of `{c.task}` ({len(space.tasks)}) for partitioner `tasks`")

@@ -82,12 +82,19 @@ class DiagGaussian:
         return self.mean
 
     def combine(self, other: "DiagGaussian", alpha: float, beta: float) -> "DiagGaussian":
-        """The normalised product `self^alpha * other^beta`: log-densities add as logits do.
+        """Distral's 2-column policy for Gaussians: the normalised product `self^alpha *
+        other^beta` (log-densities add, as logits do), a Gaussian with precision
+        `alpha/s1^2 + beta/s2'^2` and the precision-weighted mean.
 
-        A Gaussian with precision `alpha/s1^2 + beta/s2^2` and the precision-weighted mean.
+        `other` (the task column f_i) has its scale read relative to sqrt(beta / (1 - alpha)):
+        s2' = exp(log_std) * sqrt(beta / (1 - alpha)). The family of products is the same
+        (a constant shift of f_i's log std), but the product of two unit Gaussians is now a
+        unit Gaussian, so a 2-column teacher starts from the exploration scale of every other
+        method's teachers (a plain product would start at std (alpha + beta)^-1/2, 0.43 at
+        alpha 0.5, beta 5). Needs alpha < 1 (`config.validate` checks it).
         """
         p1 = alpha * jnp.exp(-2 * self.log_std)
-        p2 = beta * jnp.exp(-2 * other.log_std)
+        p2 = (1.0 - alpha) * jnp.exp(-2 * other.log_std)  # = beta / s2'^2
         precision = p1 + p2
         mean = (p1 * self.mean + p2 * other.mean) / precision
         return DiagGaussian(mean, -0.5 * jnp.log(precision))

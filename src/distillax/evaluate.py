@@ -228,7 +228,7 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
         "teacher_on_partition": cross,
         "per_context": {"contexts": grid.tolist(), "central": g["central"].tolist(),
                         "own_teacher": g["own"].tolist(), "cell": g["cell"].tolist()},
-        "config": config.to_dict(),
+        "config": config.to_dict(), "divergence": config.resolved_divergence,
         "timing_s": {"restore": t_restore, "evaluate": t_eval},
     }
 
@@ -452,9 +452,13 @@ def _plot_learning_curves(out: str, records: list[dict[str, Any]],
         return np.asarray([np.full(width, np.nan) if v is None else
                            np.atleast_1d(np.asarray(v, float)) for v in vals])
 
+    divergence = {"kl": "KL(teacher || central)", "nll": "NLL of the teacher's action",
+                  "mse": "MSE of logits / means"}
+    d = divergence.get(report.get("divergence", ""), "")
     panels = [("return", ["teacher_return", "central_return"]),
-              ("distillation KL (teacher || central)", ["distill_kl"]),
-              ("coupling KL / central log-ratio", ["couple_kl", "central_log_ratio"]),
+              (f"distillation loss ({d})" if d else "distillation loss", ["distill_loss"]),
+              ("coupling term (the method's; see README) / central log-ratio",
+               ["couple", "central_log_ratio"]),
               ("teacher entropy", ["entropy"]), ("PPO approx KL", ["approx_kl"]),
               ("total loss", ["loss"])]
     panels = [(t, [k for k in ks if series(k) is not None]) for t, ks in panels]

@@ -2,7 +2,9 @@
 
 Shapes: one teacher's minibatch has `[n]` samples (vmapped over partitions by the update).
 Gradient paths are part of the contract: distillation stops the gradient into the teacher
-(its target); the `central` coupling stops the gradient into the central policy.
+(its target); every coupling stops the gradient into the central policy (and, for DnC's
+pairwise term, into the other teachers). Which coupling a method uses is its spec's
+(`methods.py`).
 """
 
 from __future__ import annotations
@@ -33,15 +35,49 @@ def ratio_kl(log_ratio: jax.Array, log_ratio_central: jax.Array) -> jax.Array:
 
     With r_i = pi_i/pi_i,old and r_c = pi_c/pi_i,old (the central likelihood ratio),
     KL(pi_i || pi_c) = E_{pi_i,old}[ r_i (log r_i - log r_c) ], an unbiased estimate whose
-    gradient reaches the teacher only (r_c is stopped).
+    gradient reaches the teacher only (r_c is stopped). One sample per state: unbiased, but
+    noisy where `closed_form_kl` gives the inner expectation exactly.
     """
     log_rc = jax.lax.stop_gradient(log_ratio_central)
     return jnp.mean(jnp.exp(log_ratio) * (log_ratio - log_rc))
 
 
-def distill_kl(teacher: Distribution, central: Distribution) -> jax.Array:
-    """Distillation loss `mean KL(sg pi_i || pi_c)` over `[n]` states, closed form."""
-    return jnp.mean(stop_gradient(teacher).kl(central))
+def closed_form_kl(teacher: Distribution, central: Distribution) -> jax.Array:
+    """`mean_s KL(pi_i(.|s) || sg pi_c(.|s))` over the teacher's `[n]` states, closed form.
+
+    The same quantity as `ratio_kl`, with the expectation over actions taken exactly
+    (categorical sum, Gaussian formula) instead of from the one sampled action: the states
+    are still samples of pi_i,old's state distribution. Only the teacher gets a gradient.
+    """
+    return jnp.mean(teacher.kl(stop_gradient(central)))
+
+
+def central_ratio_clip(log_ratio: jax.Array, log_ratio_central: jax.Array,
+                       advantages: jax.Array, clip_eps: float,
+                       central_clip_eps: float) -> jax.Array:
+    """PPO's clip, with the central policy in place of the old one: `[n]` samples -> scalar.
+
+    With r = pi_i/pi_i,old, w = pi_c/pi_i,old (stopped) and rho_c = r / w = pi_i/pi_c, PPO's
+    per-sample surrogate is m1 = min(r A, clip(r, 1 +- eps) A). The same surrogate with the
+    ratio to the central policy clipped is m2 = clip(rho_c, 1 +- eps_c) w A, which equals r A
+    while rho_c is inside [1 - eps_c, 1 + eps_c]. This term is
+
+        L = mean( max(0, m1 - m2) ) >= 0,
+
+    the surrogate gain that lies beyond the central trust region. With weight alpha = 1,
+    `-mean(m1) + L = -mean(min(m1, m2))`: PPO's pessimistic bound over both clips, so the
+    surrogate gives a teacher no reason to move pi_i/pi_c outside [1 - eps_c, 1 + eps_c]
+    (exactly as PPO's clip does for pi_i/pi_i,old); alpha > 1 pushes it back, by (alpha - 1)
+    times the surrogate's gradient. Inside the range it is 0 with zero gradient. The central
+    policy gets no gradient (w is stopped); `advantages` are the normalised ones of `m1`.
+    """
+    ratio = jnp.exp(log_ratio)
+    w = jnp.exp(jax.lax.stop_gradient(log_ratio_central))
+    m1 = jnp.minimum(ratio * advantages,
+                     jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages)
+    rho_c = jnp.exp(log_ratio - jax.lax.stop_gradient(log_ratio_central))
+    m2 = jnp.clip(rho_c, 1.0 - central_clip_eps, 1.0 + central_clip_eps) * w * advantages
+    return jnp.mean(jnp.maximum(0.0, m1 - m2))
 
 
 def distill_loss(teacher: Distribution, central: Distribution, action: jax.Array,
@@ -74,12 +110,13 @@ def feature_loss(prediction: jax.Array, target: jax.Array, weight: jax.Array) ->
 
 
 def dnc_coupling(own: Distribution, cross: Distribution, weights: jax.Array) -> jax.Array:
-    """DnC's pairwise penalty for every teacher i (Ghosh et al. 2018), `[P]`:
+    """DnC's pairwise sum for every teacher i (Ghosh et al. 2018), `[P]`:
 
-        L_couple_i = sum_j rho_j ( E_{s~pi_i}[KL(pi_i || sg pi_j)] + E_{s~pi_j}[KL(sg pi_j || pi_i)] )
+        D_i = sum_j rho_j ( E_{s~pi_i}[KL(pi_i || sg pi_j)] + E_{s~pi_j}[KL(sg pi_j || pi_i)] )
 
-    `own`: each teacher on its own states `[P, n]`; `cross[i, j]`: teacher i on partition j's
-    states `[P, P, n]`; `weights [P]`: rho. Gradients reach teacher i only through pi_i.
+    (the method's coupling is rho_i D_i: `methods.DNC`). `own`: each teacher on its own
+    states `[P, n]`; `cross[i, j]`: teacher i on partition j's states `[P, P, n]` (the same
+    states as `own[j]`); `weights [P]`: rho. Gradients reach teacher i only through pi_i.
     """
     cross_sg, own_sg = stop_gradient(cross), stop_gradient(own)
     own_i = jax.tree.map(lambda x: x[:, None], own)  # [i, 1]: pi_i on s ~ pi_i
@@ -92,7 +129,12 @@ def dnc_coupling(own: Distribution, cross: Distribution, weights: jax.Array) -> 
 
 def distral_reward(reward: jax.Array, central_log_prob: jax.Array,
                    teacher_log_prob: jax.Array, alpha: float, beta: float) -> jax.Array:
-    """Distral's entropy-regularised reward `r + (alpha/beta) log pi_c - (1/beta) log pi_i`."""
+    """Distral's entropy-regularised reward `r + (alpha/beta) log pi_c - (1/beta) log pi_i`.
+
+    `reward` is the environment's, in its own units: the trainer multiplies the whole
+    regularised reward by `reward_scale`, so the scale changes no trade-off and beta keeps
+    its meaning (the inverse temperature against the task's reward).
+    """
     return reward + (alpha / beta) * central_log_prob - teacher_log_prob / beta
 
 
@@ -106,39 +148,32 @@ def normalize(x: jax.Array, axis_name: str | None = None) -> jax.Array:
 
 @struct.dataclass
 class TeacherTerms:
-    """The per-teacher terms of one minibatch (scalars, or `[P]` when vmapped)."""
+    """The PPO terms of one teacher's minibatch (scalars, or `[P]` when vmapped)."""
 
-    loss: jax.Array  # L_clip + c_v L_value - c_ent H + alpha L_couple
+    loss: jax.Array  # L_clip + c_v L_value - c_ent H (the coupling is added by the update)
     clip: jax.Array
     value: jax.Array
     entropy: jax.Array
-    couple: jax.Array
     approx_kl: jax.Array  # E[(r - 1) - log r], the usual PPO diagnostic
     clip_frac: jax.Array
-    central_log_ratio: jax.Array  # mean log r_c, the central likelihood ratio
 
 
 def teacher_loss(dist: Distribution, value: jax.Array, action: jax.Array,
                  old_log_prob: jax.Array, old_value: jax.Array, advantages: jax.Array,
-                 returns: jax.Array, central_log_prob: jax.Array, *, clip_eps: float,
-                 vf_coef: float, ent_coef: float, coupling_coef: float,
-                 axis_name: str | None = None) -> TeacherTerms:
-    """One teacher's loss on its minibatch slice (all per-sample arrays `[n]`).
+                 returns: jax.Array, *, clip_eps: float, vf_coef: float,
+                 ent_coef: float) -> TeacherTerms:
+    """One teacher's PPO loss on its minibatch slice (all per-sample arrays `[n]`).
 
-    `central_log_prob` is log pi_c(a|s,c) on the same samples; the central likelihood
-    ratio is r_c = pi_c / pi_i,old. Advantages are normalised over every device's shard.
+    `advantages` are already normalised (`normalize`, over every device's shard). The
+    coupling to the central policy or the other teachers is not here: it is the method's
+    (`methods.MethodSpec.coupling`), added once in `update.loss_fn`.
     """
     log_ratio = dist.log_prob(action) - old_log_prob
-    log_ratio_c = central_log_prob - old_log_prob
-    adv = normalize(advantages, axis_name)
-    clip = ppo_clip_loss(log_ratio, adv, clip_eps)
+    clip = ppo_clip_loss(log_ratio, advantages, clip_eps)
     v = value_loss(value, old_value, returns, clip_eps)
     ent = jnp.mean(dist.entropy())
-    couple = ratio_kl(log_ratio, log_ratio_c)
-    loss = clip + vf_coef * v - ent_coef * ent + coupling_coef * couple
     return TeacherTerms(
-        loss=loss, clip=clip, value=v, entropy=ent, couple=couple,
+        loss=clip + vf_coef * v - ent_coef * ent, clip=clip, value=v, entropy=ent,
         approx_kl=jnp.mean(jnp.expm1(log_ratio) - log_ratio),
         clip_frac=jnp.mean(jnp.abs(jnp.exp(log_ratio) - 1.0) > clip_eps),
-        central_log_ratio=jnp.mean(log_ratio_c),
     )

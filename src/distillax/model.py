@@ -33,7 +33,7 @@ class Model:
 
     @property
     def has_central(self) -> bool:
-        return self.config.method != "ppo"
+        return self.config.spec.has_central
 
     @property
     def teacher_in_dim(self) -> int:
@@ -44,10 +44,14 @@ class Model:
         return self.env.obs_dim + (self.env.space.dim if self.config.central_sees_context else 0)
 
     def _input(self, obs: jax.Array, context: jax.Array, stats: RunningStats,
-               with_context: bool) -> jax.Array:
+               with_context: bool, blind: bool = False) -> jax.Array:
+        """Normalised obs, then the context features (as zeros with `blind`)."""
         x = normalizer.apply(stats, obs, self.config.normalize_obs)
         if with_context:
-            x = jnp.concatenate([x, self.env.space.features(context)], axis=-1)
+            features = self.env.space.features(context)
+            if blind:
+                features = jnp.zeros_like(features)
+            x = jnp.concatenate([x, features], axis=-1)
         return x
 
     def teacher_input(self, obs: jax.Array, context: jax.Array, stats: RunningStats) -> jax.Array:
@@ -60,10 +64,19 @@ class Model:
         """`obs [..., obs]`, `context [..., d]`, one set of stats `[obs]`."""
         return self._input(obs, context, stats, self.config.central_sees_context)
 
+    def column_input(self, obs: jax.Array, context: jax.Array, stats: RunningStats) -> jax.Array:
+        """The shared central column's input on the teachers' side (`shares_central`):
+        `central_input`, but with the context features zeroed where the teachers are
+        context-blind, so a 2-column teacher sees no more than any other method's teacher.
+        `obs [..., obs]`, `context [..., d]`, the central stats `[obs]`."""
+        c = self.config
+        return self._input(obs, context, stats, c.central_sees_context,
+                           blind=not c.teacher_sees_context)
+
     @property
     def shares_central(self) -> bool:
-        """distral2col: every teacher's policy contains the central network as a column."""
-        return self.config.method == "distral2col"
+        """Every teacher's policy contains the central network as a column (Distral 2-column)."""
+        return self.config.spec.shares_central
 
     def acting_params(self, teacher: Any, central: Any) -> Any:
         """What the teachers act with: their own params, plus (distral2col only) the shared
@@ -76,16 +89,17 @@ class Model:
         """All teachers on their own inputs `[P, ...]` -> (distribution, value `[P, ...]`),
         plus, `with_features`, each teacher's last actor hidden layer `[P, ..., hidden]`.
 
-        In distral2col the policy of teacher i is the Boltzmann policy of
-        `alpha * h_c(s, c) + beta * f_i(s)` (for Gaussians, the normalised product
-        `pi_c^alpha * pi_f_i^beta`), so the central network gets every teacher's gradient;
-        the features are then those of the teacher's own column f_i.
+        With a shared central column (distral2col) the policy of teacher i is the Boltzmann
+        policy of `alpha * h_c(s) + beta * f_i(s)` (for Gaussians, the normalised product
+        `pi_c^alpha * pi_f_i^beta`, `DiagGaussian.combine`), so the central network gets every
+        teacher's gradient. h_c reads `column_input` (no context for context-blind teachers);
+        the features are those of the teacher's own column f_i.
         """
         own = acting[0] if self.shares_central else acting
         out = apply_stacked(self.teacher, own, self.teacher_input(obs, context, stats),
                             with_features=with_features)
         if self.shares_central:
-            h = self.central_dist(acting[1], obs, context, central_stats)
+            h = self.central.apply(acting[1], self.column_input(obs, context, central_stats))
             out = (h.combine(out[0], self.config.distral_alpha, self.config.distral_beta),
                    *out[1:])
         return out
@@ -132,13 +146,18 @@ def build_model(config: Config) -> Model:
     maps = config.num_partitions if config.feature_coef > 0 else 0
     central = Actor(env.action_dim, env.discrete, hidden, act, feature_maps=maps)
 
-    def adam(lr: float) -> optax.GradientTransformation:
-        if config.anneal_lr:
-            lr = optax.linear_schedule(lr, 0.0, config.num_updates)
+    def adam(lr: float, steps: int) -> optax.GradientTransformation:
+        if config.anneal_lr:  # to 0 at the optimizer's own last step
+            lr = optax.linear_schedule(lr, 0.0, steps)
         return optax.adam(lr, eps=1e-5)
 
+    # The central optimizer steps only in the epochs that train it (`update.update`), so its
+    # schedule counts those steps: it anneals to 0 at the run's end whatever distill_epochs.
+    c = config
+    central_steps = c.num_iterations * c.central_epochs * c.num_minibatches
     # Teachers' gradients are clipped per teacher in the update (see update.clip_per_teacher);
     # the central policy has one network and one global-norm clip.
     central_tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                             adam(config.central_learning_rate))
-    return Model(config, env, teacher, central, adam(config.learning_rate), central_tx)
+                             adam(config.central_learning_rate, central_steps))
+    return Model(config, env, teacher, central, adam(config.learning_rate, config.num_updates),
+                 central_tx)

@@ -134,14 +134,18 @@ def _record(metrics: IterationMetrics, state: TrainState, config: Config,
             steps_per_s: float) -> dict[str, Any]:
     """The report of the last iteration of a call. With several seeds every metric is the mean
     over seeds (so the record keeps its single-run shape), and `<name>_seeds` holds the value
-    of each seed (averaged over partitions) for the return, loss and distillation KL."""
+    of each seed (averaged over partitions) for the return, loss and distillation loss.
+
+    `distill_loss` is the distillation divergence's value (a KL, an NLL or an MSE: config
+    `divergence`); `couple` the coupling term alpha multiplies, whose meaning is the method's
+    (`methods.MethodSpec.coupling.meaning`, 0 for a method without one)."""
     last = jax.tree.map(lambda x: np.asarray(x[-1]), parallel.host_local(metrics))
     it = parallel.host_iteration(state)
     u = last.update
     per_seed = {}
     if config.seeds > 1:
         per_seed = {"teacher_return_seeds": last.teacher_return.mean(axis=1),
-                    "loss_seeds": u.loss, "distill_kl_seeds": u.distill.mean(axis=1)}
+                    "loss_seeds": u.loss, "distill_loss_seeds": u.distill.mean(axis=1)}
         last = jax.tree.map(lambda x: x.mean(axis=0), last)
         u = last.update
     return {
@@ -150,10 +154,10 @@ def _record(metrics: IterationMetrics, state: TrainState, config: Config,
         "steps_per_s": steps_per_s,
         "teacher_return": last.teacher_return,
         "loss": u.loss,
-        "distill_kl": u.distill,
+        "distill_loss": u.distill,
         "feature_loss": u.feature,
-        "couple_kl": u.teacher.couple,
-        "central_log_ratio": u.teacher.central_log_ratio,
+        "couple": u.couple,
+        "central_log_ratio": u.central_log_ratio,
         "entropy": u.teacher.entropy,
         "value_loss": u.teacher.value,
         "approx_kl": u.teacher.approx_kl,

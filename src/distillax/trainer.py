@@ -14,6 +14,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import struct
 from jax.sharding import Mesh
 
@@ -24,7 +25,7 @@ from distillax.model import Model
 from distillax.normalizer import RunningStats
 from distillax.checkpoint import Policies
 from distillax.policy import central_policy, own_cell, teacher_policy
-from distillax.rollout import EnvCarry, episode_returns, gae, init_envs, rollout
+from distillax.rollout import EnvCarry, Transition, episode_returns, gae, init_envs, rollout
 from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetrics, update
 
 # What the numerical guard watches in one iteration (`IterationMetrics.nonfinite`), in the
@@ -137,6 +138,56 @@ def reset_teachers(teacher: Any, central: Any) -> Any:
     return {**teacher, "params": {**teacher["params"], "actor": actor}}
 
 
+def reset_actor_momentum(opt_state: Any) -> Any:
+    """Zero the first moment (Adam's `mu`) of the teachers' actor params at a reset.
+
+    The reset teacher is a new policy, so the old one's momentum points the wrong way; the
+    second moment (`nu`) is kept: it estimates the scale of the teacher's own loss gradient,
+    which a reset does not change, and with Adam's step count kept too the first steps after a
+    reset are small ((1 - b1) of a full step) and grow as the new momentum builds. Critics
+    keep everything.
+    """
+
+    def zero_actor(s: Any) -> Any:
+        if not isinstance(s, optax.ScaleByAdamState):
+            return s
+        params = s.mu["params"]
+        actor = jax.tree.map(jnp.zeros_like, params["actor"])
+        return s._replace(mu={**s.mu, "params": {**params, "actor": actor}})
+
+    return jax.tree.map(zero_actor, opt_state,
+                        is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+
+
+def reset_stats(teacher_stats: RunningStats, central_stats: RunningStats) -> RunningStats:
+    """Every teacher's observation statistics `[P, obs]` := the central policy's `[obs]`:
+    with its actor and its normaliser, a reset teacher acts exactly as the central policy."""
+    num = teacher_stats.mean.shape[0]
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + x.shape), central_stats)
+
+
+def training_rewards(model: Model, central: Any, central_stats: RunningStats,
+                     traj: Transition) -> tuple[jax.Array, jax.Array]:
+    """(the reward PPO learns from, the distillation weight of each sample), `[P, T, B]`.
+
+    A method with Distral's regularised reward learns from `r + (alpha/beta) log pi_c -
+    (1/beta) log pi_i` (pi_c: the central policy on its own input, pi_i: the acting teacher's
+    stored log-prob); `reward_scale` multiplies the whole of it, so beta keeps its meaning
+    whatever the scale. Distillation weights are gamma^t (t: the step's index in its episode)
+    for methods with discounted distillation, else 1.
+    """
+    c = model.config
+    spec = c.spec
+    reward, distill_weight = traj.reward, jnp.ones_like(traj.reward)
+    if spec.regularised_reward:
+        pi_c = model.central_dist(central, traj.obs, traj.context, central_stats)
+        reward = losses.distral_reward(reward, pi_c.log_prob(traj.action), traj.log_prob,
+                                       c.distral_alpha, c.distral_beta)
+    if spec.discounted_distill:
+        distill_weight = c.gamma ** traj.episode_step.astype(jnp.float32)
+    return reward * c.reward_scale, distill_weight
+
+
 def iteration(model: Model, state: TrainState,
               axis_name: str | None = parallel.AXIS) -> tuple[TrainState, IterationMetrics]:
     """Rollout + GAE + fused update + normaliser update. Pure; run inside `shard_map`."""
@@ -149,15 +200,10 @@ def iteration(model: Model, state: TrainState,
     env, traj = rollout(acting, state.env, state.partition, act, value_fn,
                         model.env, c.num_steps, c.context_candidates)
     last_value = value_fn(acting, env.obs, env.context)
-    reward, distill_weight = traj.reward * c.reward_scale, jnp.ones_like(traj.reward)
-    bad_reward = jnp.logical_not(jnp.all(jnp.isfinite(reward)))
+    bad_reward = jnp.logical_not(jnp.all(jnp.isfinite(traj.reward)))
     if axis_name is not None:  # each device saw its own envs' rewards
         bad_reward = jax.lax.psum(bad_reward.astype(jnp.int32), axis_name) > 0
-    if c.method == "distral":
-        central = model.central_dist(state.params.central, traj.obs, traj.context, c_stats)
-        reward = losses.distral_reward(reward, central.log_prob(traj.action), traj.log_prob,
-                                       c.distral_alpha, c.distral_beta)
-        distill_weight = c.gamma ** traj.episode_step.astype(jnp.float32)
+    reward, distill_weight = training_rewards(model, state.params.central, c_stats, traj)
     adv, ret = jax.vmap(lambda r, v, te, tr, fv, lv: gae(r, v, te, tr, fv, lv, c.gamma,
                                                          c.gae_lambda))(
         reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
@@ -166,15 +212,18 @@ def iteration(model: Model, state: TrainState,
     params, opt, metrics = update(model, state.params, state.opt, batch, t_stats, c_stats,
                                   state.partition.weights, k_update, axis_name,
                                   distill_coef_at(c, state.iteration))
-    if c.reset_every:
-        do_reset = (state.iteration + 1) % c.reset_every == 0
-        reset = reset_teachers(params.teacher, params.central)
-        params = params.replace(teacher=jax.tree.map(
-            lambda r, p: jnp.where(do_reset, r, p), reset, params.teacher))
     teacher_stats, central_stats = state.teacher_stats, state.central_stats
     if c.normalize_obs:
         teacher_stats = normalizer.update(teacher_stats, traj.obs, (1, 2), axis_name)
         central_stats = normalizer.update(central_stats, traj.obs, (0, 1, 2), axis_name)
+    if c.reset_every:  # after the normaliser update: the next iteration acts as pi_c would
+        do_reset = (state.iteration + 1) % c.reset_every == 0
+        pick = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(do_reset, n, o), new, old)
+        params = params.replace(teacher=pick(reset_teachers(params.teacher, params.central),
+                                             params.teacher))
+        opt = opt.replace(teacher=pick(reset_actor_momentum(opt.teacher), opt.teacher))
+        teacher_stats = pick(reset_stats(teacher_stats, central_stats), teacher_stats)
     seen = (env.episodes > 0).astype(jnp.float32)
     teacher_return = _psum_mean(jnp.sum(env.last_return * seen, 1), jnp.sum(seen, 1), axis_name)
     episodes = jnp.sum(env.episodes, 1)

@@ -4,12 +4,13 @@ Each minibatch holds every partition's slice `[P, n, ...]`. One `jax.value_and_g
 `Params(teacher [P, ...], central)` of
 
     L = sum_i rho_i [ L_clip_i + c_v L_value_i - c_ent H_i + alpha L_couple_i ]
-        + lambda sum_i rho_i ( E_{s~pi_i} KL(sg pi_i || pi_c) + beta L_feature_i )
+        + lambda sum_i rho_i ( E_{s~pi_i} D(sg pi_i, pi_c) + beta L_feature_i )
 
-(L_feature_i, Actor-Mimic's feature regression, only with `feature_coef = beta > 0`)
+(L_couple_i: the method's coupling, `methods.MethodSpec.coupling`; D: the distillation
+divergence; L_feature_i, Actor-Mimic's feature regression, only with `feature_coef = beta > 0`)
 
 where the teachers' forward pass on the minibatch is shared by the PPO terms, the central
-likelihood ratio and the distillation target. Under `shard_map` the loss is `pmean`-ed over
+likelihood ratio, the coupling and the distillation target. Under `shard_map` the loss is `pmean`-ed over
 the data axis before differentiation: the gradient of a replicated parameter inside
 `shard_map` is already summed over devices, so this gives the global-mean gradient.
 """
@@ -24,6 +25,7 @@ import optax
 from flax import struct
 
 from distillax import losses
+from distillax.methods import CouplingInputs
 from distillax.model import Model
 from distillax.networks import map_features
 from distillax.normalizer import RunningStats
@@ -62,8 +64,10 @@ UPDATE_TERMS = ("clip", "value", "entropy", "couple", "distill", "grad", "params
 @struct.dataclass
 class UpdateMetrics:
     loss: jax.Array  # the total minimised loss L
-    teacher: losses.TeacherTerms  # each field [P]
-    distill: jax.Array  # [P] E KL(pi_i || pi_c) on teacher states
+    teacher: losses.TeacherTerms  # PPO terms, each field [P]
+    couple: jax.Array  # [P] L_couple_i, the term alpha multiplies (its meaning: the method's)
+    central_log_ratio: jax.Array  # [P] mean log pi_c / pi_i,old on teacher samples
+    distill: jax.Array  # [P] E D(pi_i, pi_c) on teacher states (the divergence's loss)
     feature: jax.Array  # [P] feature regression error L_feature_i (0 when feature_coef = 0)
     teacher_grad_norm: jax.Array  # [P] before clipping, of rho_i-weighted terms
     # [len(UPDATE_TERMS)] bool: the terms that were non-finite in the first minibatch step
@@ -97,45 +101,50 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
     `distill_coef` overrides the config's lambda (the schedule's value this epoch).
     """
     c = model.config
+    spec = c.spec
     lam = c.distill_coef if distill_coef is None else distill_coef
     acting = model.acting_params(params.teacher, params.central)
     features = c.feature_coef > 0
     dist, value, *t_hidden = model.teachers(acting, mb.obs, mb.context, teacher_stats,
                                             central_stats, with_features=features)
-    feature = jnp.zeros(weights.shape)
+    zeros = jnp.zeros(weights.shape)
+    central, distill, feature = None, zeros, zeros
+    central_log_prob = mb.log_prob  # without a central policy: r_c = 1
     if model.has_central:
         central = model.central_dist(params.central, mb.obs, mb.context, central_stats,
                                      with_features=features)
         if features:
             central, c_hidden = central
+            feature = jax.vmap(losses.feature_loss)(
+                map_features(params.central, c_hidden), t_hidden[0], mb.distill_weight)
         central_log_prob = central.log_prob(mb.action)
         distill = jax.vmap(losses.distill_loss, in_axes=(0, 0, 0, 0, None))(
             dist, central, mb.action, mb.distill_weight, c.resolved_divergence)
-        if features:
-            feature = jax.vmap(losses.feature_loss)(
-                map_features(params.central, c_hidden), t_hidden[0], mb.distill_weight)
-    else:  # ppo: no central policy, so no central ratio (r_c = 1) and no distillation
-        central_log_prob = mb.log_prob
-        distill = jnp.zeros(weights.shape)
-    coupling = c.coupling_coef if c.method == "central" else 0.0
+    adv = jax.vmap(lambda a: losses.normalize(a, axis_name))(mb.advantages)
     terms = jax.vmap(lambda *a: losses.teacher_loss(
-        *a, clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef,
-        coupling_coef=coupling, axis_name=axis_name))(
-        dist, value, mb.action, mb.log_prob, mb.value, mb.advantages, mb.returns,
-        central_log_prob)
-    if not model.has_central:  # with r_c = 1 the estimate would be KL(pi_i || pi_old)
-        terms = terms.replace(couple=jnp.zeros(weights.shape))
-    if c.method == "dnc":
+        *a, clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef))(
+        dist, value, mb.action, mb.log_prob, mb.value, adv, mb.returns)
+    cross = None
+    if spec.coupling.needs_cross:
         cross = model.cross_policies(params.teacher, mb.obs, mb.context, teacher_stats)
-        couple = losses.dnc_coupling(dist, cross, weights)
-        terms = terms.replace(loss=terms.loss + c.coupling_coef * couple, couple=couple)
-    total = (jnp.sum(weights * terms.loss)
+    # The one place where a method's coupling enters the loss.
+    couple = spec.coupling.fn(CouplingInputs(
+        teacher=dist, log_ratio=dist.log_prob(mb.action) - mb.log_prob, central=central,
+        central_log_ratio=central_log_prob - mb.log_prob, advantages=adv, weights=weights,
+        cross=cross, cross_own=dist, clip_eps=c.clip_eps,
+        central_clip_eps=c.central_clip_eps))
+    total = (jnp.sum(weights * (terms.loss + c.alpha * couple))
              + lam * jnp.sum(weights * (distill + c.feature_coef * feature)))
+    central_log_ratio = jnp.mean(central_log_prob - mb.log_prob, axis=1)
+    metrics = (terms, couple, central_log_ratio, distill, feature)
     if axis_name is not None:
         total = jax.lax.pmean(total, axis_name)
-        terms, distill, feature = jax.lax.pmean((terms, distill, feature), axis_name)
-    return total, UpdateMetrics(total, terms, distill, feature, jnp.zeros(weights.shape),
-                                jnp.zeros(len(UPDATE_TERMS), bool))
+        metrics = jax.lax.pmean(metrics, axis_name)
+    terms, couple, central_log_ratio, distill, feature = metrics
+    return total, UpdateMetrics(
+        loss=total, teacher=terms, couple=couple, central_log_ratio=central_log_ratio,
+        distill=distill, feature=feature, teacher_grad_norm=zeros,
+        nonfinite=jnp.zeros(len(UPDATE_TERMS), bool))
 
 
 def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
@@ -168,7 +177,7 @@ def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
     # update (in `update`): a non-finite step shows in the next step's loss terms anyway.
     t = metrics.teacher
     grad_norm = jnp.sum(norms) + optax.tree.norm(grads.central)
-    finite = [all_finite(x) for x in (t.clip, t.value, t.entropy, t.couple,
+    finite = [all_finite(x) for x in (t.clip, t.value, t.entropy, metrics.couple,
                                       (metrics.distill, metrics.feature))]
     finite += [jnp.isfinite(grad_norm), jnp.array(True)]
     return params, opt, metrics.replace(teacher_grad_norm=norms,
@@ -185,20 +194,19 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
     Minibatches split a random permutation of the time axis (shared by all envs and all
     devices, from a replicated key), each keeping every env: so the minibatches of a
     sharded run are exactly the device-wise pieces of the 1-device minibatches.
-    Distillation is active in the first `distill_epochs` epochs (0: all); in the others the
-    central policy is not stepped unless it is shared with the teachers (distral2col).
+    Distillation is active in the first `distill_epochs` epochs (0: all); the central policy
+    takes steps in the first `config.central_epochs` (those, or all when the teachers share
+    its network), which is what its learning-rate schedule counts.
     """
     c = model.config
     T, M = c.num_steps, c.num_minibatches
     lam = c.distill_coef if distill_coef is None else distill_coef
-    distill_epochs = c.distill_epochs or c.update_epochs
 
     def epoch(carry, x):
         key, index = x
         perm = jax.random.permutation(key, T)
-        on = index < distill_epochs
-        lam_e = jnp.where(on, lam, 0.0)
-        train_central = jnp.logical_or(on, model.shares_central)
+        lam_e = jnp.where(index < c.active_distill_epochs, lam, 0.0)
+        train_central = index < c.central_epochs
 
         def split(x):  # [P, T, B, ...] -> [M, P, (T/M) * B, ...]
             x = jnp.take(x, perm, axis=1)
