@@ -10,6 +10,7 @@ cache shared with the subprocesses keeps the repeated compiles of the same progr
 
 import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -556,6 +557,13 @@ def test_checkpoint_without_digests_restores_with_a_note(full, copy):
     with pytest.warns(checkpoint.UnverifiedCheckpointWarning, match=note):
         restored = checkpoint.restore_train_state(checkpoint.read_run(copy), like)
     assert _leaves_equal(restored, state) == []
+    # What the command lines print: one line, once, however many restores read it.
+    out = io.StringIO()
+    with checkpoint.cli_notes(file=out):
+        checkpoint.restore_policies(copy)
+        checkpoint.restore_policies(copy)
+    text = out.getvalue().splitlines()
+    assert len(text) == 1 and re.match("note: " + note, text[0]), text
 
 
 @pytest.mark.parametrize("cli, damage", [("evaluate", "flip"), ("evaluate", "truncate"),
