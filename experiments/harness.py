@@ -2,7 +2,7 @@
 
 In the spirit of DnC's Table 1 and Distral's comparisons. Each task's script
 (`experiments/<task>.py`) names its config and budget and calls `main`; this module trains
-the seven runs of `RUNS` (plus a task's extra rows), then writes
+the runs of `RUNS` (plus a task's extra rows), then writes
 `experiments/results/<task>.{json,md,png}`:
 
 - the central policy's mean held-out return (greedy actions) with a 95% Student-t interval
@@ -30,16 +30,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from distillax import Config, methods, train
-from distillax.train import mean_ci95
+from distillax.evaluation import mean_ci95
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-# (row name, config changes): the seven runs of every table, in table order
+# (row name, config changes): the runs of every table, in table order
 RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("ppo-blind", dict(method="ppo")),
     ("ppo-context", dict(method="ppo", teacher_sees_context=True)),
     ("independent", dict(method="independent")),
     ("central", dict(method="central")),
+    ("central-kl", dict(method="central-kl")),
+    ("central-clip", dict(method="central-clip")),
     ("dnc", dict(method="dnc")),
     ("distral", dict(method="distral")),
     ("distral2col", dict(method="distral2col")),
@@ -68,7 +70,7 @@ def parse(argv: Sequence[str] | None, total_steps: int) -> argparse.Namespace:
 
 def configs(task: str, base: dict[str, Any], a: argparse.Namespace,
             extra: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[tuple[str, Config]]:
-    """The runs to train: (row name, config), the seven `RUNS` and a task's `extra` rows."""
+    """The runs to train: (row name, config), the `RUNS` and a task's `extra` rows."""
     wanted = [m.strip() for m in a.methods.split(",") if m.strip()]
     runs = tuple(RUNS) + tuple(extra)
     names = [n for n, _ in runs]
@@ -197,7 +199,7 @@ def main(task: str, base: dict[str, Any], total_steps: int, argv: Sequence[str] 
          digits: int = 1, extra: Sequence[tuple[str, dict[str, Any]]] = ()
          ) -> list[dict[str, Any]]:
     """Train every run of `task` (config `base`, `total_steps` each by default; `extra`: more
-    (row name, config changes) after the seven of every table) and write
+    (row name, config changes) after those of every table) and write
     `<out>/<task>.{json,md,png}`. Returns the rows."""
     a = parse(argv, total_steps)
     # every config is validated by `train` before it compiles

@@ -3,7 +3,9 @@ a mesh of 1 device and of 4 simulated CPU devices from the same state; print the
 difference of params, normalisers and env observations, how far training moved the params
 (so an equality of two runs that did nothing cannot pass), and check replication.
 
-    python tests/multidevice_check.py METHOD [SEEDS]    # SEEDS > 1: the vmapped multi-seed state
+    python tests/multidevice_check.py METHOD[,METHOD...] [SEEDS]   # SEEDS > 1: multi-seed state
+
+One JSON line per method, in the order given (several methods share the process start-up).
 """
 
 import json
@@ -20,23 +22,8 @@ from distillax.config import Config  # noqa: E402
 from distillax.model import build_model  # noqa: E402
 from distillax.trainer import init_run_state, make_runner  # noqa: E402
 
-method = sys.argv[1] if len(sys.argv) > 1 else "central"
+methods = (sys.argv[1] if len(sys.argv) > 1 else "central").split(",")
 seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-config = Config(method=method, num_envs=16, num_steps=16, total_steps=16 * 16 * 4,
-                num_minibatches=2, update_epochs=2, normalize_obs=True, hidden_sizes=(16,),
-                kmeans_samples=1000, partitions=2, seeds=seeds)
-model = build_model(config)
-out = {}
-init = jax.device_get(init_run_state(model).params)  # PRNGKey(0), or [seeds] stacked states
-for n in (1, 4):
-    mesh = parallel.make_mesh(n)
-    state = init_run_state(model)
-    runner = make_runner(model, state, mesh, 2)
-    state, metrics = runner.step(runner.place(state))
-    parallel.assert_replicated(state.params)
-    parallel.assert_replicated(state.opt)
-    out[n] = jax.device_get((state.params, state.opt, state.teacher_stats, state.central_stats,
-                             state.env.obs, metrics.update.loss))
 
 
 def max_abs_diff(a, b) -> float:
@@ -44,5 +31,22 @@ def max_abs_diff(a, b) -> float:
     return max(jax.tree.leaves(diff))
 
 
-print(json.dumps({"devices": len(jax.devices()), "max_abs_diff": max_abs_diff(out[1], out[4]),
-                  "moved": max_abs_diff(out[1][0], init)}))
+for method in methods:
+    config = Config(method=method, num_envs=16, num_steps=16, total_steps=16 * 16 * 4,
+                    num_minibatches=2, update_epochs=2, normalize_obs=True, hidden_sizes=(16,),
+                    kmeans_samples=1000, partitions=2, seeds=seeds)
+    model = build_model(config)
+    out = {}
+    init = jax.device_get(init_run_state(model).params)  # PRNGKey(0), or [seeds] stacked
+    for n in (1, 4):
+        mesh = parallel.make_mesh(n)
+        state = init_run_state(model)
+        runner = make_runner(model, state, mesh, 2)
+        state, metrics = runner.step(runner.place(state), runner.count(2))
+        parallel.assert_replicated(state.params)
+        parallel.assert_replicated(state.opt)
+        out[n] = jax.device_get((state.params, state.opt, state.teacher_stats,
+                                 state.central_stats, state.env.obs, metrics.update.loss))
+    print(json.dumps({"method": method, "devices": len(jax.devices()),
+                      "max_abs_diff": max_abs_diff(out[1], out[4]),
+                      "moved": max_abs_diff(out[1][0], init)}), flush=True)

@@ -28,7 +28,8 @@ import pytest
 from distillax import checkpoint
 from distillax.checkpoint import CheckpointError
 from distillax.config import Config
-from distillax.train import main, resume, train
+from distillax.cli import main
+from distillax.run import resume, train
 
 # A failed tensorstore read leaves orbax's event-loop callbacks to fail after the loop has
 # closed ("Event loop is closed"); harmless, and raised outside the code under test.
@@ -145,7 +146,7 @@ def test_sigkill_between_checkpoints_loses_only_the_iterations_since_the_last(
     script = textwrap.dedent(f"""
         import json, time
         from distillax.config import Config
-        from distillax.train import train
+        from distillax.run import train
         def log(line):
             if line.startswith("iter") and int(line.split()[1].split("/")[0]) >= 6:
                 open({marker!r}, "w").close()

@@ -19,13 +19,15 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from distillax.config import (ACTIVATIONS, DIVERGENCES, FIELD_RULES, METHODS, PARTITIONERS,
-                              SCHEDULES, Config, ConfigError, _empty_grid_cells, validate)
+from distillax import methods
+from distillax.config import (ACTIVATIONS, DIVERGENCES, FIELD_RULES, PARTITIONERS, SCHEDULES,
+                              Config, ConfigError, _empty_grid_cells, validate)
 from distillax.envs import make_task, register
 from distillax.model import build_model
 from distillax.trainer import init_run_state
 
 SHIPPED = ("cartpole", "pendulum", "pointgoal", "fourrooms")
+METHODS = methods.names()
 SPACES = {name: make_task(name).space for name in SHIPPED}
 CASES = collections.Counter()  # what ran, reported by test_report_case_counts
 SETTINGS = settings(max_examples=400, deadline=None, derandomize=True, database=None,
@@ -76,7 +78,9 @@ def valid_configs(draw) -> Config:
     task = draw(st.sampled_from(SHIPPED))
     space = SPACES[task]
     method = draw(st.sampled_from(METHODS))
-    partitioners = ["kmeans", "grid"] + (["tasks"] if space.tasks and method != "ppo" else [])
+    spec = methods.get(method)
+    partitioners = ["kmeans", "grid"] + (["tasks"] if space.tasks and not spec.single_teacher
+                                         else [])
     partitioner = draw(st.sampled_from(partitioners))
     grid_shape = ()
     if partitioner == "tasks":
@@ -90,17 +94,17 @@ def valid_configs(draw) -> Config:
     else:
         most = len(space.tasks) if space.tasks else 6
         partitions = draw(st.integers(1, most))
-    if method == "ppo" and partitioner == "grid":
+    if spec.single_teacher and partitioner == "grid":
         grid_shape = (1,) * space.dim  # one teacher: one cell
         partitions = 1
-    P = 1 if method == "ppo" else partitions
+    P = 1 if spec.single_teacher else partitions
     minibatches = draw(st.integers(1, 4))
     num_envs = P * draw(st.integers(1, 3))
     num_steps = minibatches * draw(st.integers(1, 8))
     epochs = draw(st.integers(1, 4))
     teacher_sees, central_sees = draw(st.booleans()), draw(st.booleans())
     reset_every = 0
-    if method not in ("ppo", "distral2col") and draw(st.booleans()):
+    if spec.reset_allowed and draw(st.booleans()):
         reset_every = draw(st.integers(1, 5))
         central_sees = teacher_sees
     checkpoint_dir = draw(st.sampled_from(["", "runs/x"]))
@@ -118,14 +122,16 @@ def valid_configs(draw) -> Config:
         learning_rate=draw(positive_float), central_learning_rate=draw(positive_float),
         anneal_lr=draw(st.booleans()), max_grad_norm=draw(positive_float),
         gamma=draw(unit), gae_lambda=draw(unit), clip_eps=draw(positive_float),
-        vf_coef=draw(coef), ent_coef=draw(coef), coupling_coef=draw(coef),
-        distill_coef=draw(coef), distill_coef_end=draw(coef), distral_alpha=draw(coef),
+        vf_coef=draw(coef), ent_coef=draw(coef), coupling_coef=draw(st.none() | coef),
+        central_clip_eps=draw(positive_float),
+        distill_coef=draw(coef), distill_coef_end=draw(coef),
+        distral_alpha=draw(st.floats(0.0, 0.99)),
         distral_beta=draw(positive_float), divergence=draw(st.sampled_from(DIVERGENCES)),
         distill_schedule=draw(st.sampled_from(SCHEDULES)),
         distill_epochs=draw(st.integers(0, epochs)), reset_every=reset_every,
-        feature_coef=0.0 if method == "ppo" else draw(st.sampled_from([0.0, 0.01, 1.0])),
+        feature_coef=draw(st.sampled_from([0.0, 0.01, 1.0])) if spec.has_central else 0.0,
         log_every=draw(st.integers(1, 10)), eval_contexts=draw(st.integers(1, 64)),
-        eval_every=draw(st.integers(1, 10)), checkpoint_dir=checkpoint_dir,
+        eval_every=draw(st.integers(0, 10)), checkpoint_dir=checkpoint_dir,
         checkpoint_every=draw(st.integers(1, 100)), max_to_keep=draw(st.integers(1, 5)),
         tensorboard=bool(checkpoint_dir) and draw(st.booleans()))
 
@@ -158,9 +164,11 @@ BAD_VALUES = {
     "distill_schedule": _bad_name(SCHEDULES), "activation": _bad_name(ACTIVATIONS),
     "seed": st.integers(max_value=-1) | st.integers(min_value=2**31) | wrong_type,
     "num_devices": bad_int_nonneg, "distill_epochs": bad_int_nonneg,
-    "reset_every": bad_int_nonneg, "checkpoint_dir": st.sampled_from([None, 0, b"runs", ["r"]]),
+    "reset_every": bad_int_nonneg, "eval_every": bad_int_nonneg, "checkpoint_dir": st.sampled_from([None, 0, b"runs", ["r"]]),
     "hidden_sizes": bad_tuple | st.just(()), "grid_shape": bad_tuple,
-    "gamma": bad_unit, "gae_lambda": bad_unit,
+    "gamma": bad_unit, "gae_lambda": bad_unit, "distral_alpha": bad_unit,
+    "coupling_coef": (st.floats(max_value=-1e-9, allow_infinity=False) | non_finite
+                      | st.sampled_from([False, "0.1"])),
 }
 # The fields of a rule share its strategy: the rule holding each key field.
 for key, strategy in {"partitions": bad_int_positive, "anneal_lr": not_a_bool,
@@ -183,6 +191,8 @@ def _breakers(c: Config) -> list[tuple[frozenset, dict]]:
         ({"tensorboard"}, dict(tensorboard=True, checkpoint_dir="")),
         ({"feature_coef"}, dict(method="ppo", feature_coef=0.01, partitioner="kmeans",
                                 grid_shape=(), reset_every=0)),
+        ({"distral_alpha"}, dict(method="distral2col", task="pendulum", distral_alpha=1.0,
+                                 partitioner="kmeans", grid_shape=(), reset_every=0)),
         ({"grid_shape"}, dict(partitioner="grid", grid_shape=(P,) * 5)),
         ({"grid_shape"}, dict(partitioner="kmeans", grid_shape=(1,) * SPACES[c.task].dim)),
         ({"partitioner"}, dict(task="pointgoal", partitioner="tasks", grid_shape=())),
@@ -285,7 +295,7 @@ def test_a_broken_user_task_is_a_config_error_naming_it():
 def test_train_rejects_a_bad_config_before_building_anything(monkeypatch):
     import importlib
 
-    train_module = importlib.import_module("distillax.train")  # the module, not the function
+    train_module = importlib.import_module("distillax.run")
 
     def never(*a, **k):
         raise AssertionError("built a model for an invalid config")

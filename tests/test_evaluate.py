@@ -22,11 +22,11 @@ import distillax
 from distillax import checkpoint
 from distillax.config import Config
 from distillax.envs import make_task
-from distillax.evaluate import grid_contexts, returns, slices_1d, slices_2d
+from distillax.evaluate import grid_contexts, slices_1d, slices_2d
+from distillax.evaluation import episode_returns, grid_returns
 from distillax.model import build_model
 from distillax.policy import load
-from distillax.rollout import episode_returns
-from distillax.train import resume
+from distillax.run import resume
 
 pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
 
@@ -53,7 +53,7 @@ def four(tmp_path_factory, compile_cache):
         import json
         import jax, numpy as np
         from distillax.config import Config
-        from distillax.train import train
+        from distillax.run import train
         assert jax.device_count() == 4, jax.devices()
         config = Config.from_dict(json.loads({CFG.to_json()!r})).replace(checkpoint_dir={d!r})
         state, _ = train(config, log=lambda line: None, stop_after=4)
@@ -178,7 +178,7 @@ def test_load_policy_acts_like_the_evaluated_central_policy(four):
 
     # Episodes with the exported policy return what the evaluator reports for the central.
     contexts, _ = grid_contexts(space, 16)
-    r = returns(model, pol, contexts, key, greedy=True)
+    r = grid_returns(model, pol, contexts, key, greedy=True)
     mine = episode_returns(policy, model.env, jnp.asarray(contexts), key)
     np.testing.assert_array_equal(np.asarray(mine), r["central"])
     # ... and the evaluator's "own teacher" column is the matching row of the teacher table.

@@ -16,8 +16,8 @@ from distillax import Config
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 # One or two runs per script, so that every method is smoke-run by some script.
-SMOKE = {"cartpole": "ppo-blind,central", "pendulum": "distral2col,ppo-context",
-         "pointgoal": "dnc", "fourrooms": "distral,independent"}
+SMOKE = {"cartpole": "ppo-blind,central,central-kl", "pendulum": "distral2col,ppo-context",
+         "pointgoal": "dnc,central-clip", "fourrooms": "distral,independent"}
 
 
 def test_smoke_runs_cover_every_method():

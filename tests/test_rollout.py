@@ -14,7 +14,7 @@ from distillax.contexts import assign, make_partition, sample_in_cell
 from distillax.distributions import Categorical
 from distillax.envs import make_task
 from distillax.model import build_model
-from distillax.rollout import EnvCarry, episode_returns, gae, init_envs, reset_ended, rollout
+from distillax.rollout import EnvCarry, gae, init_envs, reset_ended, rollout
 
 # --- gae -----------------------------------------------------------------------------------
 #
@@ -336,37 +336,3 @@ def test_reset_ended_equals_stepping_every_env_into_a_fresh_context(ended):
         np.testing.assert_array_equal(np.asarray(got.obs)[real], np.asarray(ref.obs)[real])
     assert np.all(np.asarray(assign(parts, CARTPOLE.space, got.context))
                   == np.arange(Pc)[:, None])
-
-
-# --- episode_returns -----------------------------------------------------------------------
-
-
-def _episode_length_pushing_right(task, key, context):
-    """Independent check with gymnax's own step_env: steps until the first termination."""
-    _, state = task.reset(key, context)
-    params = task.to_params(context)
-    for t in range(1, task.max_steps + 1):
-        _, state, _, terminated, _ = task.env.step_env(key, state, 1, params)
-        if bool(terminated):
-            return t
-    return task.max_steps
-
-
-def test_episode_returns_count_until_first_end():
-    contexts = jnp.asarray([[0.5, 0.1, 1.0, 1.0],     # the default
-                            [0.5, 0.1, 1.0, -1.0],    # sign flipped: pushes left
-                            [1.0, 0.5, 0.5, 1.0]])    # long heavy pole, weak push
-    key = jax.random.PRNGKey(4)
-    always_right = lambda obs, ctx, k: jnp.ones(obs.shape[0], jnp.int32)  # noqa: E731
-    ret = np.asarray(jax.jit(lambda c, k: episode_returns(always_right, CARTPOLE, c, k))(
-        contexts, key))
-    chex.assert_shape(ret, (3,))
-    # the reset keys are split(split(key)[0], N), as episode_returns draws them
-    reset_keys = jax.random.split(jax.random.split(key)[0], 3)
-    lengths = [_episode_length_pushing_right(CARTPOLE, k, c)
-               for k, c in zip(reset_keys, contexts)]
-    # pushing one way from near rest at 10 N, the pole passes 12 degrees in ~10 steps:
-    # the return is the episode length (1 per step), far below the 500 that counting past
-    # the first end (auto-reset episodes, 1 per step) would give
-    np.testing.assert_array_equal(ret, lengths)
-    assert np.all((ret >= 5) & (ret <= 60))

@@ -9,8 +9,8 @@ import pytest
 from distillax import Config, parallel, resume, train
 from distillax.checkpoint import CheckpointError, restore_policies
 from distillax.model import build_model
-from distillax.train import heldout_report, mean_ci95
-from distillax.trainer import evaluation_view, init_state, make_runner
+from distillax.evaluation import make_evaluator, mean_ci95, report, seed_policies
+from distillax.trainer import init_state, make_runner
 
 SMALL = dict(num_envs=8, num_steps=16, total_steps=8 * 16 * 3, num_minibatches=2,
              update_epochs=2, hidden_sizes=(16,), kmeans_samples=1000, partitions=2,
@@ -51,16 +51,18 @@ def test_four_seeds_equal_four_separate_runs(tmp_path):
     mesh = parallel.make_mesh(1)
     runner = make_runner(model, init_state(model, jax.random.PRNGKey(3)), mesh, 3)
     for s in range(4):
-        alone = runner.step(runner.place(init_state(model, jax.random.PRNGKey(3 + s))))[0]
+        alone = runner.step(runner.place(init_state(model, jax.random.PRNGKey(3 + s))),
+                            runner.count(3))[0]
         got = jax.tree.map(lambda x: np.asarray(x[s]), state.params)
         diff = jax.tree.map(lambda a, b: np.max(np.abs(a - np.asarray(b))), got, alone.params)
         assert max(jax.tree.leaves(diff)) <= 1e-5, (s, diff)
-        report = heldout_report(model, evaluation_view(alone), jax.random.PRNGKey(3 + s + 1))
+        alone_model = build_model(single.replace(seed=3 + s))  # its held-out key: seed + 1
+        report_s = report(make_evaluator(alone_model), seed_policies(alone_model, alone))
         for k in ("central_greedy", "central_sampled", "teachers_greedy", "teachers_sampled"):
-            assert final["per_seed"][s][k] == pytest.approx(report[k], abs=1e-4), (s, k)
+            assert final["per_seed"][s][k] == pytest.approx(report_s[k], abs=1e-4), (s, k)
             assert final[f"{k}_seeds"][s] == final["per_seed"][s][k]
         assert record["central_return_seeds"][s] == pytest.approx(
-            report["central_greedy"], abs=1e-4)
+            report_s["central_greedy"], abs=1e-4)
     # The checkpoint holds every seed; evaluation picks one explicitly.
     with pytest.raises(CheckpointError, match="4 seeds"):
         restore_policies(str(tmp_path / "multi"))

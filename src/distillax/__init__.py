@@ -19,14 +19,12 @@ def __getattr__(name: str):
         from distillax import envs
 
         return getattr(envs, name)
-    # Lazy, so `python -m distillax.train` does not import its own module twice. `train` is
-    # the module itself, which calls through to the function (`train._CallableModule`): the
-    # import system binds the package attribute to the submodule anyway.
+    # Lazy for the same reason. (`distillax/train.py` is only the `-m` entry point of the
+    # command line, never imported by the library, so `train` here is always the function.)
     if name in ("train", "resume", "Summary"):
-        import importlib
+        from distillax import run
 
-        module = importlib.import_module("distillax.train")
-        return module if name == "train" else getattr(module, name)
+        return getattr(run, name)
     if name == "load_policy":
         from distillax.policy import load_policy
 

@@ -105,7 +105,9 @@ class Config:
     # --- reporting -------------------------------------------------------------------------
     log_every: int = static(5)  # iterations per host call (scanned on device); one line each
     eval_contexts: int = static(64)  # held-out contexts for the central policy's evaluation
-    eval_every: int = static(5)  # evaluate the central policy every this many iterations
+    # evaluate the central policy every this many iterations; 0 = auto: as often as keeps the
+    # evaluation's env steps within a quarter of training's (`run.eval_interval`)
+    eval_every: int = static(0)
     checkpoint_dir: str = static("")  # where metrics, checkpoints and the config go
     checkpoint_every: int = static(50)  # iterations between checkpoints (and one at the end)
     max_to_keep: int = static(3)  # checkpoints kept on disk
@@ -206,13 +208,13 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("activation",), lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
     (("partitions", "num_envs", "num_steps", "total_steps", "update_epochs", "num_minibatches",
       "seeds", "kmeans_samples", "context_candidates", "log_every", "eval_contexts",
-      "eval_every", "checkpoint_every", "max_to_keep"),
+      "checkpoint_every", "max_to_keep"),
      lambda v: _is_int(v) and v >= 1, "a positive integer"),
     (("seed",), lambda v: _is_int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)"),
     (("num_devices",), lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 = every visible device)"),
-    (("distill_epochs", "reset_every"), lambda v: _is_int(v) and v >= 0,
-     "an integer >= 0 (0 switches it off / means every epoch)"),
+    (("distill_epochs", "reset_every", "eval_every"), lambda v: _is_int(v) and v >= 0,
+     "an integer >= 0 (0 switches it off / means every epoch / auto)"),
     (("teacher_sees_context", "central_sees_context", "normalize_obs", "anneal_lr",
       "tensorboard"), lambda v: isinstance(v, bool), "True or False"),
     (("checkpoint_dir",), lambda v: isinstance(v, str), "a directory path (a string; '' = none)"),

@@ -7,11 +7,13 @@ form; `kl(p, q)` is KL(p || q).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-LOG_2PI = float(jnp.log(2 * jnp.pi))
+LOG_2PI = math.log(2 * math.pi)  # a float: importing this module must not start JAX
 
 
 @struct.dataclass

@@ -32,15 +32,14 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from distillax import logs
-from distillax.checkpoint import CheckpointError, Policies
-from distillax.contexts import ContextSpace, assign
+from distillax.checkpoint import CheckpointError, cli_notes
+from distillax.contexts import ContextSpace
+from distillax.evaluation import grid_returns
 from distillax.model import Model
-from distillax.policy import central_policy, load, teacher_policy
-from distillax.rollout import episode_returns
+from distillax.policy import load
 
 # --- contexts ------------------------------------------------------------------------------
 
@@ -124,37 +123,6 @@ def slices_1d(space: ContextSpace, res: int) -> list[tuple[int, np.ndarray, np.n
     return out
 
 
-# --- returns -------------------------------------------------------------------------------
-
-
-def returns(model: Model, policies: Policies, contexts: np.ndarray, key: jax.Array,
-            greedy: bool) -> dict[str, np.ndarray]:
-    """One episode per context `[N, d]` for the central policy and each teacher.
-
-    Returns central `[N]`, teachers `[P, N]` (teacher i in every context), cell `[N]` (the
-    partition of each context) and own `[N]` (each context by its own cell's teacher). All
-    policies use the same key, hence the same initial states.
-    """
-    P = model.config.num_partitions
-
-    @jax.jit
-    def run(policies, contexts, key):
-        central = episode_returns(central_policy(model, policies, greedy), model.env,
-                                  contexts, key)
-
-        def teacher(i):
-            which = lambda c: jnp.full(c.shape[:-1], i, jnp.int32)  # noqa: E731
-            return episode_returns(teacher_policy(model, policies, which, greedy), model.env,
-                                   contexts, key)
-
-        teachers = jax.vmap(teacher)(jnp.arange(P))
-        cell = assign(policies.partition, model.env.space, contexts)
-        own = teachers[cell, jnp.arange(contexts.shape[0])]
-        return {"central": central, "teachers": teachers, "cell": cell, "own": own}
-
-    return jax.tree.map(np.asarray, run(policies, jnp.asarray(contexts), key))
-
-
 def _stats(r: np.ndarray) -> dict[str, float]:
     return {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()),
             "median": float(np.median(r)), "max": float(r.max())}
@@ -194,7 +162,7 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
     parts = [grid] + [s.contexts.reshape(-1, space.dim) for s in s2] + \
             [c.reshape(-1, space.dim) for _, _, c in s1]
     t1 = time.perf_counter()
-    r = returns(model, policies, np.concatenate(parts), jax.random.PRNGKey(seed), greedy)
+    r = grid_returns(model, policies, np.concatenate(parts), jax.random.PRNGKey(seed), greedy)
     t_eval = time.perf_counter() - t1
     bounds = np.cumsum([0] + [len(p) for p in parts])
     piece = lambda i: {k: v[..., bounds[i]:bounds[i + 1]] for k, v in r.items()}  # noqa: E731
@@ -518,9 +486,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         t = time.perf_counter()
-        rep = evaluate_checkpoint(args.checkpoint_dir, args.out, args.contexts,
-                                  args.resolution, args.step, not args.sampled, args.seed,
-                                  seed_index=args.seed_index)
+        with cli_notes():
+            rep = evaluate_checkpoint(args.checkpoint_dir, args.out, args.contexts,
+                                      args.resolution, args.step, not args.sampled, args.seed,
+                                      seed_index=args.seed_index)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

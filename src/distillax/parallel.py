@@ -127,12 +127,15 @@ def put(state: Any, mesh: Mesh, state_specs: Any) -> Any:
     return jax.tree.map(one, state, state_specs)
 
 
-def shard(fn: Callable[[Any], tuple[Any, Any]], mesh: Mesh, state_specs: Any) -> Callable:
-    """jit(shard_map(fn)) for `fn(state) -> (state, metrics)`; metrics are replicated.
+def shard(fn: Callable[..., tuple[Any, Any]], mesh: Mesh, state_specs: Any,
+          extra_args: int = 0) -> Callable:
+    """jit(shard_map(fn)) for `fn(state, *args) -> (state, metrics)`; the `extra_args` args
+    and the metrics are replicated.
 
     The state argument is donated: its buffers are reused for the new state.
     """
-    mapped = jax.shard_map(fn, mesh=mesh, in_specs=(state_specs,), out_specs=(state_specs, PS()))
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=(state_specs,) + (PS(),) * extra_args,
+                           out_specs=(state_specs, PS()))
     return jax.jit(mapped, donate_argnums=0)
 
 

@@ -1,10 +1,11 @@
-"""Acting from a checkpoint: the central policy alone, or the teachers, as plain functions.
+"""Acting: the central policy alone, or the teachers, as plain functions of what acting needs.
 
     policy = distillax.load_policy("runs/a")            # the latest checkpoint
     action = policy(obs, context, key)                   # obs [..., obs_dim], context [..., d]
 
-Only the parameters, normalisers and partition are read (`checkpoint.restore_policies`), and
-only the network definitions are built: no optimizer, environment carry or training code.
+`Policies` holds only the parameters, normalisers and partition (what
+`checkpoint.restore_policies` reads back, and what `evaluation` plays), so acting needs no
+optimizer, environment carry or training code; orbax is imported only by `load`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,34 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
-from distillax.checkpoint import Policies, RunInfo, restore_policies
 from distillax.contexts import Partition, assign
+from distillax.distributions import Distribution
 from distillax.model import Model, build_model
+from distillax.normalizer import RunningStats
 
 Policy = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+@struct.dataclass
+class Policies:
+    """The arrays acting needs, restored without optimizer states or env carries."""
+
+    teacher: Any  # teacher params, leaves [P, ...]
+    central: Any  # central params
+    teacher_stats: RunningStats  # [P, obs]
+    central_stats: RunningStats  # [obs]
+    partition: Partition
+
+
+def choose(dist: Distribution, key: jax.Array, greedy: Any) -> jax.Array:
+    """The distribution's mode where `greedy`, else a sample. `greedy` is a Python bool, or a
+    traced bool scalar (then both are computed and one selected: one compiled program serves
+    greedy and sampled evaluation)."""
+    if isinstance(greedy, bool):
+        return dist.mode() if greedy else dist.sample(key)
+    return jnp.where(greedy, dist.mode(), dist.sample(key))
 
 
 def own_cell(model: Model, partition: Partition) -> Callable[[jax.Array], jax.Array]:
@@ -26,23 +49,23 @@ def own_cell(model: Model, partition: Partition) -> Callable[[jax.Array], jax.Ar
     return lambda context: assign(partition, model.env.space, context)
 
 
-def central_policy(model: Model, policies: Policies, greedy: bool) -> Policy:
+def central_policy(model: Model, policies: Policies, greedy: Any) -> Policy:
     """`policy(obs [..., obs], context [..., d], key) -> action [...]` of the central policy.
 
-    For method `ppo` (no central policy) the single teacher acts instead.
+    For a method without a central policy (`ppo`) the single teacher acts instead.
     """
     if not model.has_central:
         return teacher_policy(model, policies, own_cell(model, policies.partition), greedy)
 
     def policy(obs, context, key):
         dist = model.central_dist(policies.central, obs, context, policies.central_stats)
-        return dist.mode() if greedy else dist.sample(key)
+        return choose(dist, key, greedy)
 
     return policy
 
 
 def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array], jax.Array],
-                   greedy: bool) -> Policy:
+                   greedy: Any) -> Policy:
     """Teachers acting on `obs [..., obs]`, `context [..., d]` (leading axes, or none, are a
     batch of N): row n by teacher `which(context [N, d])[n]`, e.g. `own_cell`."""
 
@@ -50,22 +73,24 @@ def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array]
         lead = obs.shape[:-1]
         obs, context = obs.reshape(-1, obs.shape[-1]), context.reshape(-1, context.shape[-1])
         idx = which(context)  # [N]
-        pick = lambda x: x[idx]  # noqa: E731  N stacked teachers [N, ...], one input each
+        pick = lambda x: jnp.asarray(x)[idx]  # noqa: E731  N stacked teachers [N, ...], one each
         acting = model.acting_params(jax.tree.map(pick, policies.teacher), policies.central)
         dist, _ = model.teachers(acting, obs[:, None], context[:, None],
                                  jax.tree.map(pick, policies.teacher_stats),
                                  policies.central_stats)
         dist = jax.tree.map(lambda x: x[:, 0], dist)
-        action = dist.mode() if greedy else dist.sample(key)
+        action = choose(dist, key, greedy)
         return action.reshape(lead + action.shape[1:])
 
     return policy
 
 
-def load(directory: str, step: int | None = None,
-         seed: int | None = None) -> tuple[RunInfo, Model, Policies]:
-    """Config, model and acting parameters of checkpoint `step` (default: latest); `seed`
+def load(directory: str, step: int | None = None, seed: int | None = None) -> tuple[Any, Model,
+                                                                                    Policies]:
+    """(`checkpoint.RunInfo`, model, policies) of checkpoint `step` (default: latest); `seed`
     (0..S-1) picks one run of a multi-seed checkpoint (config `seeds` = S > 1)."""
+    from distillax.checkpoint import restore_policies  # orbax: only when a checkpoint is read
+
     info, policies = restore_policies(directory, step, seed)
     return info, build_model(info.config), policies
 
@@ -78,7 +103,7 @@ def load_policy(directory: str, greedy: bool = False, step: int | None = None,
     inside), `context [..., d]` the context vector, `key` a PRNG key (unused when `greedy`,
     which takes the distribution's mode). Leading axes are batch axes, including none.
     A multi-seed checkpoint needs `seed`, the index s of the run (of config seed + s).
-    Raises `checkpoint.CheckpointError` if the checkpoint is missing or unreadable.
+    Raises `checkpoint.CheckpointError` if the checkpoint is missing, unreadable or corrupt.
     """
     info, model, policies = load(directory, step, seed)
     jitted = jax.jit(central_policy(model, policies, greedy))

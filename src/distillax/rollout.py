@@ -1,4 +1,5 @@
-"""Acting: teachers roll out in their partitions; GAE; held-out evaluation episodes.
+"""Acting in training: teachers roll out in their partitions; GAE. (Held-out episodes:
+`evaluation.episode_returns`.)
 
 `rollout` scans over T steps and vmaps over P partitions x B envs. Its arguments are the
 teachers' params, never the central policy's: the central policy does not act during
@@ -179,28 +180,3 @@ def gae(reward_t: jax.Array, value_t: jax.Array, terminated_t: jax.Array,
 
     _, adv = jax.lax.scan(back, jnp.zeros_like(last_value), (delta, done), reverse=True)
     return adv, adv + value_t
-
-
-def episode_returns(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
-                    env: ContextualEnv, contexts: jax.Array, key: jax.Array) -> jax.Array:
-    """Undiscounted return of one episode in each context `[N, d]` -> `[N]`.
-
-    `policy(obs [N, obs], context [N, d], key) -> action [N, ...]`. Runs the env's maximum
-    episode length and counts reward up to the first termination or truncation.
-    """
-    n = contexts.shape[0]
-    key_reset, key_run = jax.random.split(key)
-    obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, n), contexts)
-
-    def step(carry, key):
-        obs, state, total, alive = carry
-        k_act, k_env = jax.random.split(key)
-        action = policy(obs, contexts, k_act)
-        out = jax.vmap(env.step)(jax.random.split(k_env, n), state, action, contexts, contexts)
-        total = total + jnp.where(alive, out.reward, 0.0)
-        alive = alive & ~(out.terminated | out.truncated)
-        return (out.obs, out.state, total, alive), None
-
-    init = (obs, state, jnp.zeros(n), jnp.ones(n, bool))
-    (_, _, total, _), _ = jax.lax.scan(step, init, jax.random.split(key_run, env.max_steps))
-    return total

@@ -1,8 +1,9 @@
-"""One training iteration as a pure function, its sharded form, and held-out evaluation.
+"""One training iteration as a pure function, and its sharded, scanned form.
 
 An iteration = rollout of every teacher in its partition, GAE, the fused update, and the
 normaliser update: `iteration(model, state) -> (state, metrics)`, run under `shard_map`
-and scanned `log_every` times per host call, so the host syncs once per report.
+and scanned up to `log_every` times per host call, so the host syncs once per report. A run
+compiles this program once: how many of the scanned iterations run is a traced argument.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from distillax.config import Config, ConfigError
 from distillax.contexts import Partition, make_partition
 from distillax.model import Model
 from distillax.normalizer import RunningStats
-from distillax.checkpoint import Policies
-from distillax.policy import central_policy, own_cell, teacher_policy
-from distillax.rollout import EnvCarry, Transition, episode_returns, gae, init_envs, rollout
+from distillax.rollout import EnvCarry, Transition, gae, init_envs, rollout
 from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetrics, update
 
 # What the numerical guard watches in one iteration (`IterationMetrics.nonfinite`), in the
@@ -76,13 +75,14 @@ def init_state(model: Model, key: jax.Array) -> TrainState:
         raise ConfigError(f"config field `partitions` = {c.partitions} is invalid: fewer, or "
                           f"more kmeans_samples ({e})") from None
     teacher, central = model.init_params(k_params)
-    opt = OptState(model.teacher_tx.init(teacher), model.central_tx.init(central))
+    opt = OptState(teacher=model.teacher_tx.init(teacher), central=model.central_tx.init(central))
     obs_dim = model.env.obs_dim
     env = jax.jit(init_envs, static_argnums=(1, 3, 4))(
         k_env, model.env, partition, c.envs_per_partition, c.context_candidates)
-    return TrainState(Params(teacher, central), opt, normalizer.init_stats((P, obs_dim)),
-                      normalizer.init_stats((obs_dim,)), env, partition, k_train,
-                      jnp.zeros((), jnp.int32))
+    return TrainState(params=Params(teacher=teacher, central=central), opt=opt,
+                      teacher_stats=normalizer.init_stats((P, obs_dim)),
+                      central_stats=normalizer.init_stats((obs_dim,)), env=env,
+                      partition=partition, key=k_train, iteration=jnp.zeros((), jnp.int32))
 
 
 def seed_keys(config: Config) -> list[jax.Array]:
@@ -207,8 +207,9 @@ def iteration(model: Model, state: TrainState,
     adv, ret = jax.vmap(lambda r, v, te, tr, fv, lv: gae(r, v, te, tr, fv, lv, c.gamma,
                                                          c.gae_lambda))(
         reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
-    batch = Batch(traj.obs, traj.context, traj.action, traj.log_prob, traj.value, adv, ret,
-                  distill_weight)
+    batch = Batch(obs=traj.obs, context=traj.context, action=traj.action,
+                  log_prob=traj.log_prob, value=traj.value, advantages=adv, returns=ret,
+                  distill_weight=distill_weight)
     params, opt, metrics = update(model, state.params, state.opt, batch, t_stats, c_stats,
                                   state.partition.weights, k_update, axis_name,
                                   distill_coef_at(c, state.iteration))
@@ -229,10 +230,12 @@ def iteration(model: Model, state: TrainState,
     episodes = jnp.sum(env.episodes, 1)
     if axis_name is not None:
         episodes = jax.lax.psum(episodes, axis_name)
-    new = TrainState(params, opt, teacher_stats, central_stats, env, state.partition, key,
-                     state.iteration + 1)
+    new = TrainState(params=params, opt=opt, teacher_stats=teacher_stats,
+                     central_stats=central_stats, env=env, partition=state.partition, key=key,
+                     iteration=state.iteration + 1)
     nonfinite = jnp.concatenate([bad_reward[None], metrics.nonfinite])
-    return new, IterationMetrics(metrics, teacher_return, episodes, nonfinite)
+    return new, IterationMetrics(update=metrics, teacher_return=teacher_return,
+                                 episodes=episodes, nonfinite=nonfinite)
 
 
 def nonfinite_report(nonfinite: np.ndarray, first_iteration: int) -> str | None:
@@ -259,72 +262,51 @@ def nonfinite_report(nonfinite: np.ndarray, first_iteration: int) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Runner:
-    """The compiled, sharded training step for one model on one mesh."""
+    """The sharded training step of one model on one mesh: `step(state, n)` runs the first
+    `n` (traced, 1 <= n <= `iterations`) of its `iterations` scanned iterations, so one
+    compiled program serves every call of a run, the shorter last one included. Metrics are
+    stacked `[iterations, ...]`; rows from `n` on are zeros (those iterations did not run)."""
 
     model: Model
     mesh: Mesh
-    step: Callable[[TrainState], tuple[TrainState, IterationMetrics]]
+    step: Callable[[TrainState, jax.Array], tuple[TrainState, IterationMetrics]]
     state_specs: Any
+    iterations: int
 
     def place(self, state: TrainState) -> TrainState:
         return parallel.put(state, self.mesh, self.state_specs)
 
+    def count(self, n: int) -> jax.Array:
+        """The traced trip count `n` of `step`, placed as every process needs it."""
+        return parallel.put(jnp.asarray(n, jnp.int32), self.mesh, parallel.PS())
+
+    def compile(self, state: TrainState) -> "Runner":
+        """Compile `step` ahead of time for `state` (only its shapes and shardings are read)."""
+        compiled = self.step.lower(state, self.count(self.iterations)).compile()
+        return dataclasses.replace(self, step=compiled)
+
 
 def make_runner(model: Model, state: TrainState, mesh: Mesh, iterations: int) -> Runner:
-    """`step(state)` runs `iterations` iterations on device; metrics are stacked `[n, ...]`.
+    """`step(state, n)` runs up to `iterations` iterations on device; metrics `[iterations, ...]`.
 
     With `config.seeds > 1` the state has a leading seed axis and each iteration is
     `vmap`-ped over it inside the `shard_map` (the collectives over "data" stay per seed), so
-    metrics are `[n, S, ...]` and the env axis B that devices split is axis 2.
+    metrics are `[iterations, S, ...]` and the env axis B that devices split is axis 2.
+    Iterations past `n` are skipped by a `lax.cond`, not computed and discarded.
     """
     one = functools.partial(iteration, model)
     if seed_axis(model):
         one = jax.vmap(one)
 
-    def multi(state):
-        return jax.lax.scan(lambda s, _: one(s), state, None, length=iterations)
+    def train_chunk(state, n):
+        skipped = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                               jax.eval_shape(one, state)[1])
+
+        def body(s, i):
+            return jax.lax.cond(i < n, one, lambda s: (s, skipped), s)
+
+        return jax.lax.scan(body, state, jnp.arange(iterations))
 
     state_specs = parallel.specs(state, env_axis=2 if seed_axis(model) else 1)
-    return Runner(model, mesh, parallel.shard(multi, mesh, state_specs), state_specs)
-
-
-# --- evaluation --------------------------------------------------------------------------
-
-
-def acting_policies(state: TrainState) -> Policies:
-    """What acting reads from a train state (as `checkpoint.restore_policies` returns it)."""
-    return Policies(state.params.teacher, state.params.central, state.teacher_stats,
-                    state.central_stats, state.partition)
-
-
-def evaluate(model: Model, state: TrainState, contexts: jax.Array, key: jax.Array,
-             greedy: bool, who: str = "central") -> jax.Array:
-    """Return of one episode per held-out context `[N, d]` -> `[N]`, by `who` in
-    {"central", "teachers"}. For method `ppo` there is no central policy: its single
-    teacher is evaluated either way."""
-    return _evaluator(model, greedy, who)(state, contexts, key)
-
-
-@functools.lru_cache(maxsize=64)
-def _evaluator(model: Model, greedy: bool, who: str) -> Callable:
-    def run(state, contexts, key):
-        p = acting_policies(state)
-        if who == "central":  # (for ppo, which has none, its single teacher)
-            policy = central_policy(model, p, greedy)
-        else:
-            policy = teacher_policy(model, p, own_cell(model, p.partition), greedy)
-        return episode_returns(policy, model.env, contexts, key)
-
-    return jax.jit(run)
-
-
-def evaluation_view(state: TrainState) -> TrainState:
-    """What evaluation reads (params, normalisers, partition) as host arrays, without the env
-    carry and optimizer states: every process of a multi-process run can evaluate it on its
-    own devices, since those parts are replicated."""
-    return parallel.host_local(state.replace(env=None, opt=None))
-
-
-def heldout_contexts(model: Model) -> np.ndarray:
-    """The fixed held-out contexts `[N, d]` (from their own key, never a training one)."""
-    return model.env.space.spread(model.config.eval_contexts, jax.random.PRNGKey(2**31 - 1))
+    return Runner(model, mesh, parallel.shard(train_chunk, mesh, state_specs, extra_args=1),
+                  state_specs, iterations)

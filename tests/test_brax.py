@@ -1,0 +1,454 @@
+"""brax/MJX tasks: the adapter reproduces brax, contexts change the physics, episode ends
+redraw contexts inside the teacher's cell, actions are clipped by the env, every shipped task
+trains, and a brax run resumes bit for bit.
+
+MJX programs take 5-20 s each to compile on 2 cores, so the tests share them: one batched
+step of `double-pendulum-physics` (episodes of 20 steps, so 60 steps hold terminations and
+truncations) serves the reproduction, physics and clip tests; one tiny training config serves
+the smoke run and the resume test (its runs stop before their last iteration, so no
+evaluation program is compiled); the persistent compilation cache (tests/conftest.py) lets
+the repeated runs reuse the training program.
+"""
+
+import math
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+
+pytest.importorskip("brax")
+
+from brax.envs.inverted_double_pendulum import InvertedDoublePendulum  # noqa: E402
+from brax.envs.reacher import Reacher  # noqa: E402
+from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper  # noqa: E402
+
+from distillax.config import Config  # noqa: E402
+from distillax.contexts import assign, make_partition  # noqa: E402
+from distillax.distributions import DiagGaussian  # noqa: E402
+from distillax.envs import TASKS, make_task  # noqa: E402
+from distillax.envs import ant_goal, double_pendulum, reacher_target  # noqa: E402
+from distillax.envs import brax as dbrax  # noqa: E402
+from distillax.model import build_model  # noqa: E402
+from distillax.rollout import init_envs, rollout  # noqa: E402
+from distillax.run import resume, train  # noqa: E402
+from distillax.trainer import init_state  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
+
+N = 4  # envs in the shared batched step
+EPISODE = 20  # episode length of the shared double-pendulum task
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _leaves_differ(a, b) -> list[str]:
+    """Key paths where two trees differ bitwise ([] when identical)."""
+    la, ta = jax.tree_util.tree_flatten_with_path(a)
+    lb, tb = jax.tree_util.tree_flatten_with_path(b)
+    assert ta == tb, "different tree structures"
+    return [jax.tree_util.keystr(p) for (p, x), (_, y) in zip(la, lb)
+            if not np.array_equal(np.asarray(x), np.asarray(y))]
+
+
+@pytest.fixture(scope="module")
+def dp():
+    """(task with 20-step episodes, its jitted batched step `[N]`, jitted batched reset)."""
+    task = double_pendulum.make(episode_length=EPISODE)
+    return task, jax.jit(jax.vmap(task.step)), jax.jit(jax.vmap(task.reset))
+
+
+def _default(task, n=N):
+    return jnp.broadcast_to(jnp.asarray(task.default_context, jnp.float32),
+                            (n, task.space.dim))
+
+
+# --- registry and imports ------------------------------------------------------------------
+
+
+def test_core_and_gymnax_tasks_do_not_import_brax(tmp_path):
+    """In a fresh interpreter: importing distillax and its envs, and building a gymnax task,
+    leaves brax and mujoco unimported, while the brax tasks are listed by name."""
+    import subprocess
+
+    code = ("import sys, distillax, distillax.envs as e; e.make_task('cartpole'); "
+            "assert {'ant-goal', 'reacher-target', 'double-pendulum-physics', "
+            "'double-pendulum'} <= set(e.TASKS); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('brax', 'mujoco')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    # ...and building a brax task does import it (the test could fail)
+    make_task("reacher-target")
+    assert "brax" in sys.modules and "mujoco.mjx" in sys.modules
+
+
+def test_task_shapes_and_spaces():
+    ant, reacher, dpp = (make_task(n) for n in ("ant-goal", "reacher-target",
+                                                 "double-pendulum-physics"))
+    # ant: q [15] + qd [14] with the torso position kept; 8 torques; brax's 1000 steps
+    assert (ant.obs_dim, ant.action_dim, ant.discrete, ant.max_steps) == (29, 8, False, 1000)
+    assert ant.space.names == ("goal_angle",)
+    np.testing.assert_allclose([ant.space.low[0], ant.space.high[0]], [0.0, 2 * math.pi])
+    assert (reacher.obs_dim, reacher.action_dim, reacher.max_steps) == (11, 2, 1000)
+    assert reacher.space.low == (-0.14, -0.14) and reacher.space.high == (0.14, 0.14)
+    assert (dpp.obs_dim, dpp.action_dim, dpp.max_steps) == (8, 1, 1000)
+    assert dpp.space.names == double_pendulum.NAMES
+    # defaults: brax's compiled model (0.6 m poles, MuJoCo's density-1000 masses, g = 9.81)
+    np.testing.assert_allclose(dpp.default_context,
+                               [0.6, 0.6, 4.1987386, 4.1987386, 10.471975, 9.81], rtol=1e-6)
+    # ranges: lengths 0.75-1.25x, masses and gravity 0.5-1.5x the default
+    np.testing.assert_allclose(dpp.space.low, [0.45, 0.45, 2.0993693, 2.0993693, 5.2359877,
+                                               4.905], rtol=1e-6)
+    np.testing.assert_allclose(dpp.space.high, [0.75, 0.75, 6.2981079, 6.2981079, 15.707963,
+                                                14.715], rtol=1e-6)
+    one = make_task("double-pendulum")
+    assert one.space.tasks == (dpp.default_context,)
+
+
+# --- the adapter reproduces brax -------------------------------------------------------------
+
+
+def test_default_context_reproduces_brax_reset_step_and_time_limit(dp):
+    """At the default context, `double-pendulum-physics` is brax's inverted_double_pendulum
+    under brax's EpisodeWrapper, with a fresh brax reset (the reset half of the same key)
+    at every episode end: the same resets bit for bit, the same terminations and
+    truncations, obs and rewards to float32 rounding. (Each env carries its own copy of the
+    model fields a context sets, so XLA fuses the step differently from brax's constant
+    model: ~1e-6 per step. That those fields equal brax's exactly at the default is
+    `test_physics_fields_of_a_context_by_hand`.)
+
+    Actions are uniform in [-1.5, 1.5] (a third out of range: brax gets them clipped),
+    scaled by 0.3 so some episodes survive the 20-step limit and others fall."""
+    task, step, reset = dp
+    ctx = _default(task)
+    ref = EpisodeWrapper(VmapWrapper(InvertedDoublePendulum(backend="mjx")), EPISODE, 1)
+    ref_step, ref_reset = jax.jit(ref.step), jax.jit(ref.reset)
+    keys = jax.random.split(jax.random.PRNGKey(0), N)
+    obs, st = reset(keys, ctx)
+    rs = ref_reset(keys)
+    np.testing.assert_array_equal(obs, rs.obs)
+    T = 60
+    actions = 0.3 * jax.random.uniform(jax.random.PRNGKey(1), (T, N, 1), minval=-1.5,
+                                       maxval=1.5)
+    step_keys = jax.random.split(jax.random.PRNGKey(2), T * N).reshape(T, N, 2)
+    terms, truncs = 0, 0
+    for t in range(T):
+        out = step(step_keys[t], st, actions[t], ctx, ctx)
+        nxt = ref_step(rs, jnp.clip(actions[t], -1, 1))
+        np.testing.assert_allclose(out.final_obs, nxt.obs, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out.reward, nxt.reward, rtol=1e-5)
+        trunc = np.asarray(nxt.info["truncation"]) > 0
+        done = np.asarray(nxt.done) > 0
+        np.testing.assert_array_equal(np.asarray(out.terminated), done & ~trunc)
+        np.testing.assert_array_equal(np.asarray(out.truncated & ~out.terminated), trunc)
+        # ended envs restart from brax's reset with the reset half of the step key
+        fresh = ref_reset(jax.vmap(lambda k: jax.random.split(k)[1])(step_keys[t]))
+        rs = jax.tree.map(lambda a, b: jnp.where(
+            jnp.reshape(jnp.asarray(done), (N,) + (1,) * (a.ndim - 1)), a, b), fresh, nxt)
+        np.testing.assert_allclose(out.obs, rs.obs, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(np.where(done[:, None], out.obs, 0),
+                                      np.where(done[:, None], fresh.obs, 0))  # resets: exact
+        st = out.state
+        terms += int(np.sum(done & ~trunc))
+        truncs += int(np.sum(trunc))
+    assert terms >= 1 and truncs >= 1, (terms, truncs)  # both kinds of episode end happened
+
+
+def _stub_pipeline(env):
+    """`env` whose MJX calls are replaced by records of their arguments: its reset and
+    step logic run eagerly in milliseconds, without compiling MJX."""
+    from types import SimpleNamespace
+
+    env.pipeline_init = lambda q, qd, *a: SimpleNamespace(q=q, qd=qd)
+    env._get_obs = lambda ps: jnp.concatenate([ps.q, ps.qd])
+    return env
+
+
+def test_reacher_target_reset_draws_as_brax_given_brax_target():
+    """reset_task with the target brax itself would draw (from the first third of the key)
+    hands MJX the same q and qd as brax's reacher reset, and q[2:] (the target joints) is
+    the context."""
+    env, ref = _stub_pipeline(reacher_target.ReacherTarget()), _stub_pipeline(Reacher(backend="mjx"))
+    key = jax.random.PRNGKey(3)
+    _, target = ref._random_target(jax.random.split(key, 3)[0])
+    ours, theirs = env.reset_task(key, target), ref.reset(key)
+    np.testing.assert_array_equal(ours.pipeline_state.q, theirs.pipeline_state.q)
+    np.testing.assert_array_equal(ours.pipeline_state.qd, theirs.pipeline_state.qd)
+    np.testing.assert_array_equal(ours.pipeline_state.q[2:], target)
+    mine = env.reset_task(key, jnp.asarray([0.1, -0.05]))
+    np.testing.assert_allclose(mine.pipeline_state.q[2:], [0.1, -0.05])
+    np.testing.assert_array_equal(mine.pipeline_state.q[:2], theirs.pipeline_state.q[:2])
+
+
+# --- contexts change the physics ------------------------------------------------------------
+
+
+def test_physics_fields_of_a_context_by_hand():
+    """The System of context (l1, l2, m1, m2, mc, g) = (0.5, 0.7, 3, 5, 8, 12).
+
+    Capsule inertia per unit mass, radius r = 0.045, cylinder length l, h = l / 2:
+    Vc = pi r^2 2h, Vs = 4/3 pi r^3 = 3.81704e-4;
+    I_perp = [Vc (3r^2 + 4h^2) / 12 + Vs (2r^2/5 + h^2 + 3hr/4)] / (Vc + Vs).
+    l = 0.5: Vc = 3.18086e-3, I_perp = 0.0267404, I_axis = 9.9080e-4; times m1 = 3:
+    (0.0802213, 0.0802213, 0.00297241). l = 0.7 times m2 = 5: (0.243717, 0.243717,
+    0.00498257). At the default (l = 0.6, m = 4.1987386) the formula gives MuJoCo's
+    compiled (0.15497068, 0.15497068, 0.00417393).
+    """
+    base = double_pendulum._env().sys
+    c = jnp.asarray([0.5, 0.7, 3.0, 5.0, 8.0, 12.0])
+    sys = jax.jit(lambda c: double_pendulum.physics(base, c))(c)
+    np.testing.assert_allclose(sys.body_mass, [0.0, 8.0, 3.0, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(sys.body_inertia[2], [0.0802213, 0.0802213, 0.00297241],
+                               rtol=1e-5)
+    np.testing.assert_allclose(sys.body_inertia[3], [0.243717, 0.243717, 0.00498257],
+                               rtol=1e-5)
+    np.testing.assert_allclose(sys.body_inertia[1], base.body_inertia[1])  # the cart's: as is
+    np.testing.assert_allclose(sys.body_ipos[2:], [[0, 0, 0.25], [0, 0, 0.35]], rtol=1e-6)
+    np.testing.assert_allclose(sys.body_pos[3], [0, 0, 0.5], rtol=1e-6)  # pole 2 on pole 1's end
+    np.testing.assert_allclose(sys.geom_size[3:, 1], [0.25, 0.35], rtol=1e-6)
+    np.testing.assert_allclose(sys.geom_pos[3:], [[0, 0, 0.25], [0, 0, 0.35]], rtol=1e-6)
+    np.testing.assert_allclose(sys.site_pos[0], [0, 0, 0.7], rtol=1e-6)  # the tip
+    np.testing.assert_allclose(sys.opt.gravity, [1e-5, 0.0, -12.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        4.1987386 * double_pendulum._per_mass_inertia(jnp.float32(0.6)),
+        [0.15497068, 0.15497068, 0.00417393], rtol=1e-6)
+    # the default context changes no field at all
+    d = double_pendulum.physics(base, jnp.asarray(make_task("double-pendulum-physics")
+                                                  .default_context, jnp.float32))
+    assert _leaves_differ(d, base) == []
+
+
+def test_context_changes_the_trajectory(dp):
+    """Same start, keys and (zero) actions in four contexts: the default; gravity 1.5x;
+    poles 1.25x longer; pole 2 1.5x heavier. A pendulum falls with angular acceleration
+    ~ g / l, so higher gravity tips it further in the same time and longer poles less."""
+    task, step, reset = dp
+    d = np.asarray(task.default_context, np.float32)
+    ctx = np.stack([d, d, d, d])
+    ctx[1, 5] *= 1.5  # gravity
+    ctx[2, :2] *= 1.25  # both lengths
+    ctx[3, 3] *= 1.5  # mass of pole 2
+    ctx = jnp.asarray(ctx)
+    keys = jnp.broadcast_to(jax.random.PRNGKey(4), (N, 2))  # the same start in every env
+    _, st = reset(keys, ctx)
+    tilt = []
+    for _ in range(12):
+        out = step(keys, st, jnp.zeros((N, 1)), ctx, ctx)
+        st = out.state
+        tilt.append(np.abs(np.asarray(out.final_obs[:, 1])))  # |sin(hinge 1)|
+    tilt = np.asarray(tilt)[-1]
+    assert not np.asarray(out.terminated).any()
+    assert tilt[1] > 1.2 * tilt[0] and tilt[2] < tilt[0], tilt
+    assert abs(tilt[3] - tilt[0]) > 1e-4, tilt  # a heavier top pole moves differently
+
+
+# --- bounded actions ------------------------------------------------------------------------
+
+
+def test_out_of_range_action_steps_like_its_clipped_value(dp):
+    """The env clips: a = (3.7, -2.5, 1.0, 0.4) steps exactly like (1, -1, 1, 0.4), in the
+    next state and the reward; and an in-range action is untouched (0.4 != 1)."""
+    task, step, reset = dp
+    ctx = _default(task)
+    keys = jnp.broadcast_to(jax.random.PRNGKey(5), (N, 2))  # the same start in every env
+    _, st = reset(keys, ctx)
+    raw = jnp.asarray([[3.7], [-2.5], [1.0], [0.4]])
+    a, b = step(keys, st, raw, ctx, ctx), step(keys, st, jnp.clip(raw, -1, 1), ctx, ctx)
+    chex.assert_trees_all_equal(a, b)
+    assert _leaves_differ(jax.tree.map(lambda x: x[0], a.state),
+                          jax.tree.map(lambda x: x[2], a.state)) == []  # 3.7 acts as 1.0
+    assert not np.allclose(a.final_obs[2], a.final_obs[3])  # 0.4 is not clipped to 1
+    np.testing.assert_array_equal(dbrax.clip_action(jnp.asarray([-7.0, -1.0, 0.3, 2.0])),
+                                  [-1.0, -1.0, 0.3, 1.0])
+
+
+@struct.dataclass
+class _FakeX:
+    pos: jax.Array
+
+
+@struct.dataclass
+class _FakePipeline:
+    """The three fields of an MJX pipeline state that AntGoal.step reads."""
+
+    x: _FakeX
+    q: jax.Array
+    qd: jax.Array
+
+
+def test_ant_reward_is_dnc_reward_of_the_clipped_action():
+    """DnC's r = 1 - |xy - g| / 5 - 0.005 sum(a^2), the action clipped by the env, by hand.
+
+    The MJX step is stubbed to put the torso at (1, 2, 0.5) (the ant's own physics is
+    brax's, untouched): with goal angle pi/2, g = (0, 5), |xy - g| = sqrt(1 + 9) = 3.16228;
+    a = 2 in all 8 joints is clipped to 1: cost 0.005 * 8 = 0.04, so
+    r = 1 - 3.16228 / 5 - 0.04 = 0.327544 (unclipped it would be 1 - 0.632456 - 0.16).
+    A torso at z = 0.1 < 0.2 terminates; a NaN state terminates with reward 0."""
+    task = ant_goal.make()
+    env = task.env.brax_env
+    q = jnp.zeros(15).at[:3].set(jnp.asarray([1.0, 2.0, 0.5]))
+
+    def fake(z=0.5, bad=False):
+        pos = jnp.zeros((9, 3)).at[0].set(jnp.asarray([1.0, 2.0, z]))
+        qq = q.at[2].set(jnp.nan if bad else z)
+        return _FakePipeline(_FakeX(pos), qq, jnp.zeros(14))
+
+    ctx = jnp.asarray([math.pi / 2])
+    np.testing.assert_allclose(ant_goal.goal_of(ctx), [0.0, 5.0], atol=1e-6)
+    params = task.to_params(ctx)
+    inner = dbrax.BraxInnerState(fake(), jnp.zeros(29), jnp.zeros(()), jnp.zeros(()),
+                                 {"distance": jnp.zeros(())}, {"goal": params.task})
+    state = dbrax.BraxState(inner, jnp.zeros((), jnp.int32))
+    for z, bad, reward, done in [(0.5, False, 1 - math.sqrt(10) / 5 - 0.04, False),
+                                 (0.1, False, 1 - math.sqrt(10) / 5 - 0.04, True),
+                                 (0.5, True, 0.0, True)]:
+        env.pipeline_step = lambda ps, a, _f=fake(z, bad): _f  # noqa: E731
+        try:
+            obs, nxt, r, term, _ = task.env.step_env(None, state, jnp.full((8,), 2.0), params)
+        finally:
+            del env.pipeline_step  # back to brax's own
+        np.testing.assert_allclose(r, reward, rtol=1e-6)
+        assert bool(term) == done
+    # the observation is q and qd, never the goal
+    np.testing.assert_array_equal(obs[:15], fake(0.5, True).q)
+    assert obs.shape == (29,) and int(nxt.time) == 1
+
+
+# --- contexts are redrawn inside the teacher's cell at episode ends -------------------------
+
+
+def test_rollout_redraws_contexts_inside_the_cell_at_episode_ends():
+    """rollout.rollout of 2 teachers x 3 envs on double-pendulum-physics (20-step episodes)
+    with a random policy: every context lies in its teacher's k-means cell, changes exactly
+    where an episode ended (terminated or truncated), and does change."""
+    task = double_pendulum.make(episode_length=EPISODE)
+    part = make_partition(jax.random.PRNGKey(7), task.space, "kmeans", 2, samples=500,
+                          pool_size=8)
+    carry = init_envs(jax.random.PRNGKey(8), task, part, 3, 8)
+
+    def act(params, obs, context):  # a wide Gaussian: falls within a few dozen steps
+        shape = obs.shape[:-1] + (1,)
+        return DiagGaussian(jnp.zeros(shape), jnp.zeros(shape)), jnp.zeros(obs.shape[:-1])
+
+    value_fn = lambda p, obs, ctx: jnp.zeros(obs.shape[:-1])  # noqa: E731
+    T = 50
+    run = jax.jit(lambda c: rollout(None, c, part, act, value_fn, task, T, 8))
+    end, traj = run(carry)
+    ctx = np.asarray(jnp.concatenate([traj.context, end.context[:, None]], axis=1))  # [P,T+1,B,d]
+    cells = np.asarray(assign(part, task.space, jnp.asarray(ctx)))
+    np.testing.assert_array_equal(cells, np.broadcast_to(np.arange(2)[:, None, None],
+                                                         cells.shape))
+    done = np.asarray(traj.terminated | traj.truncated)  # [P, T, B]
+    changed = np.any(ctx[:, 1:] != ctx[:, :-1], axis=-1)
+    np.testing.assert_array_equal(changed, done)  # a fresh draw at every end, nowhere else
+    assert done.sum() >= 6 and np.asarray(traj.truncated).any()
+    assert np.all(ctx >= np.asarray(task.space.low) - 1e-6)
+    assert np.all(ctx <= np.asarray(task.space.high) + 1e-6)
+
+
+# --- shard_map safety of the MJX loops (cheap, no MJX) -------------------------------------
+
+
+def test_shard_map_safe_lax_fixes_loop_types_and_keeps_values():
+    """A loop started from constants whose body makes them device-varying, and a cond with
+    a literal branch (what MJX's solver does): plain `jax.lax` refuses them inside
+    `shard_map`; `_ShardMapSafeLax` runs them with the values of the plain program."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = jax.make_mesh((1,), ("data",))
+    lax = dbrax._ShardMapSafeLax()
+
+    def program(lx):
+        def f(x):
+            def body(c):
+                v, n, flag = c
+                flag2 = lx.cond(v.sum() < 50.0, lambda o: o[0].sum() < 100.0,
+                                lambda o: False, (v, n))
+                return v * 2.0 + x, n + 1, flag2
+            v, n, flag = lx.while_loop(lambda c: c[1] < 4, body, (jnp.ones(3), 0, True))
+            s, _ = lx.scan(lambda c, _: (c + v, None), jnp.zeros(3), None, length=3)
+            return s + n + flag
+        return f
+
+    x = jnp.arange(3.0)
+    expected = jax.jit(program(jax.lax))(x)  # outside shard_map both agree
+    np.testing.assert_array_equal(jax.jit(program(lax))(x), expected)
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    with pytest.raises(TypeError):
+        jax.jit(jax.shard_map(program(jax.lax), mesh=mesh, in_specs=P("data"),
+                              out_specs=P("data")))(xs)
+    got = jax.jit(jax.shard_map(program(lax), mesh=mesh, in_specs=P("data"),
+                                out_specs=P("data")))(xs)
+    np.testing.assert_array_equal(got, expected)
+
+
+# --- training: smoke runs and resume ------------------------------------------------------
+
+TINY = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=1, hidden_sizes=(8,),
+            kmeans_samples=200, context_candidates=4, eval_contexts=2, eval_every=1000,
+            log_every=2, normalize_obs=True, seed=3)
+
+
+def _check_trained(config, state, summary):
+    """Finite losses every report, and params moved from the run's own initial params."""
+    assert summary.history, "no reports"
+    for r in summary.history:
+        assert np.all(np.isfinite(np.asarray(r["loss"]))), r
+        assert np.all(np.isfinite(np.asarray(r["teacher_return"]))), r
+    init = init_state(build_model(config), jax.random.PRNGKey(config.seed))
+    moved = _leaves_differ(init.params.teacher, state.params.teacher)
+    assert len(moved) == len(jax.tree.leaves(init.params.teacher)), moved  # every leaf moved
+
+
+@pytest.fixture(scope="module")
+def dp_runs(tmp_path_factory):
+    """double-pendulum-physics, method central, P = 2: an uninterrupted run to iteration 4
+    of 6, and one stopped at 2 then resumed to 4. No run reaches its end, so none compiles
+    an evaluation program."""
+    cfg = Config(task="double-pendulum-physics", method="central", partitions=2,
+                 total_steps=4 * 8 * 6, checkpoint_every=2, **TINY)
+    d_full, d_cut = (str(tmp_path_factory.mktemp(n)) for n in ("full", "cut"))
+    full, summary = train(cfg.replace(checkpoint_dir=d_full), log=_quiet, stop_after=4)
+    cut, _ = train(cfg.replace(checkpoint_dir=d_cut), log=_quiet, stop_after=2)
+    resumed, _ = resume(d_cut, log=_quiet, stop_after=4)
+    return cfg, full, summary, cut, resumed
+
+
+def test_double_pendulum_physics_trains(dp_runs):
+    cfg, full, summary, cut, _ = dp_runs
+    assert int(full.iteration) == 4 and int(cut.iteration) == 2
+    _check_trained(cfg, full, summary)
+    assert _leaves_differ(cut.params, full.params)  # iterations 3-4 changed the params
+
+
+def test_brax_run_resumes_bit_for_bit(dp_runs):
+    """stop at 2, resume to 4 == the uninterrupted run at 4: every leaf of the state,
+    including the MJX pipeline states and per-env contexts of the env carry."""
+    _, full, _, _, resumed = dp_runs
+    assert _leaves_differ(jax.tree.map(np.asarray, full),
+                          jax.tree.map(np.asarray, resumed)) == []
+    assert jax.tree.leaves(full.env.state.inner.pipeline_state)  # the MJX data was in it
+
+
+@pytest.mark.parametrize("task", ["reacher-target", "ant-goal"])
+def test_goal_tasks_train(task):
+    """Two iterations of 2 teachers (method central) on a goal task: finite losses, moved
+    params, and every env's goal is its context's (ant: 5 (cos, sin); reacher: the target)."""
+    cfg = Config(task=task, method="central", partitions=2, total_steps=4 * 8 * 3, **TINY)
+    state, summary = train(cfg, log=_quiet, stop_after=2)
+    _check_trained(cfg, state, summary)
+    ctx = np.asarray(state.env.context)  # [P, B, d]
+    if task == "ant-goal":
+        goal = np.asarray(state.env.state.inner.info["goal"])
+        np.testing.assert_allclose(goal, 5 * np.stack([np.cos(ctx[..., 0]),
+                                                       np.sin(ctx[..., 0])], -1), atol=1e-5)
+    else:
+        target = np.asarray(state.env.state.inner.pipeline_state.q[..., 2:])
+        np.testing.assert_allclose(target, ctx, atol=1e-6)
+    assert task in TASKS
