@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,brax]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

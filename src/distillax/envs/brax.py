@@ -63,8 +63,9 @@ class BraxParams:
 
 @struct.dataclass
 class BraxState:
-    """inner: brax's own `State` (pipeline state, obs, reward, done, metrics, info);
-    time: steps since the episode began (the truncation counter), int32 `[]`."""
+    """inner: brax's own `State` (pipeline state, obs, reward, done, metrics, info), with
+    None for its zero-size fields (`BraxEnvironment._layout`); time: steps since the
+    episode began (the truncation counter), int32 `[]`."""
 
     inner: BraxInnerState
     time: jax.Array
@@ -81,11 +82,9 @@ def _system(env: PipelineEnv, sys: Any) -> Iterator[PipelineEnv]:
         env.sys = old
 
 
-def _varying_axes(x: Any) -> frozenset:
-    """The manual mesh axes a traced value (or a `ShapeDtypeStruct`) varies over inside
-    `shard_map`; empty outside it."""
-    mat = getattr(x, "manual_axis_type", None) or jax.typeof(x).manual_axis_type
-    return frozenset(mat.varying)
+def _manual_axes() -> frozenset:
+    """The mesh axes of the `shard_map` being traced (empty outside any)."""
+    return frozenset(jax.sharding.get_abstract_mesh().manual_axes)
 
 
 def _strong(x: Any) -> jax.Array:
@@ -95,88 +94,69 @@ def _strong(x: Any) -> jax.Array:
     return jax.lax.convert_element_type(x, x.dtype) if jax.typeof(x).weak_type else x
 
 
-def _every_axis(*trees: Any) -> frozenset:
-    """Every axis any leaf of `trees` (values or `ShapeDtypeStruct`s) varies over."""
-    return frozenset().union(*(_varying_axes(x) for t in trees for x in jax.tree.leaves(t)))
-
-
 def _to(tree: Any, axes: frozenset) -> Any:
     """Every leaf of `tree` cast to vary over `axes` (`pcast`: the values do not change)."""
 
     def one(x):
         x = _strong(x)
-        missing = tuple(sorted(axes - _varying_axes(x)))
+        missing = tuple(sorted(axes - frozenset(jax.typeof(x).manual_axis_type.varying)))
         return jax.lax.pcast(x, missing, to="varying") if missing else x
 
     return jax.tree.map(one, tree)
 
 
-def _loop_types(body: Callable[[Any], Any], init: Any) -> tuple[Any, frozenset]:
-    """(init cast to the loop's carry type, the axes every carry leaf varies over).
-
-    Every leaf varies over every axis the carry or the body's output varies over, rather
-    than each over its own: `vmap` of a `cond` whose predicate varies (MJX's linesearch under
-    distillax's env vmap) selects between the branches' operands with that predicate and
-    re-evaluates the branches on the now-varying operands, which fails for any operand the
-    branch was traced with as unvarying (jax 0.11). Found with `eval_shape` (nothing runs).
-    """
-    init = jax.tree.map(_strong, init)
-    axes = _every_axis(init)
-    for _ in range(8):  # a fixed point: varying-ness only grows
-        new = axes | _every_axis(jax.eval_shape(body, _to(init, axes)))
-        if new == axes:
-            break
-        axes = new
-    return _to(init, axes), axes
-
-
 def _uniform(tree: Any) -> Any:
-    """Every leaf cast to vary over every axis some leaf varies over. An env's state is
-    per-env data, so inside `shard_map` all of it varies over "data"; MJX leaves some
-    fields (model constants such as `qfrc_gravcomp`) unvarying, which a scan carry over
-    the state (the rollout's) would refuse. A no-op outside `shard_map`."""
-    return _to(tree, _every_axis(tree))
+    """`tree` varying over every manual axis. An env's state is per-env data, so inside
+    `shard_map` all of it varies over "data"; MJX leaves some fields (model constants such
+    as `qfrc_gravcomp`) unvarying, which a scan carry over the state (the rollout's) would
+    refuse. A no-op outside `shard_map`."""
+    axes = _manual_axes()
+    return _to(tree, axes) if axes else tree
 
 
 class _ShardMapSafeLax:
-    """`jax.lax` as MJX's modules see it after `use_shard_map_safe_mjx`: `while_loop`,
-    `scan` and `cond` give their carries / branch outputs the varying-axes types the loop
-    or the other branch needs (`pcast`, which changes no value); the rest is `jax.lax`.
+    """`jax.lax` as MJX's modules see it after `use_shard_map_safe_mjx`: inside `shard_map`,
+    `while_loop`, `scan` and `cond` make their carries and branch outputs vary over every
+    manual axis (`pcast`, which changes no value), so a carry that starts constant and
+    becomes device-varying, or a branch that returns a literal, type-checks; the rest, and
+    everything outside `shard_map`, is plain `jax.lax`.
 
-    Outside `shard_map` nothing varies, every cast is a no-op and the program is the one
-    MJX would trace itself."""
+    Every leaf varies over every axis, rather than each over only what it must: `vmap` of a
+    `cond` whose predicate varies (MJX's linesearch under the env vmap) selects the branches'
+    operands with that predicate and re-evaluates the branches on the now-varying operands,
+    which fails for any operand a branch was traced with as unvarying (jax 0.11); and the
+    target is known without tracing the bodies again."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(jax.lax, name)
 
     @staticmethod
     def while_loop(cond_fun, body_fun, init_val):
-        init, axes = _loop_types(body_fun, init_val)
-        return jax.lax.while_loop(cond_fun, lambda c: _to(body_fun(c), axes), init)
+        axes = _manual_axes()
+        if not axes:
+            return jax.lax.while_loop(cond_fun, body_fun, init_val)
+        return jax.lax.while_loop(cond_fun, lambda c: _to(body_fun(c), axes),
+                                  _to(init_val, axes))
 
     @staticmethod
     def scan(f, init, xs=None, length=None, **kwargs):
-        def carry_body(c):
-            x = None if xs is None else jax.tree.map(lambda v: v[0], xs)
-            return f(c, x)[0]
-
-        init, axes = _loop_types(carry_body, init)
+        axes = _manual_axes()
+        if not axes:
+            return jax.lax.scan(f, init, xs, length=length, **kwargs)
 
         def typed(c, x):
             c, y = f(c, x)
             return _to(c, axes), y
 
-        return jax.lax.scan(typed, init, xs, length=length, **kwargs)
+        return jax.lax.scan(typed, _to(init, axes), xs, length=length, **kwargs)
 
     @staticmethod
     def cond(pred, true_fun, false_fun, *operands):
-        axes = _every_axis(operands)
-        operands = _to(operands, axes)
-        axes = axes | _every_axis(jax.eval_shape(true_fun, *operands),
-                                  jax.eval_shape(false_fun, *operands))
-        operands = _to(operands, axes)
+        axes = _manual_axes()
+        if not axes:
+            return jax.lax.cond(pred, true_fun, false_fun, *operands)
         return jax.lax.cond(pred, lambda *o: _to(true_fun(*o), axes),
-                            lambda *o: _to(false_fun(*o), axes), *operands)
+                            lambda *o: _to(false_fun(*o), axes), *_to(operands, axes))
 
 
 class _ShardMapSafeJax:
@@ -247,27 +227,53 @@ class BraxEnvironment(environment.Environment):
         return BraxParams(self.brax_env.sys, jnp.zeros((self.task_dim,), jnp.float32),
                           self.episode_length)
 
-    def reset_env(self, key: jax.Array, params: BraxParams) -> tuple[jax.Array, BraxState]:
+    @functools.cached_property
+    def _layout(self) -> tuple[Any, dict[int, jax.ShapeDtypeStruct]]:
+        """(treedef of brax's per-env `State`, its zero-size leaves by position): MJX `Data`
+        has fields sized by absent model parts (no cameras, no activations: `cam_xpos
+        [0, 3]`, `act [0]`), and orbax refuses to save zero-size arrays, so the state this
+        env hands out holds None there (`_strip`) and brax gets them back (`_fill`)."""
+        shapes = jax.eval_shape(lambda k: self._brax_reset(k, self.default_params),
+                                jax.random.PRNGKey(0))
+        leaves, treedef = jax.tree.flatten(shapes)
+        return treedef, {i: x for i, x in enumerate(leaves) if x.size == 0}
+
+    def _strip(self, inner: BraxInnerState) -> BraxInnerState:
+        leaves, treedef = jax.tree.flatten(inner)
+        empty = self._layout[1]
+        return treedef.unflatten([None if i in empty else x for i, x in enumerate(leaves)])
+
+    def _fill(self, inner: BraxInnerState) -> BraxInnerState:
+        treedef, empty = self._layout
+        rest = iter(jax.tree.leaves(inner))
+        return treedef.unflatten([jnp.zeros(empty[i].shape, empty[i].dtype) if i in empty
+                                  else next(rest) for i in range(treedef.num_leaves)])
+
+    def _brax_reset(self, key: jax.Array, params: BraxParams) -> BraxInnerState:
         with _system(self.brax_env, params.sys) as env:
-            state = env.reset_task(key, params.task) if self.task_dim else env.reset(key)
-        return _uniform((state.obs, BraxState(state, jnp.zeros((), jnp.int32))))
+            return env.reset_task(key, params.task) if self.task_dim else env.reset(key)
+
+    def reset_env(self, key: jax.Array, params: BraxParams) -> tuple[jax.Array, BraxState]:
+        state = self._brax_reset(key, params)
+        return _uniform((state.obs, BraxState(self._strip(state), jnp.zeros((), jnp.int32))))
 
     def step_env(self, key: jax.Array, state: BraxState, action: jax.Array,
                  params: BraxParams) -> tuple[jax.Array, BraxState, jax.Array, jax.Array, dict]:
         del key  # brax dynamics are deterministic
         # brax envs update their metrics / info dicts in place: hand them copies, so the
         # caller's state (a scan carry, a reset branch) is never mutated while traced
-        inner = state.inner.replace(metrics=dict(state.inner.metrics),
-                                    info=dict(state.inner.info))
+        inner = self._fill(state.inner)
+        inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
         with _system(self.brax_env, params.sys) as env:
             nxt = env.step(inner, clip_action(action))
-        out = _uniform((nxt.obs, BraxState(nxt, state.time + 1), nxt.reward, nxt.done > 0.5))
+        out = _uniform((nxt.obs, BraxState(self._strip(nxt), state.time + 1), nxt.reward,
+                        nxt.done > 0.5))
         return (*out, {})
 
     @functools.cached_property
     def _obs_size(self) -> int:
         # traced, not run: brax's own `observation_size` runs (and compiles) a reset
-        shape = jax.eval_shape(lambda k: self.reset_env(k, self.default_params)[0],
+        shape = jax.eval_shape(lambda k: self._brax_reset(k, self.default_params).obs,
                                jax.random.PRNGKey(0))
         return int(shape.shape[-1])
 
