@@ -196,8 +196,12 @@ def make_partition(key: jax.Array, space: ContextSpace, kind: str, num: int,
         return Partition(centres, weights, jnp.repeat(tasks[:, None], pool_size, axis=1))
     c = space.sample(key_s, (samples,))
     z = space.scale(c)
-    if kind == "kmeans":
-        centres = jax.jit(kmeans, static_argnums=(2,))(key_k, z, num)
+    if kind == "kmeans" and num == 1:  # one cell: its centre is the mean, no clustering
+        centres = jnp.mean(z, axis=0, keepdims=True)
+    elif kind == "kmeans":
+        # compiled without XLA's backend optimisations: it runs once (see trainer.RUN_ONCE)
+        centres = jax.jit(kmeans, static_argnums=(2,),
+                          compiler_options={"xla_backend_optimization_level": 0})(key_k, z, num)
     elif kind == "grid":
         if len(grid_shape) != space.dim:
             raise ValueError(f"partitioner `grid`: grid_shape {grid_shape} needs {space.dim} "

@@ -74,11 +74,25 @@ def init_state(model: Model, key: jax.Array) -> TrainState:
     except ValueError as e:  # a cell without samples: rare for k-means after `validate`
         raise ConfigError(f"config field `partitions` = {c.partitions} is invalid: fewer, or "
                           f"more kmeans_samples ({e})") from None
+    return _init_rest(model, partition, k_params, k_env, k_train)
+
+
+# Programs that run once per run: XLA's backend optimisations buy nothing there, and cost
+# most of their compile time on CPU (the stacked teachers' init: 7.6 s -> 1.2 s, measured
+# on the 2-core machine). Programs that run often (training, evaluation) keep the default.
+RUN_ONCE = {"xla_backend_optimization_level": 0}
+
+
+@functools.partial(jax.jit, static_argnums=0, compiler_options=RUN_ONCE)
+def _init_rest(model: Model, partition: Partition, k_params: jax.Array, k_env: jax.Array,
+               k_train: jax.Array) -> TrainState:
+    """Everything of a fresh state but the partition, as one compiled program: built op by op
+    it took dozens of small compilations, most of a short run's start-up on CPU."""
+    c = model.config
+    P, obs_dim = c.num_partitions, model.env.obs_dim
     teacher, central = model.init_params(k_params)
     opt = OptState(teacher=model.teacher_tx.init(teacher), central=model.central_tx.init(central))
-    obs_dim = model.env.obs_dim
-    env = jax.jit(init_envs, static_argnums=(1, 3, 4))(
-        k_env, model.env, partition, c.envs_per_partition, c.context_candidates)
+    env = init_envs(k_env, model.env, partition, c.envs_per_partition, c.context_candidates)
     return TrainState(params=Params(teacher=teacher, central=central), opt=opt,
                       teacher_stats=normalizer.init_stats((P, obs_dim)),
                       central_stats=normalizer.init_stats((obs_dim,)), env=env,

@@ -1,0 +1,109 @@
+"""The library run (`run.py`): one compiled training program per run, the persistent
+compilation cache, the evaluation cadence and the run's files."""
+
+import jax
+import numpy as np
+import pytest
+
+from distillax import Config
+from distillax.run import EVAL_SHARE, eval_interval, train
+
+SMALL = dict(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1, hidden_sizes=(8,),
+             kmeans_samples=500, eval_contexts=4, partitions=2, context_candidates=8)
+
+
+class Compiles:
+    """XLA compilations by function name (each compiled or loaded from the persistent cache),
+    and the persistent cache's hits and misses: `with COMPILES as c:` records into a new `c`.
+    (JAX's listeners cannot be removed, so one is registered for the whole module.)"""
+
+    class Record:
+        def __init__(self):
+            self.names: list[str] = []
+            self.hits = self.misses = 0
+
+    def __init__(self):
+        self.record = None
+        jax.monitoring.register_event_duration_secs_listener(self._duration)
+        jax.monitoring.register_event_listener(self._event)
+
+    def _duration(self, event, duration, **kw):
+        if self.record and event == "/jax/core/compile/backend_compile_duration":
+            self.record.names.append(kw.get("fun_name", ""))
+
+    def _event(self, event, **kw):
+        if self.record and event == "/jax/compilation_cache/cache_hits":
+            self.record.hits += 1
+        if self.record and event == "/jax/compilation_cache/cache_misses":
+            self.record.misses += 1
+
+    def __enter__(self):
+        self.record = self.Record()
+        return self.record
+
+    def __exit__(self, *exc):
+        self.record = None
+
+
+COMPILES = Compiles()
+
+
+def test_a_run_whose_length_is_not_a_multiple_of_log_every_compiles_training_once():
+    # 7 iterations in calls of 3, 3 and 1: the last call runs in the same program, with only
+    # its first iteration live
+    config = Config(total_steps=8 * 8 * 7, log_every=3, eval_every=3, **SMALL)
+    assert jax.config.jax_compilation_cache_dir is None  # every compilation is a real one
+    with COMPILES as c:
+        state, summary = train(config, log=lambda _: None, compile_cache=None)
+    assert c.names.count("jit(train_chunk)") == 1, c.names
+    assert c.names.count("jit(run)") == 1, c.names  # the evaluation program, once too
+    assert int(state.iteration) == 7
+    assert [r["iteration"] for r in summary.history] == [3, 6, 7]
+    # the tail's record is its live iteration's, not a skipped (all-zero) one
+    assert np.all(np.asarray(summary.history[-1]["entropy"]) > 0)
+    assert [("central_return" in r) for r in summary.history] == [True, True, True]
+
+
+def test_the_persistent_cache_serves_a_second_run_with_the_same_results(tmp_path):
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from distillax.run import use_compile_cache
+
+    config = Config(total_steps=8 * 8 * 3, log_every=2, **SMALL)
+    old = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        use_compile_cache(str(tmp_path / "cache"))  # what train(compile_cache=DIR) does
+        compilation_cache.reset_cache()  # JAX sets its cache up once per process otherwise
+        with COMPILES as first:
+            state1, s1 = train(config, log=lambda _: None, compile_cache=None)
+        with COMPILES as second:
+            state2, s2 = train(config, log=lambda _: None, compile_cache=None)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", old)
+        compilation_cache.reset_cache()
+    assert "jit(train_chunk)" in first.names and first.misses >= 3
+    # the second run loads every program (init, training, evaluation, ...) from the cache
+    assert "jit(train_chunk)" in second.names
+    assert second.misses == 0 and second.hits >= 3, (second.misses, second.hits)
+    for a, b in zip(jax.tree.leaves(state1), jax.tree.leaves(state2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert s1.final["central_greedy_per_context"] == s2.final["central_greedy_per_context"]
+
+
+def test_auto_evaluation_interval_keeps_evaluation_within_its_share():
+    # 64 contexts x 500 steps = 32,000 env steps per evaluation; at 8,192 env steps per
+    # iteration a quarter of training is reached after 32,000 / (0.25 * 8,192) = 15.6 -> 16
+    assert EVAL_SHARE == 0.25
+    assert eval_interval(Config(), 500) == 16
+    assert eval_interval(Config(num_envs=4, num_steps=128, partitions=1, method="ppo"),
+                         500) == 250
+    assert eval_interval(Config(eval_every=5), 500) == 5
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_stop_after_must_be_a_positive_iteration(bad):
+    from distillax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stop_after"):
+        train(Config(**SMALL, total_steps=8 * 8 * 2), log=lambda _: None, stop_after=bad)
