@@ -11,10 +11,11 @@ the rollout, the update or the evaluator knows about brax. The alternative, a se
 Per-env physics: `to_params(context)` runs inside every step of every env, vmapped over
 `[P, B]` contexts, so the replaced `System` leaves (and only those) gain the env axes while
 every other leaf stays one shared constant. The brax env reads `self.sys` while it is traced;
-`_system` swaps the context's `System` in for that call (what brax's own
-`DomainRandomizationVmapWrapper` does), so any `PipelineEnv` works unmodified. Replace only
-the fields a context changes (`sys.tree_replace`), and recompute every field MuJoCo derives
-from them that the step reads (see `double_pendulum.physics`). Measured cost in
+`_system` hands it a copy of the env holding the context's `System` (brax's own
+`DomainRandomizationVmapWrapper` swaps `env.sys` in place instead), so any `PipelineEnv`
+works unmodified. Replace only the fields a context changes (`sys.tree_replace`), and
+recompute every field MuJoCo derives from them that the step reads (see
+`double_pendulum.physics`). Measured cost in
 benchmarks/brax_results.md ("context -> System").
 
 Bounded actions: brax actuators take controls in [-1, 1]. The policy stays an unbounded
@@ -33,9 +34,9 @@ brax dynamics are deterministic: the step key is unused, the reset key is brax's
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import functools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -71,15 +72,13 @@ class BraxState:
     time: jax.Array
 
 
-@contextlib.contextmanager
-def _system(env: PipelineEnv, sys: Any) -> Iterator[PipelineEnv]:
-    """Let `env` read `sys` as `self.sys` while it is traced (single-threaded tracing)."""
-    old = env.sys
-    env.sys = sys
-    try:
-        yield env
-    finally:
-        env.sys = old
+def _system(env: PipelineEnv, sys: Any) -> PipelineEnv:
+    """A shallow copy of `env` that reads `sys` as `self.sys`. A copy, not brax's own way
+    (its domain-randomisation wrapper swaps `env.sys` in place while tracing), because
+    distillax traces its training and evaluation programs side by side in two threads."""
+    view = copy.copy(env)
+    view.sys = sys
+    return view
 
 
 def _manual_axes() -> frozenset:
@@ -250,8 +249,8 @@ class BraxEnvironment(environment.Environment):
                                   else next(rest) for i in range(treedef.num_leaves)])
 
     def _brax_reset(self, key: jax.Array, params: BraxParams) -> BraxInnerState:
-        with _system(self.brax_env, params.sys) as env:
-            return env.reset_task(key, params.task) if self.task_dim else env.reset(key)
+        env = _system(self.brax_env, params.sys)
+        return env.reset_task(key, params.task) if self.task_dim else env.reset(key)
 
     def reset_env(self, key: jax.Array, params: BraxParams) -> tuple[jax.Array, BraxState]:
         state = self._brax_reset(key, params)
@@ -264,8 +263,7 @@ class BraxEnvironment(environment.Environment):
         # caller's state (a scan carry, a reset branch) is never mutated while traced
         inner = self._fill(state.inner)
         inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
-        with _system(self.brax_env, params.sys) as env:
-            nxt = env.step(inner, clip_action(action))
+        nxt = _system(self.brax_env, params.sys).step(inner, clip_action(action))
         out = _uniform((nxt.obs, BraxState(self._strip(nxt), state.time + 1), nxt.reward,
                         nxt.done > 0.5))
         return (*out, {})
