@@ -251,6 +251,40 @@ def test_dnc_penalty_is_alpha_rho_i_sum_j_rho_j_as_in_the_paper():
                                rtol=1e-4)
 
 
+def test_dnc_cross_terms_on_a_row_subsample_are_unbiased_with_the_same_gradient_paths():
+    """The mean over every subset of m of a minibatch's T/M time rows of the subsampled
+    coupling (and of its gradient) is the full coupling (and its gradient): the estimate is
+    unbiased. T/M = 4 rows, m = 2: all 6 subsets enumerated."""
+    import itertools
+
+    model = _model(method="dnc", num_steps=8, num_minibatches=2)  # T/M = 4
+    params, ts, cs, mb = _setup(model, 7, shape=(4 * 3,))  # 4 time rows x 3 envs
+    f = jax.jit(lambda p, rows: upd.loss_fn(p, model, mb, ts, cs, WEIGHTS, None, None, rows))
+    full, m_full = f(params, None)
+    g_full = jax.grad(lambda p: f(p, None)[0])(params)
+    subsets = [jnp.asarray(r) for r in itertools.combinations(range(4), 2)]
+    outs = [f(params, r) for r in subsets]
+    grads = [jax.grad(lambda p: f(p, r)[0])(params) for r in subsets]
+    np.testing.assert_allclose(np.mean([o[1].couple for o in outs], axis=0), m_full.couple,
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.mean([float(o[0]) for o in outs]), float(full), rtol=1e-5)
+    mean_grad = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), axis=0), *grads)
+    chex.assert_trees_all_close(mean_grad, g_full, rtol=1e-4, atol=1e-6)
+    # one subset alone is not the full term (so the checks above could fail) ...
+    assert not np.allclose(outs[0][1].couple, m_full.couple, rtol=1e-3)
+    # ... and the subsampled coupling still never moves the central policy
+    g_couple = jax.grad(lambda p: jnp.sum(f(p, subsets[0])[1].couple))(params)
+    chex.assert_trees_all_equal(g_couple.central, jax.tree.map(jnp.zeros_like, params.central))
+    assert _max_abs(g_couple.teacher) > 1e-5
+    # the rows picked: m of T/M without replacement, and the samples they hold
+    rows = upd.cross_rows(jax.random.key(0), 4, 2)
+    assert len(set(np.asarray(rows).tolist())) == 2
+    x = jnp.arange(2 * 12).reshape(2, 12)  # [P, 4 rows x 3 envs]
+    np.testing.assert_array_equal(upd.take_rows(x, jnp.asarray([1, 3]), 4),
+                                  [[3, 4, 5, 9, 10, 11], [15, 16, 17, 21, 22, 23]])
+    assert validate(Config(method="dnc")).resolved_cross_steps == 8  # (128 / 4) / 4
+
+
 # --- clip_per_teacher -------------------------------------------------------------------------
 
 def test_clip_per_teacher_hand_values():

@@ -100,6 +100,10 @@ class Config:
     # it decides whether the central network carries the maps. Actor-Mimic used 0.01.
     feature_coef: float = static(0.0)
     distill_epochs: int = static(0)  # epochs per iteration that train the central policy; 0 = all
+    # time steps of each minibatch's T/M on which DnC's pairwise (cross) terms are estimated,
+    # an unbiased subsample: 0 = auto, ceil((T/M) / P), which costs one teacher pass instead
+    # of P (the P^2 cross passes were most of dnc's update time)
+    cross_steps: int = static(0)
     reset_every: int = static(0)  # copy central weights into every teacher each R iterations; 0 off
 
     # --- reporting -------------------------------------------------------------------------
@@ -142,6 +146,12 @@ class Config:
         """Epochs per iteration in which the central policy takes steps: the distillation
         epochs, or all of them when the teachers share its network (their PPO loss trains it)."""
         return self.update_epochs if self.spec.shares_central else self.active_distill_epochs
+
+    @property
+    def resolved_cross_steps(self) -> int:
+        """`cross_steps`, or its auto value ceil((T/M) / P)."""
+        steps = self.num_steps // self.num_minibatches
+        return self.cross_steps or -(-steps // self.num_partitions)
 
     @property
     def envs_per_partition(self) -> int:
@@ -213,7 +223,8 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("seed",), lambda v: _is_int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)"),
     (("num_devices",), lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 = every visible device)"),
-    (("distill_epochs", "reset_every", "eval_every"), lambda v: _is_int(v) and v >= 0,
+    (("distill_epochs", "reset_every", "eval_every", "cross_steps"),
+     lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 switches it off / means every epoch / auto)"),
     (("teacher_sees_context", "central_sees_context", "normalize_obs", "anneal_lr",
       "tensorboard"), lambda v: isinstance(v, bool), "True or False"),
@@ -347,6 +358,9 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     if c.num_steps % c.num_minibatches:
         _fail("num_minibatches", c.num_minibatches,
               f"a divisor of num_steps = {c.num_steps} (minibatches split the time axis)")
+    if c.cross_steps > c.num_steps // c.num_minibatches:
+        _fail("cross_steps", c.cross_steps, f"at most num_steps / num_minibatches = "
+                                            f"{c.num_steps // c.num_minibatches} (0 = auto)")
     if c.total_steps < c.steps_per_iteration:
         _fail("total_steps", c.total_steps,
               f"at least num_envs x num_steps = {c.steps_per_iteration} (one iteration)")

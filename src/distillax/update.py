@@ -93,12 +93,32 @@ def clip_per_teacher(grads: Any, max_norms: jax.Array) -> tuple[Any, jax.Array]:
     return jax.tree.map(lambda g: g * scale.reshape((-1,) + (1,) * (g.ndim - 1)), grads), norms
 
 
+def cross_rows(key: jax.Array, steps: int, size: int) -> jax.Array:
+    """`size` of a minibatch's `steps` time rows, uniformly without replacement: `[size]`."""
+    return jax.random.choice(key, steps, (size,), replace=False)
+
+
+def take_rows(x: jax.Array, rows: jax.Array, steps: int) -> jax.Array:
+    """The samples of time rows `rows` of a minibatch leaf: `[P, steps * B, ...]` (time-major
+    within a partition, as `update` builds minibatches) -> `[P, len(rows) * B, ...]`."""
+    P, n = x.shape[:2]
+    x = x.reshape((P, steps, n // steps) + x.shape[2:])[:, rows]
+    return x.reshape((P, -1) + x.shape[3:])
+
+
 def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats,
             central_stats: RunningStats, weights: jax.Array, axis_name: str | None,
-            distill_coef: jax.Array | float | None = None) -> tuple[jax.Array, UpdateMetrics]:
+            distill_coef: jax.Array | float | None = None,
+            rows: jax.Array | None = None) -> tuple[jax.Array, UpdateMetrics]:
     """Total loss on a minibatch `[P, n, ...]`; `weights [P]` are rho_i.
 
-    `distill_coef` overrides the config's lambda (the schedule's value this epoch).
+    `distill_coef` overrides the config's lambda (the schedule's value this epoch). `rows`:
+    the minibatch's time rows on which a coupling that `needs_cross` (DnC's P^2 passes) is
+    estimated, `[m]` of its T/M (`cross_rows`); None: all of them. Each of its expectations
+    is a mean over states, so its mean over a uniform subsample is an unbiased estimate of
+    the mean over the minibatch, and so of the expectation (`tests/test_update.py`).
+    Rows, not samples: every device holds the same time rows of its own envs, so a
+    sharded run subsamples exactly as one device does.
     """
     c = model.config
     spec = c.spec
@@ -124,14 +144,19 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
     terms = jax.vmap(lambda *a: losses.teacher_loss(
         *a, clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef))(
         dist, value, mb.action, mb.log_prob, mb.value, adv, mb.returns)
-    cross = None
+    cross = cross_own = None
     if spec.coupling.needs_cross:
-        cross = model.cross_policies(params.teacher, mb.obs, mb.context, teacher_stats)
+        steps = c.num_steps // c.num_minibatches
+        pick = (lambda x: x) if rows is None else (lambda x: take_rows(x, rows, steps))  # noqa
+        cross = model.cross_policies(params.teacher, pick(mb.obs), pick(mb.context),
+                                     teacher_stats)
+        P = weights.shape[0]  # teacher j on its own sampled states: the diagonal [P, m]
+        cross_own = jax.tree.map(lambda x: x[jnp.arange(P), jnp.arange(P)], cross)
     # The one place where a method's coupling enters the loss.
     couple = spec.coupling.fn(CouplingInputs(
         teacher=dist, log_ratio=dist.log_prob(mb.action) - mb.log_prob, central=central,
         central_log_ratio=central_log_prob - mb.log_prob, advantages=adv, weights=weights,
-        cross=cross, cross_own=dist, clip_eps=c.clip_eps,
+        cross=cross, cross_own=cross_own, clip_eps=c.clip_eps,
         central_clip_eps=c.central_clip_eps))
     total = (jnp.sum(weights * (terms.loss + c.alpha * couple))
              + lam * jnp.sum(weights * (distill + c.feature_coef * feature)))
@@ -150,7 +175,7 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
 def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
                    teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
                    axis_name: str | None, distill_coef: jax.Array | float | None = None,
-                   train_central: jax.Array | bool = True
+                   train_central: jax.Array | bool = True, rows: jax.Array | None = None
                    ) -> tuple[Params, OptState, UpdateMetrics]:
     """One gradient step of teachers and central policy on one minibatch.
 
@@ -158,7 +183,8 @@ def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
     (Adam would otherwise keep moving them on momentum alone).
     """
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, model, mb, teacher_stats, central_stats, weights, axis_name, distill_coef)
+        params, model, mb, teacher_stats, central_stats, weights, axis_name, distill_coef,
+        rows)
     # Clip teacher i's gradient of rho_i * L_i at rho_i * max_grad_norm: the same as clipping
     # the gradient of its own loss at max_grad_norm, as a stand-alone PPO learner would.
     t_grads, norms = clip_per_teacher(grads.teacher, weights * model.config.max_grad_norm)
@@ -202,11 +228,17 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
     T, M = c.num_steps, c.num_minibatches
     lam = c.distill_coef if distill_coef is None else distill_coef
 
+    needs_cross = c.spec.coupling.needs_cross
+
     def epoch(carry, x):
         key, index = x
         perm = jax.random.permutation(key, T)
         lam_e = jnp.where(index < c.active_distill_epochs, lam, 0.0)
         train_central = index < c.central_epochs
+        rows = None  # [M, cross_steps]: each minibatch's time rows for the cross terms
+        if needs_cross:  # (a key of its own: other methods' streams are unchanged)
+            keys = jax.random.split(jax.random.fold_in(key, 1), M)
+            rows = jax.vmap(lambda k: cross_rows(k, T // M, c.resolved_cross_steps))(keys)
 
         def split(x):  # [P, T, B, ...] -> [M, P, (T/M) * B, ...]
             x = jnp.take(x, perm, axis=1)
@@ -214,14 +246,14 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
             x = jnp.moveaxis(x, 1, 0)
             return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
-        def step(carry, mb):
-            params, opt = carry
+        def step(carry, x):
+            (params, opt), (mb, mb_rows) = carry, x
             params, opt, metrics = minibatch_step(model, params, opt, mb, teacher_stats,
                                                   central_stats, weights, axis_name, lam_e,
-                                                  train_central)
+                                                  train_central, mb_rows)
             return (params, opt), metrics
 
-        return jax.lax.scan(step, carry, jax.tree.map(split, batch))
+        return jax.lax.scan(step, carry, (jax.tree.map(split, batch), rows))
 
     xs = (jax.random.split(key, c.update_epochs), jnp.arange(c.update_epochs))
     (params, opt), metrics = jax.lax.scan(epoch, (params, opt), xs)
