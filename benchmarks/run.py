@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -43,27 +44,14 @@ import numpy as np
 
 from distillax import parallel
 from distillax.config import Config, validate
-from distillax.envs import cartpole, register
+from distillax.evaluation import policy_returns, seed_policies
 from distillax.model import Model, build_model
 from distillax.rollout import rollout
-from distillax.trainer import evaluate, init_state, make_runner
+from distillax.trainer import init_state, make_runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EVAL_EPISODES = 128  # rejax's own evaluation size; distillax is evaluated on as many
-
-
-# --- CartPole-v1 as a distillax task ---------------------------------------------------------
-
-
-def plain_cartpole():
-    """gymnax CartPole-v1 exactly: the contextual cartpole whose rho is the default context
-    alone (a one-task set), so every reset is the plain environment."""
-    base = cartpole.make()
-    space = dataclasses.replace(base.space, tasks=(base.default_context,))
-    return dataclasses.replace(base, name="cartpole-v1", space=space)
-
-
-register("cartpole-v1", plain_cartpole)
+sys.path.insert(0, HERE)
+from peer import EVAL_EPISODES, PEER_HP, FiveValueStep  # noqa: E402
 
 
 # --- timing ----------------------------------------------------------------------------------
@@ -98,12 +86,14 @@ class Case:
                 "compile_s": self.compile_s, "compile_cpu_s": self.compile_cpu_s}
 
 
-def prepare(step: Callable, arg: Any, steps: int) -> Case:
-    """AOT-compile `step` for `arg` (timed) and run it once to warm up."""
+def prepare(step: Callable, arg: Any, steps: int, *extra: Any) -> Case:
+    """AOT-compile `step` for `arg` (and the fixed `extra` args; timed) and run it once to
+    warm up."""
     t0, c0 = time.perf_counter(), time.process_time()
-    compiled = step.lower(arg).compile()
-    case = Case(compiled, arg, steps, time.perf_counter() - t0, time.process_time() - c0)
-    case.arg = _block(compiled(arg))[0]
+    compiled = step.lower(arg, *extra).compile()
+    fn = lambda a: compiled(a, *extra)  # noqa: E731
+    case = Case(fn, arg, steps, time.perf_counter() - t0, time.process_time() - c0)
+    case.arg = _block(fn(arg))[0]
     return case
 
 
@@ -137,7 +127,7 @@ def distillax_runner(config: Config, iters: int, seed: int = 0):
 def prepare_distillax(config: Config, iters: int) -> Case:
     """The compiled, sharded training step (`iters` iterations per call)."""
     _, runner, state = distillax_runner(config, iters)
-    return prepare(runner.step, state, iters * config.steps_per_iteration)
+    return prepare(runner.step, state, iters * config.steps_per_iteration, runner.count(iters))
 
 
 def rollout_only(model: Model, iters: int) -> Callable:
@@ -207,39 +197,23 @@ def train_distillax(config: Config, seed: int) -> dict[str, Any]:
     """A full training of `config.total_steps` in one compiled call, then the return of
     EVAL_EPISODES sampled-action episodes of its (only) teacher on CartPole-v1."""
     model, runner, state = distillax_runner(config, config.num_iterations, seed)
+    n = runner.count(config.num_iterations)
     t0 = time.perf_counter()
-    compiled = runner.step.lower(state).compile()
+    compiled = runner.step.lower(state, n).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    state, metrics = _block(compiled(state))
+    state, metrics = _block(compiled(state, n))
     train_s = time.perf_counter() - t0
     contexts = np.tile(np.asarray(model.env.default_context, np.float32), (EVAL_EPISODES, 1))
-    ret = evaluate(model, state, contexts, jax.random.PRNGKey(seed + 1), greedy=False,
-                   who="teachers")
+    policies = jax.tree.map(lambda x: x[0], seed_policies(model, state))
+    ret = policy_returns(model, policies, jnp.asarray(contexts), jax.random.PRNGKey(seed + 1),
+                         greedy=False, teachers=True)
     steps = config.num_iterations * config.steps_per_iteration
     return {"final_return": float(np.mean(ret)), "train_s": train_s, "compile_s": compile_s,
             "env_steps": steps, "train_steps_per_s": steps / train_s}
 
 
 # --- rejax -----------------------------------------------------------------------------------
-
-
-class FiveValueStep:
-    """gymnax >= 1.0 env seen through gymnax's old API, as rejax 0.1.3 unpacks it:
-    `step -> (obs, state, reward, done, info)` with done = terminated or truncated."""
-
-    def __init__(self, env):
-        self._env = env
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name == "_env":  # copy/pickle probe before __init__
-            raise AttributeError(name)
-        return getattr(self._env, name)
-
-    def step(self, key, state, action, params=None):
-        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action,
-                                                                         params)
-        return obs, state, reward, jnp.logical_or(terminated, truncated), info
 
 
 def rejax_ppo(num_envs: int, num_steps: int, total_steps: int, hp: dict[str, Any]):
@@ -285,16 +259,100 @@ def train_rejax(num_envs: int, num_steps: int, total_steps: int, seed: int,
 
 # --- sections --------------------------------------------------------------------------------
 
-PEER_HP = dict(learning_rate=2.5e-3, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
-               clip_eps=0.2, vf_coef=0.5, ent_coef=0.01)
-
-
 def section_limit(a) -> dict[str, Any]:
     config = distillax_config("ppo", 1, a.limit_envs, a.limit_steps,
                               a.limit_envs * a.limit_steps)
     cases = {"env_only": prepare_limit(config, a.iters, policy=False),
              "env_and_teacher_forward": prepare_limit(config, a.iters, policy=True)}
     return {"envs": a.limit_envs, "steps": a.limit_steps, **run_interleaved(cases, a.reps)}
+
+
+# --- end to end: whole processes, as a user runs them -------------------------------------
+
+E2E_CASES = ((4, 128, 2**19), (2048, 32, 2**22))  # (envs, steps, env-step budget)
+
+
+def e2e_eval_every(envs: int, steps: int) -> int:
+    """distillax's automatic evaluation cadence for EVAL_EPISODES episodes of CartPole-v1's
+    500 steps, rounded up to a power of two so that the budget is a whole number of rejax's
+    evaluation periods too (rejax trains ceil(budget / eval_freq) periods in full)."""
+    from distillax.run import eval_interval
+
+    auto = eval_interval(Config(method="ppo", partitions=1, num_envs=envs, num_steps=steps,
+                                eval_contexts=EVAL_EPISODES), 500)
+    return 2 ** math.ceil(math.log2(auto))
+
+
+def _process(cmd: list[str], env: dict[str, str], results: str) -> dict[str, Any]:
+    """Run `cmd` to its end; its wall time from the call to `results` written, and what it
+    wrote there."""
+    t = time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=os.path.dirname(HERE))
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr[-2000:]}")
+    with open(results) as f:
+        return {"wall_s": wall, **json.load(f)}
+
+
+def distillax_cmd(envs: int, steps: int, budget: int, out: str) -> list[str]:
+    hp = [f"--{k.replace('_', '-')}={v}" for k, v in PEER_HP.items()]
+    return [sys.executable, "-m", "distillax.train", "--task", "cartpole-v1", "--method", "ppo",
+            f"--num-envs={envs}", f"--num-steps={steps}", f"--total-steps={budget}",
+            "--update-epochs=4", "--num-minibatches=4", "--no-anneal-lr", *hp,
+            f"--eval-contexts={EVAL_EPISODES}", f"--eval-every={e2e_eval_every(envs, steps)}",
+            "--checkpoint-dir", out]
+
+
+def section_e2e(a) -> dict[str, Any]:
+    """Whole processes, alternating: rejax's `train` (benchmarks/rejax_train.py) and
+    `python -m distillax.train` with a cold compilation cache (a fresh one, as on a new
+    machine) and then warm (the same config again), each from its start to results.json
+    written; plus the default `python -m distillax.train` (what `make train` runs), cold."""
+    import tempfile
+
+    rows = []
+    root = tempfile.mkdtemp(prefix="distillax-e2e-")
+    base_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    for envs, steps, budget in E2E_CASES:
+        every = e2e_eval_every(envs, steps)
+        runs: dict[str, list[dict[str, Any]]] = {"rejax": [], "cold": [], "warm": []}
+        for rep in range(a.reps):
+            d = os.path.join(root, f"{envs}x{steps}-{rep}")
+            env = {**base_env, "XDG_CACHE_HOME": os.path.join(d, "cache")}
+            rx = os.path.join(d, "rejax", "results.json")
+            runs["rejax"].append(_process(
+                [sys.executable, os.path.join(HERE, "rejax_train.py"), f"--num-envs={envs}",
+                 f"--num-steps={steps}", f"--total-steps={budget}",
+                 f"--eval-freq={every * envs * steps}", "--out", rx], base_env, rx))
+            for kind in ("cold", "warm"):  # the warm run finds the cold run's cache
+                out = os.path.join(d, kind)
+                runs[kind].append(_process(distillax_cmd(envs, steps, budget, out), env,
+                                           os.path.join(out, "results.json")))
+            log(f"e2e {envs}x{steps} rep {rep}: rejax {runs['rejax'][-1]['wall_s']:.1f} s, "
+                f"distillax cold {runs['cold'][-1]['wall_s']:.1f} s, warm "
+                f"{runs['warm'][-1]['wall_s']:.1f} s")
+        med = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
+        rows.append({
+            "envs": envs, "steps": steps, "budget": budget, "eval_every": every,
+            "eval_episodes": EVAL_EPISODES, "runs": runs,
+            "rejax_wall_s": med["rejax"], "cold_wall_s": med["cold"], "warm_wall_s": med["warm"],
+            "cold_ratio": med["rejax"] / med["cold"], "warm_ratio": med["rejax"] / med["warm"],
+            "warm_compile_s": statistics.median(r["compile_s"] for r in runs["warm"]),
+            "rejax_return": statistics.median(r["final_return"] for r in runs["rejax"]),
+            "distillax_return": statistics.median(r["central_sampled"] for r in runs["cold"])})
+    default = []
+    for rep in range(a.reps):
+        d = os.path.join(root, f"default-{rep}")
+        env = {**base_env, "XDG_CACHE_HOME": os.path.join(d, "cache")}
+        default.append(_process([sys.executable, "-m", "distillax.train", "--checkpoint-dir",
+                                 os.path.join(d, "run")], env,
+                                os.path.join(d, "run", "results.json")))
+        log(f"e2e default run rep {rep}: {default[-1]['wall_s']:.1f} s, central held-out "
+            f"{default[-1]['central_greedy']:.1f} greedy")
+    return {"cases": rows, "default": {
+        "runs": default, "wall_s": statistics.median(r["wall_s"] for r in default),
+        "central_greedy": statistics.median(r["central_greedy"] for r in default)}}
 
 
 def section_peer(a) -> list[dict[str, Any]]:
@@ -400,7 +458,8 @@ def section_profile(a) -> list[dict[str, Any]]:
     return rows
 
 
-SECTIONS = {"limit": section_limit, "peer": section_peer, "overhead": section_overhead,
+SECTIONS = {"e2e": section_e2e, "limit": section_limit, "peer": section_peer,
+            "overhead": section_overhead,
             "scaling": section_scaling, "profile": section_profile}
 
 
@@ -417,6 +476,17 @@ def _k(x: float) -> str:
 
 def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out = []
+    if "e2e" in r:
+        for row in r["e2e"]["cases"]:
+            case = f"{row['envs']}x{row['steps']}, {row['budget']:,} steps"
+            out.append((f"end to end, cold cache: distillax >= 1.0x rejax ({case}; goal 1.25x)",
+                        f"{row['cold_ratio']:.2f}x", row["cold_ratio"] >= 1.0))
+            out.append((f"second run of the same config compiles in <= 2 s ({case})",
+                        f"{row['warm_compile_s']:.1f} s", row["warm_compile_s"] <= 2.0))
+        d = r["e2e"]["default"]
+        out.append(("default run (make train) <= 25 s wall, central held-out >= 450 greedy",
+                    f"{d['wall_s']:.1f} s, {d['central_greedy']:.1f}",
+                    d["wall_s"] <= 25.0 and d["central_greedy"] >= 450))
     for row in r.get("peer", []):
         out.append((f"distillax >= 1.0x rejax at {row['envs']}x{row['steps']} (timed step)",
                     f"{row['ratio']:.2f}x", row["ratio"] >= 1.0))
@@ -426,7 +496,9 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
                         row["train_ratio"] >= 1.0))
     if "overhead" in r:
         v = r["overhead"]["central_vs_ppo"]
-        out.append(("central (P=4) >= 0.6x ppo", f"{v:.2f}x", v >= 0.6))
+        out.append(("central (P=4) >= 0.8x ppo (training calls)", f"{v:.2f}x", v >= 0.8))
+        v = r["overhead"]["dnc_vs_ppo"]
+        out.append(("dnc (P=4) >= 0.6x ppo (training calls)", f"{v:.2f}x", v >= 0.6))
     if "scaling" in r:
         s = r["scaling"]
         lo, hi = s["partitions"][0], s["partitions"][-1]
@@ -455,6 +527,37 @@ def markdown(r: dict[str, Any]) -> str:
              "shared: absolute numbers are noisy, ratios within this run are what count.", ""]
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {n} | {v} | {'yes' if ok else '**no**'} |" for n, v, ok in targets(r)]
+    if "e2e" in r:
+        e = r["e2e"]
+        lines += ["", "## End to end: whole processes, as a user runs them", "",
+                  "Wall time of each process from its start to its results.json written "
+                  "(start-up, compilation, training, periodic and final evaluation, checkpoints "
+                  "included), median of the alternated repetitions. rejax 0.1.3: its own "
+                  "`train` (benchmarks/rejax_train.py). distillax: `python -m distillax.train` "
+                  "(`distillax_cmd` in run.py), cold = a fresh compilation cache as on a new "
+                  "machine, warm = the same config run again. Both: CartPole-v1, PPO with "
+                  f"`peer.PEER_HP` (lr {PEER_HP['learning_rate']} constant), 2x64 tanh, "
+                  f"{EVAL_EPISODES} evaluation episodes every `eval every` iterations (distillax's "
+                  "automatic cadence rounded up to a power of two; distillax evaluates greedy "
+                  "actions during training and greedy and sampled at the end).", "",
+                  "| envs x steps | budget | eval every | rejax s | distillax cold s | "
+                  "distillax / rejax speed (cold) | distillax warm s | warm compile s | "
+                  "speed (warm) | return rejax / distillax (sampled) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in e["cases"]:
+            lines.append(f"| {row['envs']}x{row['steps']} | {row['budget']:,} | "
+                         f"{row['eval_every']} | {row['rejax_wall_s']:.1f} | "
+                         f"{row['cold_wall_s']:.1f} | **{row['cold_ratio']:.2f}x** | "
+                         f"{row['warm_wall_s']:.1f} | {row['warm_compile_s']:.1f} | "
+                         f"{row['warm_ratio']:.2f}x | {row['rejax_return']:.1f} / "
+                         f"{row['distillax_return']:.1f} |")
+        d = e["default"]
+        lines += ["", f"Default run (`python -m distillax.train --checkpoint-dir D`, what "
+                  f"`make train` runs, cold cache): {d['wall_s']:.1f} s wall (median), central "
+                  f"held-out return {d['central_greedy']:.1f} greedy; per run: " + ", ".join(
+                      f"{x['wall_s']:.1f} s (start-up {x['startup_s']:.1f}, compile "
+                      f"{x['compile_s']:.1f}, training {x['train_s']:.1f}, evaluation "
+                      f"{x['eval_s']:.1f})" for x in d["runs"])]
     if "limit" in r:
         L = r["limit"]
         lines += ["", f"## 1. Limit (CartPole, {L['envs']} envs x {L['steps']} steps, no "

@@ -313,7 +313,8 @@ def test_ant_reward_is_dnc_reward_of_the_clipped_action():
         env.pipeline_step = lambda ps, a, _f=fake(z, bad): _f  # noqa: E731
         task.env._fill = task.env._strip = lambda inner: inner
         try:
-            obs, nxt, r, term, _ = task.env.step_env(None, state, jnp.full((8,), 2.0), params)
+            # the unjitted step (the jitted one would reuse its trace of the first stub)
+            obs, nxt, r, term = task.env._step_impl(state, jnp.full((8,), 2.0), params.context)
         finally:
             del env.pipeline_step, task.env._fill, task.env._strip  # back to brax's own
         np.testing.assert_allclose(r, reward, rtol=1e-6)
@@ -455,3 +456,23 @@ def test_goal_tasks_train(task):
         target = np.asarray(state.env.state.inner.pipeline_state.q[..., 2:])
         np.testing.assert_allclose(target, ctx, atol=1e-6)
     assert task in TASKS
+
+
+def test_gpu_ant_goal_script_runs_small(tmp_path):
+    """benchmarks/gpu_ant_goal.py --small: its one tiny run (the config of the ant-goal smoke
+    run above, so the compiled programs are reused) writes speeds and a learning curve."""
+    import importlib.util
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_ant_goal.py")
+    spec = importlib.util.spec_from_file_location("gpu_ant_goal", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs = script.main(["--small", "--out", str(tmp_path)])
+    saved = json.load(open(tmp_path / "gpu_ant_goal.json"))
+    assert [(r["method"], r["partitions"]) for r in saved["runs"]] == [("central", 2)]
+    r = runs[0]
+    assert r["iterations"] == 2 and r["env_steps"] == 2 * 4 * 8 and r["steps_per_s"] > 0
+    assert len(r["curve"]) == 1 and np.isfinite(r["curve"][0]["teacher_return"])
+    assert (tmp_path / "gpu_ant_goal.md").read_text().count("| central | 2 |") == 1

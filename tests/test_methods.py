@@ -41,11 +41,17 @@ def _batch(model, state, key=jax.random.PRNGKey(3), n=6):
         action = jax.random.randint(ks[1], (P, n), 0, model.env.action_dim)
     else:
         action = jax.random.normal(ks[1], (P, n, model.env.action_dim))
-    return Batch(obs=jax.random.normal(ks[0], (P, n, obs_dim)), context=ctx, action=action,
-                 log_prob=-jnp.abs(jax.random.normal(ks[2], (P, n))),
+    obs = jax.random.normal(ks[0], (P, n, obs_dim))
+    log_prob = -jnp.abs(jax.random.normal(ks[2], (P, n)))
+    central, central_log_prob = None, log_prob  # pi_c as the update begins (the trainer's)
+    if model.has_central:
+        central = model.central_dist(state.params.central, obs, ctx, state.central_stats)
+        central_log_prob = central.log_prob(action)
+    return Batch(obs=obs, context=ctx, action=action, log_prob=log_prob,
                  value=jax.random.normal(ks[3], (P, n)),
                  advantages=jax.random.normal(ks[4], (P, n)),
-                 returns=jax.random.normal(ks[5], (P, n)), distill_weight=jnp.ones((P, n)))
+                 returns=jax.random.normal(ks[5], (P, n)), distill_weight=jnp.ones((P, n)),
+                 central=central, central_log_prob=central_log_prob)
 
 
 def _perturbed(state):
@@ -255,9 +261,9 @@ def test_distral_methods_learn_from_the_regularised_reward_scaled_as_a_whole(met
                                     distral_beta=2.0, gamma=0.9)
     traj = _traj(model, state)
     _, c = _perturbed(state)
-    reward, weight = training_rewards(model, c, state.central_stats, traj)
     log_pc = model.central_dist(c, traj.obs, traj.context, state.central_stats).log_prob(
         traj.action)
+    reward, weight = training_rewards(model, log_pc, traj)
     want = 0.1 * (traj.reward + 0.2 * log_pc - 0.5 * traj.log_prob)
     np.testing.assert_allclose(reward, want, rtol=1e-5, atol=1e-6)
     assert float(jnp.max(jnp.abs(reward - 0.1 * traj.reward))) > 1e-3
@@ -268,7 +274,7 @@ def test_distral_methods_learn_from_the_regularised_reward_scaled_as_a_whole(met
 def test_other_methods_learn_from_the_scaled_task_reward_with_unit_weights():
     model, state = _model_and_state("central", reward_scale=0.1)
     traj = _traj(model, state)
-    reward, weight = training_rewards(model, state.params.central, state.central_stats, traj)
+    reward, weight = training_rewards(model, traj.log_prob, traj)
     np.testing.assert_allclose(reward, 0.1 * traj.reward, rtol=1e-6)
     np.testing.assert_array_equal(weight, 1.0)
 

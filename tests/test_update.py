@@ -61,10 +61,15 @@ def _setup(model, seed, shape=(N,)):
     dist, _ = jax.jit(model.teachers)(acting, obs, context, t_stats, c_stats)
     # stored log-probs: the current ones plus noise, so ratios fall on both sides of the clip
     log_prob = dist.log_prob(action) + 0.3 * normal(P_, *shape)
+    central, central_log_prob = None, log_prob  # pi_c as the update begins (the trainer's)
+    if model.has_central:
+        central = jax.jit(model.central_dist)(params.central, obs, context, c_stats)
+        central_log_prob = central.log_prob(action)
     batch = upd.Batch(
         obs=obs, context=context, action=action, log_prob=log_prob,
         value=normal(P_, *shape), advantages=normal(P_, *shape), returns=normal(P_, *shape),
-        distill_weight=jnp.ones((P_, *shape)),
+        distill_weight=jnp.ones((P_, *shape)), central=central,
+        central_log_prob=central_log_prob,
     )
     return params, t_stats, c_stats, batch
 
@@ -390,6 +395,28 @@ def test_update_runs_and_changes_params(method):
     else:  # the central policy gets zero gradients and Adam leaves it where it was
         np.testing.assert_array_equal(metrics.distill, 0.0)
         chex.assert_trees_all_equal(new_params.central, params.central)
+
+
+def test_epochs_without_distillation_neither_evaluate_nor_step_the_central_policy():
+    """distill_epochs = 1 of E = 2: the central optimizer takes the first epoch's M = 2 steps
+    only, the loss of the other epoch reads no central parameter, and the reported distill
+    loss is the first epoch's (not diluted by the epoch without it)."""
+    model = _model(method="central", distill_epochs=1)  # E = 2, M = 2
+    c = model.config
+    params, ts, cs, batch = _setup(model, 5, shape=(c.num_steps, c.envs_per_partition))
+    opt = upd.OptState(model.teacher_tx.init(params.teacher), model.central_tx.init(params.central))
+    step = jax.jit(upd.update, static_argnums=(0, 8))
+    new_params, new_opt, metrics = step(model, params, opt, batch, ts, cs, WEIGHTS,
+                                        jax.random.key(6), None)
+    counts = [int(x) for x in jax.tree.leaves(new_opt.central) if jnp.ndim(x) == 0]
+    assert counts and all(n == 2 for n in counts), counts  # M steps: one epoch's
+    assert all(int(x) == 4 for x in jax.tree.leaves(new_opt.teacher) if jnp.ndim(x) == 0)
+    assert bool(jnp.all(metrics.distill > 0))
+    mb = jax.tree.map(lambda x: x[:, :4], batch)
+    off = lambda p: upd.loss_fn(p, model, mb, ts, cs, WEIGHTS, None, None, None, False)  # noqa
+    g = jax.grad(lambda p: off(p)[0])(params)
+    chex.assert_trees_all_equal(g.central, jax.tree.map(jnp.zeros_like, params.central))
+    np.testing.assert_array_equal(off(params)[1].distill, 0.0)
 
 
 def test_nonfinite_flags_name_the_terms_of_the_first_faulty_step():

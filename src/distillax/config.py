@@ -107,13 +107,18 @@ class Config:
     reset_every: int = static(0)  # copy central weights into every teacher each R iterations; 0 off
 
     # --- reporting -------------------------------------------------------------------------
-    log_every: int = static(5)  # iterations per host call (scanned on device); one line each
+    # iterations per host call (scanned on device), one report line each; 0 = auto, about 40
+    # reports per run (a call costs a host round trip: at 4 envs, 5 iterations a call spent
+    # as much time in the host loop as on the device)
+    log_every: int = static(0)
     eval_contexts: int = static(64)  # held-out contexts for the central policy's evaluation
     # evaluate the central policy every this many iterations; 0 = auto: as often as keeps the
     # evaluation's env steps within a quarter of training's (`run.eval_interval`)
     eval_every: int = static(0)
     checkpoint_dir: str = static("")  # where metrics, checkpoints and the config go
-    checkpoint_every: int = static(50)  # iterations between checkpoints (and one at the end)
+    # iterations between checkpoints (and one at the end); 0 = auto: every tenth of the run,
+    # or sooner once 10 minutes have passed since the last one
+    checkpoint_every: int = static(0)
     max_to_keep: int = static(3)  # checkpoints kept on disk
     tensorboard: bool = static(False)  # also write TensorBoard events to checkpoint_dir/tensorboard
 
@@ -164,6 +169,16 @@ class Config:
     @property
     def num_iterations(self) -> int:
         return max(1, self.total_steps // self.steps_per_iteration)
+
+    @property
+    def report_every(self) -> int:
+        """Iterations per host call: `log_every`, or (0) about 40 calls per run."""
+        return self.log_every or max(1, -(-self.num_iterations // 40))
+
+    @property
+    def save_every(self) -> int:
+        """Iterations between checkpoints: `checkpoint_every`, or (0) a tenth of the run."""
+        return self.checkpoint_every or max(1, -(-self.num_iterations // 10))
 
     @property
     def num_updates(self) -> int:
@@ -217,13 +232,13 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("distill_schedule",), lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
     (("activation",), lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
     (("partitions", "num_envs", "num_steps", "total_steps", "update_epochs", "num_minibatches",
-      "seeds", "kmeans_samples", "context_candidates", "log_every", "eval_contexts",
-      "checkpoint_every", "max_to_keep"),
+      "seeds", "kmeans_samples", "context_candidates", "eval_contexts", "max_to_keep"),
      lambda v: _is_int(v) and v >= 1, "a positive integer"),
     (("seed",), lambda v: _is_int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)"),
     (("num_devices",), lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 = every visible device)"),
-    (("distill_epochs", "reset_every", "eval_every", "cross_steps"),
+    (("distill_epochs", "reset_every", "eval_every", "cross_steps", "log_every",
+      "checkpoint_every"),
      lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 switches it off / means every epoch / auto)"),
     (("teacher_sees_context", "central_sees_context", "normalize_obs", "anneal_lr",

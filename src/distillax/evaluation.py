@@ -151,8 +151,13 @@ def report(evaluator: Evaluator, policies: Policies) -> dict[str, Any]:
     """
     per_seed: list[dict[str, Any]] = [
         {"contexts": int(evaluator.contexts.shape[0])} for _ in range(evaluator.keys.shape[0])]
+    done: dict[tuple[bool, bool], np.ndarray] = {}
     for who, greedy in VARIANTS:
-        r = evaluator.returns(policies, greedy, who == "teachers")  # [S, N]
+        # without a central policy the single teacher is "central" too: played once
+        teachers = who == "teachers" and evaluator.model.has_central
+        if (greedy, teachers) not in done:
+            done[greedy, teachers] = evaluator.returns(policies, greedy, teachers)
+        r = done[greedy, teachers]  # [S, N]
         name = f"{who}_{'greedy' if greedy else 'sampled'}"
         for s, rep in enumerate(per_seed):
             rep[name] = float(r[s].mean())

@@ -64,8 +64,9 @@ def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per
 
     keys, contexts, obs, states = jax.vmap(jax.vmap(one))(keys, cells)
     zeros = jnp.zeros((P, envs_per_cell))
-    return EnvCarry(states, obs, contexts, keys, zeros, zeros, zeros,
-                    jnp.zeros((P, envs_per_cell), jnp.int32))
+    return EnvCarry(state=states, obs=obs, context=contexts, key=keys, episode_return=zeros,
+                    last_return=zeros, episodes=zeros,
+                    episode_step=jnp.zeros((P, envs_per_cell), jnp.int32))
 
 
 def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
@@ -100,8 +101,10 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
         )
         # final_value is filled in after the scan, from final_obs: one batched critic pass
         # over [P, T, B] instead of one per step (the per-step cost dominates at few envs)
-        tr = Transition(carry.obs, carry.context, action, dist.log_prob(action), value,
-                        out.reward, out.terminated, out.truncated, None, carry.episode_step)
+        tr = Transition(obs=carry.obs, context=carry.context, action=action,
+                        log_prob=dist.log_prob(action), value=value, reward=out.reward,
+                        terminated=out.terminated, truncated=out.truncated, final_value=None,
+                        episode_step=carry.episode_step)
         return new, (tr, out.final_obs)
 
     carry, (traj, final_obs) = jax.lax.scan(step, carry, None, length=num_steps)

@@ -7,8 +7,8 @@
 A run compiles one training program and one evaluation program, ahead of time and side by
 side, through JAX's persistent compilation cache (on by default, in the user's cache
 directory: a second run of the same config loads them instead of compiling). The loop runs up
-to `log_every` iterations per host call; the last, shorter call runs in the same program.
-Calls end at multiples of `log_every` counted from iteration 0 (and at the end, or at
+to `config.report_every` iterations per host call; the last, shorter call runs in the same
+program. Calls end at multiples of it counted from iteration 0 (and at the end, or at
 `stop_after`), checkpoints are taken only between calls, and the RNG key lives in the state:
 so a resumed run executes the same compiled steps on the same state as an uninterrupted one
 and reproduces it bit for bit (on CPU, with the same device count). A non-finite reward, loss
@@ -48,6 +48,10 @@ from distillax.trainer import (IterationMetrics, NumericalError, Runner, TrainSt
 # Held-out evaluation during training costs at most this share of the training env steps
 # between two evaluations, when `eval_every` is 0 (auto).
 EVAL_SHARE = 0.25
+# With `checkpoint_every` 0 (auto), a checkpoint is also taken at the end of the first call
+# that ends this long after the last one (a checkpoint holds no result, so when one is taken
+# changes nothing in the run).
+AUTO_CHECKPOINT_S = 600.0
 
 
 @dataclasses.dataclass
@@ -175,7 +179,7 @@ def train(config: Config, log: Callable[[str], None] = print, *, stop_after: int
           compile_cache: str | None = "default") -> tuple[TrainState, Summary]:
     """Train `config` to its env-step budget; returns the final state and a summary.
 
-    With `config.checkpoint_dir` set, checkpoints go there (every `checkpoint_every`
+    With `config.checkpoint_dir` set, checkpoints go there (every `config.save_every`
     iterations and at the end), together with config.json, metrics.jsonl and results.json;
     the directory must not already hold checkpoints (continue those with `resume`).
     `stop_after`: stop once the run reaches this iteration, with a checkpoint.
@@ -327,7 +331,7 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
     mesh = parallel.make_mesh(config.num_devices)
     model = build_model(config)
     state = init_run_state(model)  # a leading seed axis [S, ...] when config.seeds > 1
-    chunk = min(config.log_every, total)
+    chunk = min(config.report_every, total)
     runner = make_runner(model, state, mesh, chunk)
     state = runner.place(state)
     if restore is not None:
@@ -364,6 +368,7 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
         train_s = eval_s = 0.0
         it = start
         fault = None  # the numerical guard's message, when a call produced non-finite values
+        saved_at = time.perf_counter()
         while it < stop_at and not stop.requested:
             # Calls end at multiples of `chunk` from iteration 0, whatever the start.
             n = min(chunk - it % chunk, stop_at - it)
@@ -396,9 +401,12 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
             history.append(record)
             run.write(record)
             last = it >= stop_at or stop.requested
-            if run.saver and (it // config.checkpoint_every > prev // config.checkpoint_every
-                              or last):
+            every = config.save_every
+            overdue = (not config.checkpoint_every
+                       and time.perf_counter() - saved_at > AUTO_CHECKPOINT_S)
+            if run.saver and (it // every > prev // every or last or overdue):
                 run.saver.save(state, config, mesh.size)
+                saved_at = time.perf_counter()
         run.progress.close()
         summary = Summary(history, {}, compile_s, train_s, 0.0, start, it, startup_s=startup_s)
         if run.saver:

@@ -180,22 +180,22 @@ def reset_stats(teacher_stats: RunningStats, central_stats: RunningStats) -> Run
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + x.shape), central_stats)
 
 
-def training_rewards(model: Model, central: Any, central_stats: RunningStats,
+def training_rewards(model: Model, central_log_prob: jax.Array,
                      traj: Transition) -> tuple[jax.Array, jax.Array]:
     """(the reward PPO learns from, the distillation weight of each sample), `[P, T, B]`.
 
     A method with Distral's regularised reward learns from `r + (alpha/beta) log pi_c -
-    (1/beta) log pi_i` (pi_c: the central policy on its own input, pi_i: the acting teacher's
-    stored log-prob); `reward_scale` multiplies the whole of it, so beta keeps its meaning
-    whatever the scale. Distillation weights are gamma^t (t: the step's index in its episode)
-    for methods with discounted distillation, else 1.
+    (1/beta) log pi_i` (`central_log_prob`: log pi_c of the taken actions, the central policy
+    on its own input; pi_i: the acting teacher's stored log-prob); `reward_scale` multiplies
+    the whole of it, so beta keeps its meaning whatever the scale. Distillation weights are
+    gamma^t (t: the step's index in its episode) for methods with discounted distillation,
+    else 1.
     """
     c = model.config
     spec = c.spec
     reward, distill_weight = traj.reward, jnp.ones_like(traj.reward)
     if spec.regularised_reward:
-        pi_c = model.central_dist(central, traj.obs, traj.context, central_stats)
-        reward = losses.distral_reward(reward, pi_c.log_prob(traj.action), traj.log_prob,
+        reward = losses.distral_reward(reward, central_log_prob, traj.log_prob,
                                        c.distral_alpha, c.distral_beta)
     if spec.discounted_distill:
         distill_weight = c.gamma ** traj.episode_step.astype(jnp.float32)
@@ -217,13 +217,21 @@ def iteration(model: Model, state: TrainState,
     bad_reward = jnp.logical_not(jnp.all(jnp.isfinite(traj.reward)))
     if axis_name is not None:  # each device saw its own envs' rewards
         bad_reward = jax.lax.psum(bad_reward.astype(jnp.int32), axis_name) > 0
-    reward, distill_weight = training_rewards(model, state.params.central, c_stats, traj)
+    # pi_c on the teachers' samples, once per iteration: Distral's reward, and the anchor of
+    # the couplings to the central policy (frozen through the update, like pi_i,old)
+    pi_c, central_log_prob = None, traj.log_prob
+    if model.has_central:
+        pi_c = jax.lax.stop_gradient(
+            model.central_dist(state.params.central, traj.obs, traj.context, c_stats))
+        central_log_prob = pi_c.log_prob(traj.action)
+    reward, distill_weight = training_rewards(model, central_log_prob, traj)
     adv, ret = jax.vmap(lambda r, v, te, tr, fv, lv: gae(r, v, te, tr, fv, lv, c.gamma,
                                                          c.gae_lambda))(
         reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
     batch = Batch(obs=traj.obs, context=traj.context, action=traj.action,
                   log_prob=traj.log_prob, value=traj.value, advantages=adv, returns=ret,
-                  distill_weight=distill_weight)
+                  distill_weight=distill_weight, central=pi_c,
+                  central_log_prob=central_log_prob)
     params, opt, metrics = update(model, state.params, state.opt, batch, t_stats, c_stats,
                                   state.partition.weights, k_update, axis_name,
                                   distill_coef_at(c, state.iteration))

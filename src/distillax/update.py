@@ -55,6 +55,10 @@ class Batch:
     advantages: jax.Array
     returns: jax.Array
     distill_weight: jax.Array  # per-sample weight of L_distill (gamma^t for distral, else 1)
+    # pi_c as the update found it, on the teachers' samples: the anchor of every coupling to
+    # the central policy, frozen through the update as pi_i,old is (None without a central)
+    central: Any
+    central_log_prob: jax.Array  # log pi_c(a|s,c) of it (log pi_i,old without a central)
 
 
 # What the numerical guard watches in the update, in the order a fault propagates.
@@ -109,8 +113,14 @@ def take_rows(x: jax.Array, rows: jax.Array, steps: int) -> jax.Array:
 def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats,
             central_stats: RunningStats, weights: jax.Array, axis_name: str | None,
             distill_coef: jax.Array | float | None = None,
-            rows: jax.Array | None = None) -> tuple[jax.Array, UpdateMetrics]:
+            rows: jax.Array | None = None,
+            with_central: bool = True) -> tuple[jax.Array, UpdateMetrics]:
     """Total loss on a minibatch `[P, n, ...]`; `weights [P]` are rho_i.
+
+    Couplings to the central policy read `mb.central`, pi_c as the update began (stopped, as
+    pi_i,old is). The central policy's own forward pass is for distillation only: without
+    `with_central` (the epochs that do not train it) it is not computed, nor the
+    distillation and feature terms (0).
 
     `distill_coef` overrides the config's lambda (the schedule's value this epoch). `rows`:
     the minibatch's time rows on which a coupling that `needs_cross` (DnC's P^2 passes) is
@@ -128,16 +138,14 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
     dist, value, *t_hidden = model.teachers(acting, mb.obs, mb.context, teacher_stats,
                                             central_stats, with_features=features)
     zeros = jnp.zeros(weights.shape)
-    central, distill, feature = None, zeros, zeros
-    central_log_prob = mb.log_prob  # without a central policy: r_c = 1
-    if model.has_central:
+    distill, feature = zeros, zeros
+    if model.has_central and with_central:
         central = model.central_dist(params.central, mb.obs, mb.context, central_stats,
                                      with_features=features)
         if features:
             central, c_hidden = central
             feature = jax.vmap(losses.feature_loss)(
                 map_features(params.central, c_hidden), t_hidden[0], mb.distill_weight)
-        central_log_prob = central.log_prob(mb.action)
         distill = jax.vmap(losses.distill_loss, in_axes=(0, 0, 0, 0, None))(
             dist, central, mb.action, mb.distill_weight, c.resolved_divergence)
     adv = jax.vmap(lambda a: losses.normalize(a, axis_name))(mb.advantages)
@@ -154,13 +162,13 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
         cross_own = jax.tree.map(lambda x: x[jnp.arange(P), jnp.arange(P)], cross)
     # The one place where a method's coupling enters the loss.
     couple = spec.coupling.fn(CouplingInputs(
-        teacher=dist, log_ratio=dist.log_prob(mb.action) - mb.log_prob, central=central,
-        central_log_ratio=central_log_prob - mb.log_prob, advantages=adv, weights=weights,
+        teacher=dist, log_ratio=dist.log_prob(mb.action) - mb.log_prob, central=mb.central,
+        central_log_ratio=mb.central_log_prob - mb.log_prob, advantages=adv, weights=weights,
         cross=cross, cross_own=cross_own, clip_eps=c.clip_eps,
         central_clip_eps=c.central_clip_eps))
     total = (jnp.sum(weights * (terms.loss + c.alpha * couple))
              + lam * jnp.sum(weights * (distill + c.feature_coef * feature)))
-    central_log_ratio = jnp.mean(central_log_prob - mb.log_prob, axis=1)
+    central_log_ratio = jnp.mean(mb.central_log_prob - mb.log_prob, axis=1)
     metrics = (terms, couple, central_log_ratio, distill, feature)
     if axis_name is not None:
         total = jax.lax.pmean(total, axis_name)
@@ -175,29 +183,27 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
 def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
                    teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
                    axis_name: str | None, distill_coef: jax.Array | float | None = None,
-                   train_central: jax.Array | bool = True, rows: jax.Array | None = None
+                   train_central: bool = True, rows: jax.Array | None = None
                    ) -> tuple[Params, OptState, UpdateMetrics]:
     """One gradient step of teachers and central policy on one minibatch.
 
-    With `train_central` False the central params and optimizer state are left as they are
-    (Adam would otherwise keep moving them on momentum alone).
+    With `train_central` False (static) the central policy is neither evaluated nor stepped:
+    its params and optimizer state are left as they are (Adam would otherwise keep moving
+    them on momentum alone).
     """
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, model, mb, teacher_stats, central_stats, weights, axis_name, distill_coef,
-        rows)
+        rows, train_central)
     # Clip teacher i's gradient of rho_i * L_i at rho_i * max_grad_norm: the same as clipping
     # the gradient of its own loss at max_grad_norm, as a stand-alone PPO learner would.
     t_grads, norms = clip_per_teacher(grads.teacher, weights * model.config.max_grad_norm)
     t_upd, t_opt = model.teacher_tx.update(t_grads, opt.teacher, params.teacher)
     central, c_opt = params.central, opt.central
-    if model.has_central:  # (ppo's unused central network is never stepped)
+    if model.has_central and train_central:  # (ppo's unused central network never steps)
         c_upd, c_opt = model.central_tx.update(grads.central, opt.central, params.central)
-        keep = lambda new, old: jax.tree.map(  # noqa: E731
-            lambda n, o: jnp.where(train_central, n, o), new, old)
-        central = keep(optax.apply_updates(params.central, c_upd), params.central)
-        c_opt = keep(c_opt, opt.central)
-    params = Params(optax.apply_updates(params.teacher, t_upd), central)
-    opt = OptState(t_opt, c_opt)
+        central = optax.apply_updates(params.central, c_upd)
+    params = Params(teacher=optax.apply_updates(params.teacher, t_upd), central=central)
+    opt = OptState(teacher=t_opt, central=c_opt)
     # The gradient check reads norms (the teachers' are computed for clipping anyway); a
     # norm overflows only for gradients past ~1e19, a fault too. Params are checked once per
     # update (in `update`): a non-finite step shows in the next step's loss terms anyway.
@@ -222,7 +228,8 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
     sharded run are exactly the device-wise pieces of the 1-device minibatches.
     Distillation is active in the first `distill_epochs` epochs (0: all); the central policy
     takes steps in the first `config.central_epochs` (those, or all when the teachers share
-    its network), which is what its learning-rate schedule counts.
+    its network), which is what its learning-rate schedule counts. `distill` and `feature`
+    are averaged over those epochs.
     """
     c = model.config
     T, M = c.num_steps, c.num_minibatches
@@ -230,11 +237,10 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
 
     needs_cross = c.spec.coupling.needs_cross
 
-    def epoch(carry, x):
+    def epoch(carry, x, train_central):
         key, index = x
         perm = jax.random.permutation(key, T)
         lam_e = jnp.where(index < c.active_distill_epochs, lam, 0.0)
-        train_central = index < c.central_epochs
         rows = None  # [M, cross_steps]: each minibatch's time rows for the cross terms
         if needs_cross:  # (a key of its own: other methods' streams are unchanged)
             keys = jax.random.split(jax.random.fold_in(key, 1), M)
@@ -255,8 +261,18 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
 
         return jax.lax.scan(step, carry, (jax.tree.map(split, batch), rows))
 
+    # The first `central_epochs` epochs train the central policy too; the others (static: two
+    # scans) skip its forward and backward passes entirely, so `distill_epochs` saves time.
     xs = (jax.random.split(key, c.update_epochs), jnp.arange(c.update_epochs))
-    (params, opt), metrics = jax.lax.scan(epoch, (params, opt), xs)
+    E_c = c.central_epochs
+    carry, metrics = jax.lax.scan(lambda cr, x: epoch(cr, x, True), (params, opt),
+                                  jax.tree.map(lambda x: x[:E_c], xs))
+    distill_metrics = (metrics.distill, metrics.feature)  # [E_c, M, P]: where they were taken
+    if E_c < c.update_epochs:
+        carry, rest = jax.lax.scan(lambda cr, x: epoch(cr, x, False), carry,
+                                   jax.tree.map(lambda x: x[E_c:], xs))
+        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, rest)
+    params, opt = carry
     # The first faulty step's terms (later steps inherit its NaNs everywhere); all False if
     # every step was finite, and then whether the final params are.
     flags = metrics.nonfinite.reshape(-1, len(UPDATE_TERMS))  # [E * M, terms], in step order
@@ -265,4 +281,5 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
         jnp.logical_not(all_finite(params)))
     first = jnp.where(jnp.any(first), first, params_bad)
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics.replace(nonfinite=None))
-    return params, opt, metrics.replace(nonfinite=first)
+    distill, feature = jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), distill_metrics)
+    return params, opt, metrics.replace(nonfinite=first, distill=distill, feature=feature)

@@ -29,6 +29,7 @@ def _lazy(module: str, make: str = "make") -> Callable[[], ContextualEnv]:
 
 TASKS: dict[str, Callable[[], ContextualEnv]] = {
     "cartpole": cartpole.make,
+    "cartpole-v1": cartpole.make_v1,
     "pendulum": pendulum.make,
     "pointgoal": pointgoal.make,
     "fourrooms": fourrooms.make,

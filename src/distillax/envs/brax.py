@@ -8,15 +8,16 @@ and `rollout.reset_ended` drive brax tasks exactly as they drive gymnax ones, an
 the rollout, the update or the evaluator knows about brax. The alternative, a second
 `ContextualEnv` implementation for brax, would duplicate that contract and its tests.
 
-Per-env physics: `to_params(context)` runs inside every step of every env, vmapped over
-`[P, B]` contexts, so the replaced `System` leaves (and only those) gain the env axes while
-every other leaf stays one shared constant. The brax env reads `self.sys` while it is traced;
-`_system` hands it a copy of the env holding the context's `System` (brax's own
+Per-env physics: `BraxParams` carry the context itself, and the env's step and reset build
+its `System` (`BraxEnvironment.system`: `physics(sys, context)`) in every step of every env,
+vmapped over `[P, B]` contexts, so the replaced `System` leaves (and only those) gain the env
+axes while every other leaf stays one shared constant. The brax env reads `self.sys` while it
+is traced; `_system` hands it a copy of the env holding the context's `System` (brax's own
 `DomainRandomizationVmapWrapper` swaps `env.sys` in place instead), so any `PipelineEnv`
 works unmodified. Replace only the fields a context changes (`sys.tree_replace`), and
 recompute every field MuJoCo derives from them that the step reads (see
-`double_pendulum.physics`). Measured cost in
-benchmarks/brax_results.md ("context -> System").
+`double_pendulum.physics`). Measured cost in benchmarks/brax_results.md (raw stepping,
+per-env physics at the default context vs shared physics).
 
 Bounded actions: brax actuators take controls in [-1, 1]. The policy stays an unbounded
 diagonal Gaussian with its exact log-prob, and the environment clips: `step_env` applies
@@ -53,11 +54,12 @@ from distillax.envs.base import ContextualEnv
 class BraxParams:
     """What a context sets: the physics and the reset-time task parameters.
 
-    sys: the brax `System` (MJX `Model`) of this context; task: `[k]` task parameters that
-    the env's `reset_task` reads (a goal, a target), `[0]` for pure physics tasks.
+    context: `[d]`, the context whose `System` the env builds (`BraxEnvironment.system`;
+    `[0]` when the physics is fixed); task: `[k]` task parameters that the env's
+    `reset_task` reads (a goal, a target), `[0]` for pure physics tasks.
     """
 
-    sys: Any
+    context: jax.Array
     task: jax.Array
     max_steps_in_episode: int = struct.field(pytree_node=False, default=1000)
 
@@ -202,12 +204,19 @@ def clip_action(action: jax.Array) -> jax.Array:
 class BraxEnvironment(environment.Environment):
     """A brax `PipelineEnv` as a gymnax `Environment` with `BraxParams`.
 
-    An env with task parameters (`task_dim > 0`) implements `reset_task(rng, task [k]) ->
-    State`; every other brax env is reset with its own `reset(rng)`.
+    `physics(sys, context [d]) -> sys` gives a context's `System` (None: brax's own, shared
+    by every env). An env with task parameters (`task_dim > 0`) implements
+    `reset_task(rng, task [k]) -> State`; every other brax env is reset with `reset(rng)`.
+
+    Reset and step are per-env functions under one `jax.jit` each: tracing MJX is slow
+    (~2-3 s of Python per call on a 2-core CPU), and a distillax program calls them several
+    times with the same shapes (the step's auto-reset, `rollout.reset_ended`, the shape pass
+    of the training loop), which the jit's trace cache then serves from one trace.
     """
 
     def __init__(self, env: PipelineEnv, episode_length: int = 1000, task_dim: int = 0,
-                 name: str = ""):
+                 name: str = "", physics: Callable[[Any, jax.Array], Any] | None = None,
+                 default_context: tuple[float, ...] = ()):
         if task_dim and not hasattr(env, "reset_task"):
             raise ValueError(f"{type(env).__name__}: task_dim = {task_dim} needs a "
                              "`reset_task(rng, task)` method")
@@ -215,7 +224,11 @@ class BraxEnvironment(environment.Environment):
         self.brax_env = env.unwrapped
         self.episode_length = int(episode_length)
         self.task_dim = int(task_dim)
+        self.physics = physics
+        self._default_context = tuple(default_context) if physics else ()
         self._name = name or type(self.brax_env).__name__
+        self._reset = jax.jit(self._reset_impl)
+        self._step = jax.jit(self._step_impl)
 
     @property
     def name(self) -> str:
@@ -223,8 +236,13 @@ class BraxEnvironment(environment.Environment):
 
     @property
     def default_params(self) -> BraxParams:
-        return BraxParams(self.brax_env.sys, jnp.zeros((self.task_dim,), jnp.float32),
-                          self.episode_length)
+        return BraxParams(jnp.asarray(self._default_context, jnp.float32),
+                          jnp.zeros((self.task_dim,), jnp.float32), self.episode_length)
+
+    def system(self, context: jax.Array) -> Any:
+        """The `System` of a context `[d]` (brax's own when the physics is fixed)."""
+        base = self.brax_env.sys
+        return base if self.physics is None else self.physics(base, context)
 
     @functools.cached_property
     def _layout(self) -> tuple[Any, dict[int, jax.ShapeDtypeStruct]]:
@@ -232,7 +250,8 @@ class BraxEnvironment(environment.Environment):
         has fields sized by absent model parts (no cameras, no activations: `cam_xpos
         [0, 3]`, `act [0]`), and orbax refuses to save zero-size arrays, so the state this
         env hands out holds None there (`_strip`) and brax gets them back (`_fill`)."""
-        shapes = jax.eval_shape(lambda k: self._brax_reset(k, self.default_params),
+        p = self.default_params
+        shapes = jax.eval_shape(lambda k: self._brax_reset(k, p.context, p.task),
                                 jax.random.PRNGKey(0))
         leaves, treedef = jax.tree.flatten(shapes)
         return treedef, {i: x for i, x in enumerate(leaves) if x.size == 0}
@@ -248,30 +267,39 @@ class BraxEnvironment(environment.Environment):
         return treedef.unflatten([jnp.zeros(empty[i].shape, empty[i].dtype) if i in empty
                                   else next(rest) for i in range(treedef.num_leaves)])
 
-    def _brax_reset(self, key: jax.Array, params: BraxParams) -> BraxInnerState:
-        env = _system(self.brax_env, params.sys)
-        return env.reset_task(key, params.task) if self.task_dim else env.reset(key)
+    def _brax_reset(self, key: jax.Array, context: jax.Array,
+                    task: jax.Array) -> BraxInnerState:
+        env = _system(self.brax_env, self.system(context))
+        return env.reset_task(key, task) if self.task_dim else env.reset(key)
 
-    def reset_env(self, key: jax.Array, params: BraxParams) -> tuple[jax.Array, BraxState]:
-        state = self._brax_reset(key, params)
+    def _reset_impl(self, key: jax.Array, context: jax.Array,
+                    task: jax.Array) -> tuple[jax.Array, BraxState]:
+        state = self._brax_reset(key, context, task)
         return _uniform((state.obs, BraxState(self._strip(state), jnp.zeros((), jnp.int32))))
 
-    def step_env(self, key: jax.Array, state: BraxState, action: jax.Array,
-                 params: BraxParams) -> tuple[jax.Array, BraxState, jax.Array, jax.Array, dict]:
-        del key  # brax dynamics are deterministic
+    def _step_impl(self, state: BraxState, action: jax.Array,
+                   context: jax.Array) -> tuple[jax.Array, BraxState, jax.Array, jax.Array]:
         # brax envs update their metrics / info dicts in place: hand them copies, so the
         # caller's state (a scan carry, a reset branch) is never mutated while traced
         inner = self._fill(state.inner)
         inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
-        nxt = _system(self.brax_env, params.sys).step(inner, clip_action(action))
-        out = _uniform((nxt.obs, BraxState(self._strip(nxt), state.time + 1), nxt.reward,
-                        nxt.done > 0.5))
-        return (*out, {})
+        nxt = _system(self.brax_env, self.system(context)).step(inner, clip_action(action))
+        return _uniform((nxt.obs, BraxState(self._strip(nxt), state.time + 1), nxt.reward,
+                         nxt.done > 0.5))
+
+    def reset_env(self, key: jax.Array, params: BraxParams) -> tuple[jax.Array, BraxState]:
+        return self._reset(key, params.context, params.task)
+
+    def step_env(self, key: jax.Array, state: BraxState, action: jax.Array,
+                 params: BraxParams) -> tuple[jax.Array, BraxState, jax.Array, jax.Array, dict]:
+        del key  # brax dynamics are deterministic
+        return (*self._step(state, action, params.context), {})
 
     @functools.cached_property
     def _obs_size(self) -> int:
         # traced, not run: brax's own `observation_size` runs (and compiles) a reset
-        shape = jax.eval_shape(lambda k: self._brax_reset(k, self.default_params).obs,
+        p = self.default_params
+        shape = jax.eval_shape(lambda k: self._brax_reset(k, p.context, p.task).obs,
                                jax.random.PRNGKey(0))
         return int(shape.shape[-1])
 
@@ -297,12 +325,11 @@ def contextual(name: str, env: PipelineEnv, space: ContextSpace,
     changes; None: the physics is fixed); `task(context [d]) -> [task_dim]` the reset-time
     task parameters (None: none). Both must be pure and jit-able: they run in every step.
     """
-    benv = BraxEnvironment(env, episode_length, task_dim, name)
-    base_sys = benv.brax_env.sys
-    no_task = jnp.zeros((0,), jnp.float32)
+    benv = BraxEnvironment(env, episode_length, task_dim, name, physics, default_context)
+    none = jnp.zeros((0,), jnp.float32)
 
     def to_params(c: jax.Array) -> BraxParams:
-        sys = base_sys if physics is None else physics(base_sys, c)
-        return BraxParams(sys, no_task if task is None else task(c), episode_length)
+        return BraxParams(none if physics is None else c, none if task is None else task(c),
+                          episode_length)
 
     return ContextualEnv(name, benv, space, to_params, default_context)

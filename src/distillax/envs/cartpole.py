@@ -7,6 +7,8 @@ is g x the default 10 N. Where the sign is negative the same action pushes the o
 so no single context-blind policy can balance the whole space.
 """
 
+import dataclasses
+
 from gymnax.environments.classic_control.cartpole import CartPole, EnvParams
 
 from distillax.contexts import ContextSpace
@@ -33,6 +35,17 @@ def to_params(c):
     )
 
 
+DEFAULT_CONTEXT = (DEFAULT.length, DEFAULT.masspole, 1.0, 1.0)
+
+
 def make() -> ContextualEnv:
     return ContextualEnv("cartpole", CartPole(), SPACE, to_params,
-                         default_context=(DEFAULT.length, DEFAULT.masspole, 1.0, 1.0))
+                         default_context=DEFAULT_CONTEXT)
+
+
+def make_v1() -> ContextualEnv:
+    """gymnax's CartPole-v1 exactly: the one-task space of the default context, so every
+    episode is the plain environment (the peer benchmark's task, and a context-free baseline)."""
+    space = dataclasses.replace(SPACE, tasks=(DEFAULT_CONTEXT,))
+    return ContextualEnv("cartpole-v1", CartPole(), space, to_params,
+                         default_context=DEFAULT_CONTEXT)
