@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from distillax import methods
 from distillax.config import (ACTIVATIONS, DIVERGENCES, FIELD_RULES, PARTITIONERS, SCHEDULES,
                               Config, ConfigError, _empty_grid_cells, validate)
+from distillax import envs
 from distillax.envs import make_task, register
 from distillax.model import build_model
 from distillax.trainer import init_run_state
@@ -39,7 +40,7 @@ def warm_tasks():
     """Build each shipped task once: building one runs (and compiles) a few small array ops,
     and `validate` caches the built task, so later validations compile nothing."""
     for name in SHIPPED:
-        validate(Config(task=name, partitioner="kmeans", partitions=1, num_envs=8))
+        check(Config(task=name, partitioner="kmeans", partitions=1, num_envs=8))
 
 
 class CompileCounter:
@@ -58,10 +59,17 @@ class CompileCounter:
 COMPILES = CompileCounter()
 
 
+def check(config: Config, num_devices: int | None = 1) -> None:
+    """Everything a run checks before it builds a model: the config's own rules, then the
+    task's (where the task is built)."""
+    validate(config, num_devices=num_devices)
+    envs.build(config)
+
+
 def _validate_counting_compiles(config: Config) -> None:
     COMPILES.active = True
     try:
-        validate(config, num_devices=1)
+        check(config)
     finally:
         COMPILES.active = False
 
@@ -166,7 +174,7 @@ BAD_VALUES = {
     "seed": st.integers(max_value=-1) | st.integers(min_value=2**31) | wrong_type,
     "num_devices": bad_int_nonneg, "distill_epochs": bad_int_nonneg,
     "reset_every": bad_int_nonneg, "eval_every": bad_int_nonneg,
-    "cross_steps": bad_int_nonneg, "checkpoint_dir": st.sampled_from([None, 0, b"runs", ["r"]]),
+    "cross_steps": bad_int_nonneg, "log_every": bad_int_nonneg, "checkpoint_every": bad_int_nonneg, "checkpoint_dir": st.sampled_from([None, 0, b"runs", ["r"]]),
     "hidden_sizes": bad_tuple | st.just(()), "grid_shape": bad_tuple,
     "gamma": bad_unit, "gae_lambda": bad_unit, "distral_alpha": bad_unit,
     "coupling_coef": (st.floats(max_value=-1e-9, allow_infinity=False) | non_finite
@@ -181,7 +189,7 @@ for key, strategy in {"partitions": bad_int_positive, "anneal_lr": not_a_bool,
 
 def _breakers(c: Config) -> list[tuple[frozenset, dict]]:
     """Ways to break a combination of valid config `c`: (fields the error may name, changes)."""
-    P = c.num_partitions
+    P = c.partitions
     out = [
         ({"num_minibatches"}, dict(num_minibatches=c.num_steps + 1)),
         ({"total_steps"}, dict(total_steps=c.steps_per_iteration - 1)),
@@ -288,11 +296,11 @@ def test_a_broken_user_task_is_a_config_error_naming_it():
     with pytest.raises(ConfigError, match=r"config field `task` = 'broken_task' is invalid: "
                                           r"a task that builds; its constructor raised "
                                           r"ValueError: context dim `mass`: bounds \[2.0, 1.0\]"):
-        validate(Config(task="broken_task"))
+        check(Config(task="broken_task"))
     register("not_a_task", lambda: 42)
     with pytest.raises(ConfigError, match="`task` = 'not_a_task' is invalid: a constructor "
                                           "returning a ContextualEnv"):
-        validate(Config(task="not_a_task"))
+        check(Config(task="not_a_task"))
 
 
 def test_train_rejects_a_bad_config_before_building_anything(monkeypatch):

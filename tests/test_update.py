@@ -47,7 +47,7 @@ def _setup(model, seed, shape=(N,)):
     teacher, central = jax.tree.map(lambda x: 0.5 * normal(*x.shape), shapes)
     params = upd.Params(teacher, central)
     env = model.env
-    P_ = model.config.num_partitions
+    P_ = model.config.partitions
     t_stats = init_stats((P_, env.obs_dim))
     c_stats = init_stats((env.obs_dim,))
     obs = normal(P_, *shape, env.obs_dim)
@@ -334,7 +334,7 @@ def test_clip_per_teacher_on_real_stacked_grads():
 
 def test_ppo_has_no_central_terms():
     model = _model(method="ppo")
-    assert model.config.num_partitions == 1 and not model.has_central
+    assert model.config.partitions == 1 and not model.has_central
     params, ts, cs, mb = _setup(model, 4)
     chex.assert_shape(mb.action, (1, N))
     w = jnp.ones(1)
@@ -363,7 +363,7 @@ def test_ppo_has_no_central_terms():
 def test_update_runs_and_changes_params(method):
     model = _model(method=method)
     c = model.config
-    P_ = c.num_partitions
+    P_ = c.partitions
     B = c.envs_per_partition
     params, ts, cs, batch = _setup(model, 5, shape=(c.num_steps, B))
     chex.assert_shape(batch.obs, (P_, c.num_steps, B, model.env.obs_dim))

@@ -9,7 +9,6 @@ would be valid; the CLI turns that into a one-line message and a non-zero exit.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import numbers
@@ -39,7 +38,7 @@ class Config:
     task: str = static("cartpole")  # a name in distillax.envs.TASKS
     method: str = static("central")  # a name in distillax.methods.METHODS (its spec)
     partitioner: str = static("kmeans")  # how the context space is cut into partitions
-    partitions: int = static(4)  # P, the number of teachers (1 for a single-teacher method: ppo)
+    partitions: int = static(4)  # P, the number of teachers (always 1 for a single-teacher method: ppo)
     grid_shape: tuple[int, ...] = static(())  # cells per context dim for `grid`; product = P
     kmeans_samples: int = static(10_000)  # samples of rho for k-means and the weights rho_i
     context_candidates: int = static(32)  # rejection-sampling candidates per reset (bounded)
@@ -128,9 +127,12 @@ class Config:
         """What the method is (`methods.py`); the config is validated first."""
         return methods.get(self.method)
 
-    @property
-    def num_partitions(self) -> int:
-        return 1 if self.spec.single_teacher else self.partitions
+    def __post_init__(self):
+        # One name for P: a single-teacher method (ppo) has one partition whatever was asked,
+        # so `partitions` is always the number of teachers (an unknown method is left for
+        # `validate` to name).
+        if self.method in methods.METHODS and methods.get(self.method).single_teacher:
+            object.__setattr__(self, "partitions", 1)
 
     @property
     def resolved_divergence(self) -> str:
@@ -156,11 +158,11 @@ class Config:
     def resolved_cross_steps(self) -> int:
         """`cross_steps`, or its auto value ceil((T/M) / P)."""
         steps = self.num_steps // self.num_minibatches
-        return self.cross_steps or -(-steps // self.num_partitions)
+        return self.cross_steps or -(-steps // self.partitions)
 
     @property
     def envs_per_partition(self) -> int:
-        return self.num_envs // self.num_partitions
+        return self.num_envs // self.partitions
 
     @property
     def steps_per_iteration(self) -> int:
@@ -225,6 +227,8 @@ def _is_int_tuple(v: Any) -> bool:
 # (fields, predicate, what is valid). Checked in order, each on its own field, before any
 # rule that combines fields, so a combination's message never reads a value of a wrong type.
 FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (("task",), lambda v: isinstance(v, str) and v != "",
+     "a task name (one of distillax.envs.TASKS; add one with distillax.envs.register)"),
     (("method",), lambda v: isinstance(v, str) and v in methods.METHODS,
      "one of the methods in distillax.methods.METHODS (add one with methods.register)"),
     (("partitioner",), lambda v: v in PARTITIONERS, f"one of {list(PARTITIONERS)}"),
@@ -268,33 +272,6 @@ def _check_fields(config: Config) -> None:
                 _fail(name, value, valid)
 
 
-def _build_task(name: Any) -> Any:
-    """The task `name` of `distillax.envs.TASKS`, built (cached per constructor); a name not
-    there, a constructor that raises or one that returns no usable task is a ConfigError."""
-    from distillax.envs import TASKS, ContextualEnv  # envs import config: keep one direction
-    from distillax.contexts import ContextSpace
-
-    if not isinstance(name, str) or name not in TASKS:
-        _fail("task", name, f"one of {sorted(TASKS)} (add one with distillax.envs.register)")
-    try:
-        task = _make_cached(TASKS[name])
-    except Exception as e:  # a user's task: report whatever its constructor raised
-        _fail("task", name, f"a task that builds; its constructor raised {type(e).__name__}: {e}")
-    if not isinstance(task, ContextualEnv) or not isinstance(task.space, ContextSpace):
-        _fail("task", name, f"a constructor returning a ContextualEnv with a ContextSpace (got "
-                            f"{type(task).__name__})")
-    if task.space.dim < 1 or len(task.default_context) != task.space.dim:
-        _fail("task", name, f"a task whose context space has >= 1 dims and a default context of "
-                            f"that length (space {list(task.space.names)}, default context "
-                            f"{task.default_context})")
-    return task
-
-
-@functools.lru_cache(maxsize=32)
-def _make_cached(make: Callable[[], Any]) -> Any:
-    return make()
-
-
 def _distinct_contexts(space: Any) -> float:
     """How many different contexts rho can draw (inf when a dimension is continuous)."""
     if space.tasks is not None:
@@ -324,16 +301,16 @@ def _empty_grid_cells(space: Any, shape: tuple[int, ...]) -> int:
 
 
 def validate(config: Config, num_devices: int | None = None) -> Config:
-    """Check every field and every combination that sets shapes; returns the config.
+    """Check every field and every combination that does not depend on the task; returns the
+    config. The task's own rules (`check_task`) are checked where the task is built
+    (`envs.build`, which `model.build_model` calls). Both compile nothing, so a run checks
+    everything before any jit.
 
-    Cheap and compiles nothing (it builds the task, cached), so it runs before any jit.
     `num_devices` is the size of the "data" mesh axis the run will use; None: the config's
     own `num_devices`, or every visible device for 0 (which starts the JAX backend).
     """
     c = config
     _check_fields(c)
-    task = _build_task(c.task)
-    space = task.space
     if num_devices is None:
         import jax
 
@@ -342,7 +319,7 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
             _fail("num_devices", c.num_devices, f"at most the {visible} visible devices (0 = all)")
         num_devices = c.num_devices or visible
 
-    P = c.num_partitions
+    P = c.partitions
     if c.distill_epochs > c.update_epochs:
         _fail("distill_epochs", c.distill_epochs, f"at most update_epochs = {c.update_epochs}")
     spec = c.spec
@@ -358,15 +335,8 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     if c.feature_coef > 0 and not spec.has_central:
         _fail("feature_coef", c.feature_coef, f"0 for method `{c.method}` (there is no central "
                                               "policy to distil features into)")
-    if spec.shares_central and not task.discrete and c.distral_alpha >= 1:
-        _fail("distral_alpha", c.distral_alpha,
-              f"< 1 for method `{c.method}` on task `{c.task}` (continuous actions: its task "
-              "column's Gaussian is scaled by 1 - alpha, see DiagGaussian.combine)")
     if c.partitions > c.kmeans_samples:
         _fail("partitions", c.partitions, f"at most kmeans_samples = {c.kmeans_samples}")
-    if P > _distinct_contexts(space):
-        _fail("partitions", c.partitions, f"at most the {_distinct_contexts(space)} distinct "
-                                          f"contexts of task `{c.task}` (a cell would be empty)")
     if c.num_envs % (P * num_devices):
         _fail("num_envs", c.num_envs,
               f"a multiple of partitions x devices = {P} x {num_devices} = {P * num_devices}")
@@ -382,7 +352,24 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     if c.tensorboard and not c.checkpoint_dir:
         _fail("tensorboard", c.tensorboard,
               "False without a checkpoint_dir (the events are written under it)")
+    if c.partitioner != "grid" and c.grid_shape:
+        _fail("grid_shape", c.grid_shape, f"() with partitioner `{c.partitioner}` (only `grid` "
+                                          "reads it)")
+    return config
 
+
+def check_task(config: Config, task: Any) -> None:
+    """The rules that depend on the task (`task`: the built `ContextualEnv`): its context space
+    against the partitioner, the grid and P, and its action type against Distral's 2-column
+    product. Raises `ConfigError` naming the field; compiles nothing."""
+    c, space, spec, P = config, task.space, config.spec, config.partitions
+    if spec.shares_central and not task.discrete and c.distral_alpha >= 1:
+        _fail("distral_alpha", c.distral_alpha,
+              f"< 1 for method `{c.method}` on task `{c.task}` (continuous actions: its task "
+              "column's Gaussian is scaled by 1 - alpha, see DiagGaussian.combine)")
+    if P > _distinct_contexts(space):
+        _fail("partitions", c.partitions, f"at most the {_distinct_contexts(space)} distinct "
+                                          f"contexts of task `{c.task}` (a cell would be empty)")
     if c.partitioner == "grid":
         if len(c.grid_shape) != space.dim:
             _fail("grid_shape", c.grid_shape,
@@ -393,9 +380,6 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
         if empty:
             _fail("grid_shape", c.grid_shape, f"a grid whose cells all hold contexts of task "
                                               f"`{c.task}` ({empty} of its cells would be empty)")
-    elif c.grid_shape:
-        _fail("grid_shape", c.grid_shape, f"() with partitioner `{c.partitioner}` (only `grid` "
-                                          "reads it)")
     if c.partitioner == "tasks":
         if space.tasks is None:
             _fail("partitioner", c.partitioner,
@@ -406,4 +390,3 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
         if P != len(space.tasks):
             _fail("partitions", c.partitions,
                   f"the number of tasks of `{c.task}` ({len(space.tasks)}) for partitioner `tasks`")
-    return config

@@ -168,7 +168,7 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
     piece = lambda i: {k: v[..., bounds[i]:bounds[i + 1]] for k, v in r.items()}  # noqa: E731
 
     g = piece(0)
-    P = config.num_partitions
+    P = config.partitions
     weights = np.asarray(policies.partition.weights)
     centres = np.asarray(space.low) + np.asarray(policies.partition.centres) * (
         np.asarray(space.high) - np.asarray(space.low))

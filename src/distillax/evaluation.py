@@ -188,7 +188,7 @@ def grid_returns(model: Model, policies: Policies, contexts: np.ndarray, key: ja
     """
     from distillax.contexts import assign
 
-    P = model.config.num_partitions
+    P = model.config.partitions
 
     @jax.jit
     def run(policies, contexts, key):

@@ -17,7 +17,8 @@ import optax
 from distillax import normalizer
 from distillax.config import Config
 from distillax.distributions import Distribution
-from distillax.envs import ContextualEnv, make_task
+from distillax import envs
+from distillax.envs import ContextualEnv
 from distillax.networks import Actor, ActorCritic, apply_stacked, init_stacked
 from distillax.normalizer import RunningStats
 
@@ -131,19 +132,20 @@ class Model:
     def init_params(self, key: jax.Array) -> tuple[Any, Any]:
         """(teacher params `[P, ...]`, central params)."""
         k_t, k_c = jax.random.split(key)
-        teacher = init_stacked(self.teacher, k_t, self.config.num_partitions,
+        teacher = init_stacked(self.teacher, k_t, self.config.partitions,
                                jnp.zeros((self.teacher_in_dim,)))
         central = self.central.init(k_c, jnp.zeros((self.central_in_dim,)))
         return teacher, central
 
 
 def build_model(config: Config) -> Model:
-    """Networks and optimizers for `config` (assumed validated)."""
-    env = make_task(config.task)
+    """Networks and optimizers for `config` (validated): builds its task, checking the task's
+    rules first (`envs.build`: a `ConfigError` before anything compiles)."""
+    env = envs.build(config)
     hidden, act = tuple(config.hidden_sizes), config.activation
     teacher = ActorCritic(env.action_dim, env.discrete, hidden, act)
     # Feature distillation: one map per teacher (an Actor-Mimic regression target each).
-    maps = config.num_partitions if config.feature_coef > 0 else 0
+    maps = config.partitions if config.feature_coef > 0 else 0
     central = Actor(env.action_dim, env.discrete, hidden, act, feature_maps=maps)
 
     def adam(lr: float, steps: int) -> optax.GradientTransformation:

@@ -358,7 +358,7 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                  + (f" ({run.dropped} later records dropped from metrics.jsonl)"
                     if run.dropped else "") if restore is not None else "")
         log(f"distillax: task={config.task} method={config.method} partitions="
-            f"{config.num_partitions} envs={config.num_envs} devices={mesh.size} "
+            f"{config.partitions} envs={config.num_envs} devices={mesh.size} "
             f"iterations={total} ({config.steps_per_iteration:,} env steps each)"
             + (f" x {config.seeds} seeds" if config.seeds > 1 else "") + "; "
             f"started in {startup_s:.1f} s, compiled in {compile_s:.1f} s"

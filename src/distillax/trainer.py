@@ -67,7 +67,7 @@ def init_state(model: Model, key: jax.Array) -> TrainState:
     """A fresh run: partitions, params, optimizer states, normalisers and reset envs."""
     c = model.config
     k_part, k_params, k_env, k_train = jax.random.split(key, 4)
-    P = c.num_partitions
+    P = c.partitions
     try:
         partition = make_partition(k_part, model.env.space, c.partitioner, P, c.kmeans_samples,
                                    tuple(c.grid_shape))
@@ -89,7 +89,7 @@ def _init_rest(model: Model, partition: Partition, k_params: jax.Array, k_env: j
     """Everything of a fresh state but the partition, as one compiled program: built op by op
     it took dozens of small compilations, most of a short run's start-up on CPU."""
     c = model.config
-    P, obs_dim = c.num_partitions, model.env.obs_dim
+    P, obs_dim = c.partitions, model.env.obs_dim
     teacher, central = model.init_params(k_params)
     opt = OptState(teacher=model.teacher_tx.init(teacher), central=model.central_tx.init(central))
     env = init_envs(k_env, model.env, partition, c.envs_per_partition, c.context_candidates)

@@ -5,8 +5,9 @@ their constructor imports brax, so importing distillax, or building a gymnax tas
 does.
 """
 
+import functools
 import importlib
-from typing import Callable
+from typing import Any, Callable
 
 from distillax.envs import cartpole, fourrooms, pendulum, pointgoal
 from distillax.envs.base import ContextualEnv, Step
@@ -41,6 +42,42 @@ TASKS: dict[str, Callable[[], ContextualEnv]] = {
 }
 
 
+def build(config: Any) -> ContextualEnv:
+    """The task of `config` (validated), built once per constructor, with the config's
+    task-dependent rules checked (`config.check_task`). A name not in `TASKS`, a constructor
+    that raises or returns no usable task, or a rule broken is a `ConfigError` naming the
+    field. Compiles nothing."""
+    from distillax.config import ConfigError, check_task
+    from distillax.contexts import ContextSpace
+
+    name = config.task
+
+    def fail(valid: str):
+        raise ConfigError(f"config field `task` = {name!r} is invalid: {valid}")
+
+    if name not in TASKS:
+        fail(f"one of {sorted(TASKS)} (add one with distillax.envs.register)")
+    try:
+        task = _built(TASKS[name])
+    except Exception as e:  # a user's task: report whatever its constructor raised
+        fail(f"a task that builds; its constructor raised {type(e).__name__}: {e}")
+    if not isinstance(task, ContextualEnv) or not isinstance(task.space, ContextSpace):
+        fail(f"a constructor returning a ContextualEnv with a ContextSpace (got "
+             f"{type(task).__name__})")
+    if task.space.dim < 1 or len(task.default_context) != task.space.dim:
+        fail(f"a task whose context space has >= 1 dims and a default context of that length "
+             f"(space {list(task.space.names)}, default context {task.default_context})")
+    check_task(config, task)
+    return task
+
+
+@functools.lru_cache(maxsize=32)
+def _built(make: Callable[[], ContextualEnv]) -> ContextualEnv:
+    """One task per constructor: building a brax task takes seconds, and one object keeps
+    models built from equal configs equal (so their compiled programs are shared)."""
+    return make()
+
+
 def register(name: str, make: Callable[[], ContextualEnv]) -> None:
     """Make a task available by name to the config, the CLI and the evaluator."""
     TASKS[name] = make
@@ -52,4 +89,4 @@ def make_task(name: str) -> ContextualEnv:
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "ContextualEnv", "Step", "make_task", "register"]
+__all__ = ["TASKS", "ContextualEnv", "Step", "build", "make_task", "register"]
