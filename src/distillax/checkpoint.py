@@ -66,12 +66,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from flax import struct
 
 from distillax import parallel
 from distillax.config import Config, ConfigError
 from distillax.contexts import Partition
 from distillax.normalizer import RunningStats
+from distillax.policy import Policies
 
 # Bump when the layout of a checkpoint changes (TrainState fields, item names, meta keys) so
 # that an old checkpoint fails with a message instead of a deep orbax structure error.
@@ -109,17 +109,6 @@ class RunInfo:
     steps: tuple[int, ...]  # every committed step in the directory
     config: Config
     meta: dict[str, Any]
-
-
-@struct.dataclass
-class Policies:
-    """The arrays acting needs, restored without optimizer states or env carries."""
-
-    teacher: Any  # teacher params, leaves [P, ...]
-    central: Any  # central params
-    teacher_stats: RunningStats  # [P, obs]
-    central_stats: RunningStats  # [obs]
-    partition: Partition
 
 
 def steps(directory: str) -> tuple[int, ...]:
@@ -423,9 +412,10 @@ def restore_policies(directory: str, step: int | None = None,
     verify(r, info)  # the subtrees read, before a seed is picked: digests are of whole arrays
     if num_seeds > 1:
         r = jax.tree.map(lambda x: x[seed], r)
-    return info, Policies(r["params"]["teacher"], r["params"]["central"],
-                          RunningStats(**r["teacher_stats"]), RunningStats(**r["central_stats"]),
-                          Partition(**r["partition"]))
+    return info, Policies(teacher=r["params"]["teacher"], central=r["params"]["central"],
+                          teacher_stats=RunningStats(**r["teacher_stats"]),
+                          central_stats=RunningStats(**r["central_stats"]),
+                          partition=Partition(**r["partition"]))
 
 
 class Saver:

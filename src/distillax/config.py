@@ -1,14 +1,17 @@
 """The run configuration: one frozen dataclass, validated once, before any compilation.
 
 Fields that set array shapes or choose code paths are static (`pytree_node=False`); numeric
-coefficients are pytree leaves, so a sweep over them can be vmapped without recompiling
-(the rejax pattern). `validate` raises `ConfigError` naming the field, the value and what
-would be valid; the CLI turns that into a one-line message and a non-zero exit.
+coefficients are pytree leaves, and the training program reads them from the train state
+(`TrainState.hparams`), so the members of a sweep over them run in one vmapped program
+without recompiling (the rejax pattern). `validate` raises `ConfigError` naming the field,
+the value and what would be valid; the CLI turns that into a one-line message and a
+non-zero exit. Each field's description lives in its metadata, read by `--help`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import numbers
@@ -28,98 +31,142 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names the field, the value and what is valid."""
 
 
-def static(default: Any) -> Any:
-    return struct.field(pytree_node=False, default=default)
+# Groups of fields, in the order `--help` shows them.
+GROUPS = ("task and method", "budget and batches", "networks", "optimisation",
+          "distillation and coupling", "sweeps", "reporting and checkpoints")
+
+
+def static(default: Any, group: str, help: str) -> Any:
+    """A field that sets shapes or chooses code paths: part of the compiled program."""
+    return struct.field(pytree_node=False, default=default,
+                        metadata={"group": group, "help": help})
+
+
+def leaf(default: Any, group: str, help: str) -> Any:
+    """A numeric coefficient: a pytree leaf, traced in the compiled program, so members of a
+    sweep over it run in one program (vmapped) without recompiling."""
+    return struct.field(pytree_node=True, default=default,
+                        metadata={"group": group, "help": help})
 
 
 @struct.dataclass
 class Config:
-    # --- what to train -------------------------------------------------------------------
-    task: str = static("cartpole")  # a name in distillax.envs.TASKS
-    method: str = static("central")  # a name in distillax.methods.METHODS (its spec)
-    partitioner: str = static("kmeans")  # how the context space is cut into partitions
-    partitions: int = static(4)  # P, the number of teachers (always 1 for a single-teacher method: ppo)
-    grid_shape: tuple[int, ...] = static(())  # cells per context dim for `grid`; product = P
-    kmeans_samples: int = static(10_000)  # samples of rho for k-means and the weights rho_i
-    context_candidates: int = static(32)  # rejection-sampling candidates per reset (bounded)
-    teacher_sees_context: bool = static(False)  # DnC: teachers do not see the context
-    central_sees_context: bool = static(True)  # the central policy does by default
-    normalize_obs: bool = static(False)  # running mean/std of observations (per role)
-    seed: int = static(0)
-    # S independent runs in one program (vmapped): run s uses PRNGKey(seed + s), so it is
-    # the run `--seed seed+s` would train alone
-    seeds: int = static(1)
+    """One run (or one vmapped sweep of runs). Every field's description is its `metadata`
+    (what `--help` prints, grouped by `GROUPS`)."""
 
-    # --- budget and batch shapes -----------------------------------------------------------
-    num_envs: int = static(64)  # total envs, split evenly over partitions and devices
-    num_steps: int = static(128)  # T, rollout length per iteration
-    total_steps: int = static(3_000_000)  # env-step budget over all partitions
-    update_epochs: int = static(4)  # E
-    num_minibatches: int = static(4)  # M; each minibatch holds every partition's slice
-    num_devices: int = static(0)  # devices on the "data" mesh axis; 0 = all visible
+    # --- task and method -------------------------------------------------------------------
+    task: str = static("cartpole", GROUPS[0], "the contextual task: a name in "
+                       "distillax.envs.TASKS (add one with distillax.envs.register)")
+    method: str = static("central", GROUPS[0], "how teachers and the central policy are "
+                         "coupled: a name in distillax.methods.METHODS (README's table)")
+    partitioner: str = static("kmeans", GROUPS[0], "how the context space is cut into cells: "
+                              "k-means on samples of rho, a grid, or one cell per task")
+    partitions: int = static(4, GROUPS[0], "P, the number of teachers (always 1 for a "
+                             "single-teacher method such as ppo)")
+    grid_shape: tuple[int, ...] = static((), GROUPS[0], "cells per context dimension for "
+                                         "partitioner grid; their product is P")
+    kmeans_samples: int = static(10_000, GROUPS[0], "samples of rho for k-means and the cell "
+                                 "weights rho_i")
+    context_candidates: int = static(32, GROUPS[0], "rejection-sampling candidates per reset "
+                                     "to draw a context inside a cell (bounded; a stored "
+                                     "member of the cell if none lands)")
+    teacher_sees_context: bool = static(False, GROUPS[0], "feed the context to the teachers "
+                                        "(DnC: they do not see it)")
+    central_sees_context: bool = static(True, GROUPS[0], "feed the context to the central "
+                                        "policy")
+    normalize_obs: bool = static(False, GROUPS[0], "running mean/std of observations, per "
+                                 "role (on for the brax tasks' presets)")
+    seed: int = static(0, GROUPS[0], "the run's PRNG seed")
+    seeds: int = static(1, GROUPS[0], "S independent runs in one program (vmapped): run s "
+                        "uses PRNGKey(seed + s), the run --seed seed+s would train alone")
+
+    # --- budget and batches ----------------------------------------------------------------
+    num_envs: int = static(64, GROUPS[1], "total envs, split evenly over partitions and "
+                           "devices")
+    num_steps: int = static(128, GROUPS[1], "T, the rollout length per iteration")
+    total_steps: int = static(3_000_000, GROUPS[1], "env-step budget over all partitions "
+                              "(per run)")
+    update_epochs: int = static(4, GROUPS[1], "E, epochs over each rollout")
+    num_minibatches: int = static(4, GROUPS[1], "M, minibatches per epoch (they split the time "
+                                  "axis; each holds every partition's slice)")
+    num_devices: int = static(0, GROUPS[1], "devices on the data-parallel mesh axis (0 = all "
+                              "visible)")
 
     # --- networks --------------------------------------------------------------------------
-    hidden_sizes: tuple[int, ...] = static((64, 64))
-    activation: str = static("tanh")
+    hidden_sizes: tuple[int, ...] = static((64, 64), GROUPS[2], "hidden layer widths of every "
+                                           "actor and critic")
+    activation: str = static("tanh", GROUPS[2], "hidden activation")
 
-    # --- optimisation (numeric leaves) -----------------------------------------------------
-    learning_rate: float = 2.5e-3  # teachers' Adam step size
-    central_learning_rate: float = 1e-3  # central policy's Adam step size
-    anneal_lr: bool = static(True)  # linear decay of both step sizes to 0
-    max_grad_norm: float = 0.5  # per-teacher clip of its own (unweighted) loss gradient
-    # rewards are multiplied by this before GAE (returns are reported unscaled): keeps the
-    # value targets of large-reward tasks (pendulum: ~-1000 per episode) within reach of
-    # the clipped value loss, which moves a value by at most clip_eps per iteration
-    reward_scale: float = 1.0
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2  # PPO ratio and value clipping
-    vf_coef: float = 0.5  # c_v
-    ent_coef: float = 0.01  # c_ent
-    # alpha, weight of each teacher's coupling L_couple_i; None = the method's default
-    # (methods.MethodSpec.coupling_coef: 0.01 for central, central-kl, dnc; 1 for central-clip)
-    coupling_coef: float | None = None
-    central_clip_eps: float = 0.2  # eps_c: `central-clip` keeps pi_i / pi_c in [1 -+ eps_c]
-    distill_coef: float = 1.0  # lambda, weight of L_distill (at the start of the schedule)
-    distill_coef_end: float = 1.0  # lambda at the last iteration, for schedule `linear`
-    # Distral's alpha = c_KL / (c_KL + c_ent), in [0, 1]: weight of log pi_c in the reward and
-    # of the shared column in distral2col's teachers
-    distral_alpha: float = 0.5
-    distral_beta: float = 5.0  # Distral's beta = 1 / (c_KL + c_ent): the teachers' inverse temperature
+    # --- optimisation ------------------------------------------------------------------------
+    learning_rate: float = leaf(2.5e-3, GROUPS[3], "the teachers' Adam step size")
+    central_learning_rate: float = leaf(1e-3, GROUPS[3], "the central policy's Adam step size")
+    anneal_lr: bool = static(True, GROUPS[3], "decay both step sizes linearly to 0 at each "
+                             "optimizer's last step")
+    max_grad_norm: float = leaf(0.5, GROUPS[3], "clip of each teacher's own (unweighted) loss "
+                                "gradient, and of the central policy's")
+    reward_scale: float = leaf(1.0, GROUPS[3], "rewards (Distral's regularised ones included) "
+                               "are multiplied by this before GAE; returns are reported "
+                               "unscaled. Keeps large-reward tasks' value targets within reach "
+                               "of the clipped value loss")
+    gamma: float = leaf(0.99, GROUPS[3], "discount")
+    gae_lambda: float = leaf(0.95, GROUPS[3], "GAE's lambda")
+    clip_eps: float = leaf(0.2, GROUPS[3], "PPO's ratio and value clipping")
+    vf_coef: float = leaf(0.5, GROUPS[3], "c_v, weight of the value loss")
+    ent_coef: float = leaf(0.01, GROUPS[3], "c_ent, weight of the entropy bonus")
 
-    # --- distillation and coupling choices (static) ----------------------------------------
-    # D in L_distill: kl (closed form), nll (of the teacher's action), mse (logits / means);
-    # auto = the method's (kl, except nll for distral and distral2col: their gamma^t-weighted
-    # maximum likelihood).
-    divergence: str = static("auto")
-    distill_schedule: str = static("constant")  # lambda over iterations: constant or linear
-    # Feature distillation (Actor-Mimic): beta of sum_i rho_i E_{s~pi_i} |W_i h_c(s) - sg h_i(s)|^2,
-    # h_c / h_i the last actor hidden layers of central / teacher i and W_i a learned linear
-    # map per teacher, inside the lambda-weighted distillation term. 0 = off; static, since
-    # it decides whether the central network carries the maps. Actor-Mimic used 0.01.
-    feature_coef: float = static(0.0)
-    distill_epochs: int = static(0)  # epochs per iteration that train the central policy; 0 = all
-    # time steps of each minibatch's T/M on which DnC's pairwise (cross) terms are estimated,
-    # an unbiased subsample: 0 = auto, ceil((T/M) / P), which costs one teacher pass instead
-    # of P (the P^2 cross passes were most of dnc's update time)
-    cross_steps: int = static(0)
-    reset_every: int = static(0)  # copy central weights into every teacher each R iterations; 0 off
+    # --- distillation and coupling -------------------------------------------------------------
+    coupling_coef: float | None = leaf(None, GROUPS[4], "alpha, weight of each teacher's "
+                                       "coupling L_couple_i; unset: the method's default (0.01 "
+                                       "for central, central-kl, dnc; 1 for central-clip)")
+    central_clip_eps: float = leaf(0.2, GROUPS[4], "eps_c: central-clip keeps pi_i / pi_c in "
+                                   "[1 - eps_c, 1 + eps_c]")
+    distill_coef: float = leaf(1.0, GROUPS[4], "lambda, weight of L_distill (at the start of "
+                               "its schedule)")
+    distill_coef_end: float = leaf(1.0, GROUPS[4], "lambda at the last iteration, for "
+                                   "distill_schedule linear")
+    distral_alpha: float = leaf(0.5, GROUPS[4], "Distral's alpha = c_KL / (c_KL + c_ent) in "
+                                "[0, 1]: weight of log pi_c in the reward and of the shared "
+                                "column in distral2col's teachers")
+    distral_beta: float = leaf(5.0, GROUPS[4], "Distral's beta = 1 / (c_KL + c_ent): the "
+                               "teachers' inverse temperature")
+    divergence: str = static("auto", GROUPS[4], "D in L_distill: kl (closed form), nll (of the "
+                             "teacher's action), mse (logits / means); auto: the method's (kl; "
+                             "nll for distral and distral2col)")
+    distill_schedule: str = static("constant", GROUPS[4], "lambda over iterations")
+    feature_coef: float = static(0.0, GROUPS[4], "feature distillation (Actor-Mimic): beta of "
+                                 "the regression of each teacher's last hidden layer from the "
+                                 "central policy's, through a learned linear map per teacher; "
+                                 "0 = off (static: it decides whether the maps exist; "
+                                 "Actor-Mimic used 0.01)")
+    distill_epochs: int = static(0, GROUPS[4], "epochs per iteration that train the central "
+                                 "policy, the first ones (0 = all); the others skip its "
+                                 "passes, so fewer epochs cost less")
+    cross_steps: int = static(0, GROUPS[4], "time steps of each minibatch on which DnC's "
+                              "pairwise terms are estimated, an unbiased subsample (0 = auto: "
+                              "ceil((T/M) / P), one teacher pass instead of P)")
+    reset_every: int = static(0, GROUPS[4], "DnC's reset: every R iterations each teacher "
+                              "becomes the central policy (0 = off; needs teachers and central "
+                              "to see the same input)")
 
-    # --- reporting -------------------------------------------------------------------------
-    # iterations per host call (scanned on device), one report line each; 0 = auto, about 40
-    # reports per run (a call costs a host round trip: at 4 envs, 5 iterations a call spent
-    # as much time in the host loop as on the device)
-    log_every: int = static(0)
-    eval_contexts: int = static(64)  # held-out contexts for the central policy's evaluation
-    # evaluate the central policy every this many iterations; 0 = auto: as often as keeps the
-    # evaluation's env steps within a quarter of training's (`run.eval_interval`)
-    eval_every: int = static(0)
-    checkpoint_dir: str = static("")  # where metrics, checkpoints and the config go
-    # iterations between checkpoints (and one at the end); 0 = auto: every tenth of the run,
-    # or sooner once 10 minutes have passed since the last one
-    checkpoint_every: int = static(0)
-    max_to_keep: int = static(3)  # checkpoints kept on disk
-    tensorboard: bool = static(False)  # also write TensorBoard events to checkpoint_dir/tensorboard
+    # --- sweeps ----------------------------------------------------------------------------------
+    sweep: tuple[tuple[str, tuple[float, ...]], ...] = static(
+        (), GROUPS[5], "a grid over numeric coefficients, trained as K members x seeds runs in "
+        "one vmapped program: --sweep coupling_coef=0.001,0.01 --sweep distill_coef=0.5,1")
+
+    # --- reporting and checkpoints -----------------------------------------------------------
+    log_every: int = static(0, GROUPS[6], "iterations per host call (scanned on device), one "
+                            "report each (0 = auto: about 40 per run)")
+    eval_contexts: int = static(64, GROUPS[6], "held-out contexts of the central policy's "
+                                "evaluation")
+    eval_every: int = static(0, GROUPS[6], "iterations between held-out evaluations (0 = auto: "
+                             "their env steps within a quarter of training's)")
+    checkpoint_dir: str = static("", GROUPS[6], "where checkpoints, config.json, metrics.jsonl "
+                                 "and results.json go ('' = none)")
+    checkpoint_every: int = static(0, GROUPS[6], "iterations between checkpoints, and one at "
+                                   "the end (0 = auto: a tenth of the run, or 10 minutes)")
+    max_to_keep: int = static(3, GROUPS[6], "checkpoints kept on disk")
+    tensorboard: bool = static(False, GROUPS[6], "also write TensorBoard events to "
+                               "checkpoint_dir/tensorboard")
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -197,12 +244,34 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """A config from `to_dict`'s form, as JSON or TOML read it (lists for tuples)."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**fixed)
+        return cls(**{k: _tuples(v) for k, v in d.items()})
+
+    # --- sweeps ----------------------------------------------------------------------------
+    @property
+    def members(self) -> list["Config"]:
+        """The K configs of the sweep's grid (the last field varying fastest), each with
+        `sweep = ()`; one, this config, without a sweep."""
+        if not self.sweep:
+            return [self]
+        names = [name for name, _ in self.sweep]
+        grid = itertools.product(*[values for _, values in self.sweep])
+        return [self.replace(sweep=(), **dict(zip(names, point))) for point in grid]
+
+    @property
+    def num_runs(self) -> int:
+        """R = K members x S seeds: the runs of one program (run r: member r // S, seed
+        seed + r % S)."""
+        return len(self.members) * self.seeds
+
+
+def _tuples(x: Any) -> Any:
+    """Lists (JSON's and TOML's arrays) as tuples, nested."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def _fail(field: str, value: Any, valid: str) -> NoReturn:
@@ -264,12 +333,40 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
 )
 
 
+def leaf_fields() -> tuple[str, ...]:
+    """The numeric coefficients: the fields a sweep may vary."""
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("pytree_node"))
+
+
+def _check_sweep(sweep: Any) -> None:
+    valid = (f"a tuple of (field, values) pairs over distinct numeric fields {list(leaf_fields())}"
+             ", each with one or more values, e.g. (('coupling_coef', (0.01, 0.1)),)")
+    if not isinstance(sweep, tuple):
+        _fail("sweep", sweep, valid)
+    names = []
+    for item in sweep:
+        if not (isinstance(item, tuple) and len(item) == 2 and item[0] in leaf_fields()
+                and isinstance(item[1], tuple) and len(item[1]) >= 1):
+            _fail("sweep", sweep, valid)
+        names.append(item[0])
+    if len(set(names)) != len(names):
+        _fail("sweep", sweep, valid)
+
+
 def _check_fields(config: Config) -> None:
     for names, ok, valid in FIELD_RULES:
         for name in names:
             value = getattr(config, name)
             if not ok(value):
                 _fail(name, value, valid)
+    _check_sweep(config.sweep)
+    rules = {name: (ok, valid) for names, ok, valid in FIELD_RULES for name in names}
+    for name, values in config.sweep:  # each value by its field's own rule
+        ok, valid = rules[name]
+        for value in values:
+            if value is None or not ok(value):
+                _fail("sweep", config.sweep, f"values valid for `{name}` ({name} = {value!r} "
+                                             f"is not {valid})")
 
 
 def _distinct_contexts(space: Any) -> float:
