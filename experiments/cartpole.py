@@ -9,7 +9,5 @@ Writes experiments/results/cartpole.{json,md,png}. `--help` lists the options.
 
 from harness import main
 
-BASE: dict = {}  # distillax's defaults: 4 k-means cells, 64 envs x 128 steps
-
 if __name__ == "__main__":
-    main("cartpole", BASE, total_steps=3_000_000)
+    main("cartpole")

@@ -9,11 +9,9 @@ Writes experiments/results/fourrooms.{json,md,png}. `--help` lists the options.
 
 from harness import DISTRAL_BETA100, main
 
-BASE = dict(partitioner="tasks", partitions=4)
-
 # At beta = 5, for uniform policies over the 4 actions, Distral's bonus is about +0.14 per
 # step, +14 over a 100-step episode, against +1 for reaching the goal.
 EXTRA = [DISTRAL_BETA100]
 
 if __name__ == "__main__":
-    main("fourrooms", BASE, total_steps=1_000_000, digits=2, extra=EXTRA)
+    main("fourrooms", digits=2, extra=EXTRA)

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from distillax import Config, methods, train
+from distillax import Config, methods, presets, train
 from distillax.evaluation import mean_ci95
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -195,13 +195,15 @@ def plot(task: str, rows: list[dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
-def main(task: str, base: dict[str, Any], total_steps: int, argv: Sequence[str] | None = None,
-         digits: int = 1, extra: Sequence[tuple[str, dict[str, Any]]] = ()
-         ) -> list[dict[str, Any]]:
-    """Train every run of `task` (config `base`, `total_steps` each by default; `extra`: more
+def main(task: str, argv: Sequence[str] | None = None, digits: int = 1,
+         extra: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[dict[str, Any]]:
+    """Train every run of `task` with its preset (`distillax.presets`: the settings and the
+    env-step budget, the same as `python -m distillax.train --preset <task>`; `extra`: more
     (row name, config changes) after those of every table) and write
     `<out>/<task>.{json,md,png}`. Returns the rows."""
-    a = parse(argv, total_steps)
+    base = presets.preset(task)
+    base.pop("task")
+    a = parse(argv, base.pop("total_steps"))
     # every config is validated by `train` before it compiles
     runs = configs(task, base, a, extra)
     command = shlex.join(["python", f"experiments/{task}.py",

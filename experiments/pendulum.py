@@ -17,7 +17,5 @@ Writes experiments/results/pendulum.{json,md,png}. `--help` lists the options.
 
 from harness import main
 
-BASE = dict(reward_scale=0.1, gamma=0.95, ent_coef=0.0)
-
 if __name__ == "__main__":
-    main("pendulum", BASE, total_steps=2_000_000)
+    main("pendulum")

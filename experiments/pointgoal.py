@@ -9,11 +9,9 @@ Writes experiments/results/pointgoal.{json,md,png}. `--help` lists the options.
 
 from harness import DISTRAL_BETA100, main
 
-BASE: dict = {}  # distillax's defaults: 4 k-means cells (90-degree arcs)
-
 # At beta = 5, for 2-D Gaussians of unit std, Distral's bonus is about +0.28 per step, more
 # than the dense cost (at most -0.1 per step near the ring).
 EXTRA = [DISTRAL_BETA100]
 
 if __name__ == "__main__":
-    main("pointgoal", BASE, total_steps=1_000_000, digits=2, extra=EXTRA)
+    main("pointgoal", digits=2, extra=EXTRA)

@@ -304,20 +304,19 @@ def test_ant_reward_is_dnc_reward_of_the_clipped_action():
     params = task.to_params(ctx)
     inner = dbrax.BraxInnerState(fake(), jnp.zeros(29), jnp.zeros(()), jnp.zeros(()),
                                  {"distance": jnp.zeros(())}, {"goal": params.task})
-    state = dbrax.BraxState({}, jnp.zeros((), jnp.int32))  # unpacked by the stub below
+    state = dbrax.BraxState(inner, jnp.zeros((), jnp.int32))
     for z, bad, reward, done in [(0.5, False, 1 - math.sqrt(10) / 5 - 0.04, False),
                                  (0.1, False, 1 - math.sqrt(10) / 5 - 0.04, True),
                                  (0.5, True, 0.0, True)]:
-        # the stub pipeline state has 3 fields, not MJX Data's, so the state is not packed
-        # either (instance attributes, deleted after)
+        # the stub pipeline state has 3 fields, not MJX Data's: no zero-size fields to
+        # strip / fill either (instance attributes, deleted after)
         env.pipeline_step = lambda ps, a, _f=fake(z, bad): _f  # noqa: E731
-        task.env.inner = lambda s: inner
-        task.env._pack = lambda inner: {}
+        task.env._fill = task.env._strip = lambda inner: inner
         try:
             # the unjitted step (the jitted one would reuse its trace of the first stub)
             obs, nxt, r, term = task.env._step_impl(state, jnp.full((8,), 2.0), params.context)
         finally:
-            del env.pipeline_step, task.env.inner, task.env._pack  # back to brax's own
+            del env.pipeline_step, task.env._fill, task.env._strip  # back to brax's own
         np.testing.assert_allclose(r, reward, rtol=1e-6)
         assert bool(term) == done
     # the observation is q and qd, never the goal
@@ -438,7 +437,7 @@ def test_brax_run_resumes_bit_for_bit(dp_runs):
     _, full, _, _, resumed = dp_runs
     assert _leaves_differ(jax.tree.map(np.asarray, full),
                           jax.tree.map(np.asarray, resumed)) == []
-    assert set(full.env.state.data) >= {"float32", "int32"}  # the packed MJX data was in it
+    assert jax.tree.leaves(full.env.state.inner.pipeline_state)  # the MJX data was in it
 
 
 @pytest.mark.parametrize("task", ["reacher-target", "ant-goal"])
@@ -450,13 +449,11 @@ def test_goal_tasks_train(task):
     _check_trained(cfg, state, summary)
     ctx = np.asarray(state.env.context)  # [P, B, d]
     if task == "ant-goal":
-        inner = jax.vmap(jax.vmap(make_task(task).env.inner))(state.env.state)  # [P, B]
-        goal = np.asarray(inner.info["goal"])
+        goal = np.asarray(state.env.state.inner.info["goal"])
         np.testing.assert_allclose(goal, 5 * np.stack([np.cos(ctx[..., 0]),
                                                        np.sin(ctx[..., 0])], -1), atol=1e-5)
     else:
-        inner = jax.vmap(jax.vmap(make_task(task).env.inner))(state.env.state)
-        target = np.asarray(inner.pipeline_state.q[..., 2:])
+        target = np.asarray(state.env.state.inner.pipeline_state.q[..., 2:])
         np.testing.assert_allclose(target, ctx, atol=1e-6)
     assert task in TASKS
 

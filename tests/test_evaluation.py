@@ -10,7 +10,7 @@ import pytest
 from distillax.config import Config
 from distillax.envs import make_task
 from distillax.evaluation import (Evaluator, episode_returns, make_evaluator, policy_returns,
-                                  report, seed_policies)
+                                  report, run_policies)
 from distillax.model import build_model
 from distillax.trainer import init_state
 
@@ -82,7 +82,7 @@ def test_one_evaluation_program_serves_every_variant(seeds):
     states = [init_state(model, jax.random.PRNGKey(5 + s)) for s in range(seeds)]
     state = states[0] if seeds == 1 else jax.tree.map(lambda *x: jnp.stack(x), *states)
     evaluator = make_evaluator(model)
-    policies = seed_policies(model, state)
+    policies = run_policies(model, state)
     evaluator.compile(policies)
     program = evaluator.program
     for teachers in (False, True):

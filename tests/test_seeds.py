@@ -9,7 +9,7 @@ import pytest
 from distillax import Config, parallel, resume, train
 from distillax.checkpoint import CheckpointError, restore_policies
 from distillax.model import build_model
-from distillax.evaluation import make_evaluator, mean_ci95, report, seed_policies
+from distillax.evaluation import make_evaluator, mean_ci95, report, run_policies
 from distillax.trainer import init_state, make_runner
 
 SMALL = dict(num_envs=8, num_steps=16, total_steps=8 * 16 * 3, num_minibatches=2,
@@ -57,7 +57,7 @@ def test_four_seeds_equal_four_separate_runs(tmp_path):
         diff = jax.tree.map(lambda a, b: np.max(np.abs(a - np.asarray(b))), got, alone.params)
         assert max(jax.tree.leaves(diff)) <= 1e-5, (s, diff)
         alone_model = build_model(single.replace(seed=3 + s))  # its held-out key: seed + 1
-        report_s = report(make_evaluator(alone_model), seed_policies(alone_model, alone))
+        report_s = report(make_evaluator(alone_model), run_policies(alone_model, alone))
         for k in ("central_greedy", "central_sampled", "teachers_greedy", "teachers_sampled"):
             assert final["per_seed"][s][k] == pytest.approx(report_s[k], abs=1e-4), (s, k)
             assert final[f"{k}_seeds"][s] == final["per_seed"][s][k]

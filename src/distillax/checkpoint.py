@@ -369,26 +369,36 @@ def restore_train_state(info: RunInfo, like: Any) -> Any:
     return state
 
 
-def restore_policies(directory: str, step: int | None = None,
-                     seed: int | None = None) -> tuple[RunInfo, Policies]:
-    """Parameters, normalisers and partition of a checkpoint, on the first local device.
+def run_index(info: RunInfo, seed: int | None, member: int | None) -> int | None:
+    """The run r = member * S + seed of a checkpoint holding R = K x S runs stacked (None for a
+    single run). `seed` is needed when S > 1, `member` when the config sweeps (K > 1)."""
+    where = f"checkpoint {os.path.join(info.directory, str(info.step))}"
+    S, K = info.config.seeds, len(info.config.members)
+    for name, value, n, what in (("seed", seed, S, f"{S} seeds (config seeds = {S})"),
+                                 ("member", member, K, f"{K} sweep members")):
+        if n > 1 and (value is None or isinstance(value, bool) or not 0 <= value < n):
+            raise CheckpointError(f"{where} holds {what} stacked; pick one with {name} = "
+                                  f"0..{n - 1} (got {value!r})")
+        if n == 1 and value not in (None, 0):
+            raise CheckpointError(f"{where} holds one {name}; got {name} = {value!r}")
+    return None if S * K == 1 else (member or 0) * S + (seed or 0)
+
+
+def restore_policies(directory: str, step: int | None = None, seed: int | None = None,
+                     member: int | None = None) -> tuple[RunInfo, Policies]:
+    """Parameters, normalisers, partition and coefficients of a checkpoint, on the first
+    local device.
 
     Only these subtrees are read (orbax partial restore), with shapes from the checkpoint's
     metadata, so evaluation needs no optimizer or env structure; each array read is checked
-    against its digest (`verify`). A multi-seed run
-    (config `seeds` S > 1) stores every leaf as `[S, ...]`: `seed` (0..S-1) picks one.
-    Raises `CheckpointError`.
+    against its digest (`verify`). A checkpoint of several runs (config `seeds` S > 1, or a
+    sweep of K members) stores every leaf as `[R, ...]`: `seed` and `member` pick one
+    (`run_index`). Raises `CheckpointError`.
     """
     info = read_run(directory, step)
     path = _step_path(directory, info.step) / "state"
     where = f"checkpoint {os.path.join(directory, str(info.step))}"
-    num_seeds = info.config.seeds
-    if num_seeds > 1 and (seed is None or not 0 <= seed < num_seeds):
-        raise CheckpointError(f"{where} holds {num_seeds} seeds stacked (config seeds = "
-                              f"{num_seeds}); pick one with seed = 0..{num_seeds - 1} "
-                              f"(got {seed!r})")
-    if num_seeds == 1 and seed not in (None, 0):
-        raise CheckpointError(f"{where} holds one seed; got seed = {seed!r}")
+    run = run_index(info, seed, member)
     wanted = ("params", "teacher_stats", "central_stats", "partition")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     _silence_orphaned_callbacks()
@@ -398,6 +408,8 @@ def restore_policies(directory: str, step: int | None = None,
             missing = [k for k in wanted if k not in tree]
             if missing:
                 raise CheckpointError(f"{where}: its state has no {missing}")
+            if "hparams" in tree:  # (checkpoints from before sweeps have none)
+                wanted += ("hparams",)
             target = jax.tree.map(
                 lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                 {k: tree[k] for k in wanted})
@@ -409,13 +421,14 @@ def restore_policies(directory: str, step: int | None = None,
     except Exception as e:
         raise CheckpointError(f"{where} could not be restored (missing or corrupt arrays): "
                               f"{_why(e)}") from e
-    verify(r, info)  # the subtrees read, before a seed is picked: digests are of whole arrays
-    if num_seeds > 1:
-        r = jax.tree.map(lambda x: x[seed], r)
+    verify(r, info)  # the subtrees read, before a run is picked: digests are of whole arrays
+    if run is not None:
+        r = jax.tree.map(lambda x: x[run], r)
+    hparams = info.config.replace(**r["hparams"]) if "hparams" in r else None
     return info, Policies(teacher=r["params"]["teacher"], central=r["params"]["central"],
                           teacher_stats=RunningStats(**r["teacher_stats"]),
                           central_stats=RunningStats(**r["central_stats"]),
-                          partition=Partition(**r["partition"]))
+                          partition=Partition(**r["partition"]), hparams=hparams)
 
 
 class Saver:

@@ -24,26 +24,49 @@ import sys
 
 import argparse
 import dataclasses
+import os
 from typing import Any
 
-from distillax import parallel
-from distillax.config import Config, ConfigError
+from distillax import methods, parallel
+from distillax.config import (ACTIVATIONS, DIVERGENCES, GROUPS, PARTITIONERS, SCHEDULES, Config,
+                              ConfigError)
 from distillax.run import resume, train
 from distillax.trainer import NumericalError
 
-RUN_FLAGS = ("resume", "resume_step", "stop_after", "compile_cache", "coordinator",
-             "num_processes", "process_id", "distributed")
+RUN_FLAGS = ("resume", "resume_step", "stop_after", "compile_cache", "preset", "config",
+             "coordinator", "num_processes", "process_id", "distributed")
 
 
 # --- command line -------------------------------------------------------------------------
 
 
+def _choices(name: str) -> tuple[str, ...] | None:
+    """The valid values of a string field, for --help (validation stays `config.validate`'s)."""
+    if name == "task":
+        from distillax.envs import TASKS
+
+        return tuple(TASKS)
+    return {"method": methods.names(), "partitioner": PARTITIONERS, "divergence": DIVERGENCES,
+            "distill_schedule": SCHEDULES, "activation": ACTIVATIONS}.get(name)
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    d = f.default
+    if d is None:
+        return "unset"
+    if isinstance(d, tuple):
+        return ",".join(map(str, d)) if d else "none"
+    return str(d)
+
+
 def _parser() -> argparse.ArgumentParser:
     """Config flags default to SUPPRESS, so the parse holds only the flags actually given:
-    a fresh run fills the rest from `Config`'s defaults, a resume from the stored config."""
+    a fresh run fills the rest from `Config`'s defaults (then a preset, then a config file),
+    a resume from the stored config. Every config flag's help is its field's metadata."""
     p = argparse.ArgumentParser(prog="python -m distillax.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     from distillax.checkpoint import RESUME_MAY_CHANGE
+    from distillax.presets import PRESETS
 
     run = p.add_argument_group("run control (not part of the config)")
     run.add_argument("--resume", metavar="DIR", default=None,
@@ -58,41 +81,114 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=True,
                      help="cache compiled programs on disk (default: on, in "
                           "~/.cache/distillax/jax)")
+    run.add_argument("--preset", metavar="NAME", default=None,
+                     help="the settings the experiments use for a shipped task (sets --task "
+                          f"too): one of {', '.join(PRESETS)} (distillax.presets)")
+    run.add_argument("--config", metavar="FILE", default=None,
+                     help="config fields from a JSON or TOML file (a table of field = value; "
+                          "over a preset, under the flags given)")
     parallel.distributed_flags(p)
-    cfg = p.add_argument_group("config (defaults shown; see distillax.config.Config)")
+    groups = {g: p.add_argument_group(f"config: {g}") for g in GROUPS}
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        help_ = f"default: {','.join(map(str, default)) if isinstance(default, tuple) else default}"
-        if isinstance(default, bool):
-            cfg.add_argument(flag, action=argparse.BooleanOptionalAction,
-                             default=argparse.SUPPRESS, help=help_)
-        elif isinstance(default, tuple):
-            cfg.add_argument(flag, metavar="N,N,...", type=str, default=argparse.SUPPRESS,
-                             help=help_)
+        choices = _choices(f.name)
+        help_ = f.metadata["help"] + (f" (choices: {', '.join(choices)}; " if choices else " (")
+        help_ += f"default: {_default_text(f)})"
+        g = groups[f.metadata["group"]]
+        if f.name == "sweep":
+            g.add_argument(flag, metavar="FIELD=V,V,...", action="append",
+                           default=argparse.SUPPRESS, help=help_)
+        elif isinstance(f.default, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=help_)
+        elif isinstance(f.default, tuple):
+            g.add_argument(flag, metavar="N,N,...", type=str, default=argparse.SUPPRESS,
+                           help=help_)
         else:  # a None default (the method's coupling_coef) takes a number
-            cfg.add_argument(flag, type=float if default is None else type(default),
-                             default=argparse.SUPPRESS, help=help_)
+            g.add_argument(flag, type=float if f.default is None else type(f.default),
+                           metavar=f.name.upper(), default=argparse.SUPPRESS, help=help_)
     return p
 
 
+def _int_tuple(name: str, raw: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in raw.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"config field `{name}` = {raw!r} is invalid: comma-separated "
+                          "integers, e.g. 64,64") from None
+
+
+def _sweep(items: list[str]) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """`["coupling_coef=0.01,0.1", ...]` -> `(("coupling_coef", (0.01, 0.1)), ...)`."""
+    out = []
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out.append((name.strip().replace("-", "_"),
+                        tuple(float(v) for v in values.split(",") if v.strip())))
+        except ValueError:
+            raise ConfigError(f"config field `sweep` = {item!r} is invalid: FIELD=V,V,... with "
+                              "numbers, e.g. coupling_coef=0.001,0.01,0.1") from None
+    return tuple(out)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The config fields in a JSON (`.json`) or TOML (`.toml`) file: a table of field = value,
+    as `Config.to_dict` writes it (lists for tuples). A missing or malformed file, or an
+    unknown field, is a `ConfigError` naming the file."""
+    import json
+    import tomllib
+
+    kind = os.path.splitext(path)[1].lower()
+    if kind not in (".json", ".toml"):
+        raise ConfigError(f"--config {path!r} is invalid: a .json or .toml file")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f) if kind == ".toml" else json.loads(f.read())
+    except OSError as e:
+        raise ConfigError(f"--config {path!r} cannot be read: {e.strerror}") from None
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"--config {path!r} is not valid {kind[1:].upper()}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path!r} is invalid: a table of config fields")
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"--config {path!r} has unknown config field(s) {unknown}")
+    return data
+
+
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """(run-control options, the config fields given on the command line)."""
+    """(run-control options, the config fields given: a preset's, then a config file's, then
+    the flags')."""
     args = vars(_parser().parse_args(argv))
     opts = argparse.Namespace(**{k: args.pop(k) for k in RUN_FLAGS})
     for f in dataclasses.fields(Config):
-        if isinstance(f.default, tuple) and f.name in args:
-            raw = args[f.name]
-            try:
-                args[f.name] = tuple(int(x) for x in raw.split(",") if x.strip())
-            except ValueError:
-                raise ConfigError(f"config field `{f.name}` = {raw!r} is invalid: "
-                                  "comma-separated integers, e.g. 64,64") from None
-    return opts, args
+        if f.name == "sweep" and "sweep" in args:
+            args["sweep"] = _sweep(args["sweep"])
+        elif isinstance(f.default, tuple) and f.name in args:
+            args[f.name] = _int_tuple(f.name, args[f.name])
+    given: dict[str, Any] = {}
+    if opts.preset is not None:
+        from distillax.presets import preset
+
+        given.update(preset(opts.preset))
+    if opts.config is not None:
+        data = read_config_file(opts.config)
+        read = Config.from_dict(data)  # (lists as tuples)
+        given.update({k: getattr(read, k) for k in data})
+    if opts.resume and (opts.preset or opts.config):
+        raise ConfigError("--preset and --config set up a fresh run; a resumed run keeps its "
+                          "stored config (pass the fields that may change as flags)")
+    given.update(args)
+    return opts, given
 
 
 def config_from_args(argv: list[str] | None = None) -> Config:
-    """The config of a fresh run: `Config`'s defaults, overridden by the flags in `argv`."""
+    """The config of a fresh run: `Config`'s defaults, overridden by a preset, a config file
+    and the flags in `argv`."""
     return Config(**_parse(argv)[1])
 
 

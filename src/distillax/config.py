@@ -460,10 +460,13 @@ def check_task(config: Config, task: Any) -> None:
     against the partitioner, the grid and P, and its action type against Distral's 2-column
     product. Raises `ConfigError` naming the field; compiles nothing."""
     c, space, spec, P = config, task.space, config.spec, config.partitions
-    if spec.shares_central and not task.discrete and c.distral_alpha >= 1:
-        _fail("distral_alpha", c.distral_alpha,
-              f"< 1 for method `{c.method}` on task `{c.task}` (continuous actions: its task "
-              "column's Gaussian is scaled by 1 - alpha, see DiagGaussian.combine)")
+    for member in c.members:
+        if spec.shares_central and not task.discrete and member.distral_alpha >= 1:
+            _fail("sweep" if c.sweep else "distral_alpha",
+                  c.sweep if c.sweep else c.distral_alpha,
+                  f"distral_alpha < 1 for method `{c.method}` on task `{c.task}` (continuous "
+                  "actions: its task column's Gaussian is scaled by 1 - alpha, see "
+                  "DiagGaussian.combine)")
     if P > _distinct_contexts(space):
         _fail("partitions", c.partitions, f"at most the {_distinct_contexts(space)} distinct "
                                           f"contexts of task `{c.task}` (a cell would be empty)")

@@ -137,19 +137,30 @@ def _fmt(x: float) -> str:
 
 def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 512,
                         resolution: int = 11, step: int | None = None, greedy: bool = True,
-                        seed: int = 0, plots: bool = True,
-                        seed_index: int | None = None) -> dict[str, Any]:
+                        seed: int = 0, plots: bool = True, seed_index: int | None = None,
+                        member: int | None = None) -> dict[str, Any]:
     """Evaluate checkpoint `step` (default latest) of `directory`; write the table and plots
     into `out` (default `directory/eval`). Returns the report (what eval.json holds).
 
     `seed` seeds the episodes' initial states; `seed_index` picks the run s of a multi-seed
-    checkpoint (config `seeds` > 1; default 0).
+    checkpoint (config `seeds` > 1; default 0), `member` the member k of a sweep's (default 0).
     """
     t0 = time.perf_counter()
-    info, model, policies = load(directory, step, seed_index or 0)
-    run_seeds = info.config.seeds
-    if run_seeds > 1:
+    from distillax.config import Config
+
+    stored: Config | None = None
+    try:
+        from distillax.checkpoint import read_run
+
+        stored = read_run(directory, step).config
+    except CheckpointError:
+        pass  # `load` below raises it with the same message
+    if stored is not None and stored.seeds > 1:
         seed_index = seed_index or 0
+    if stored is not None and stored.sweep:
+        member = member or 0
+    info, model, policies = load(directory, step, seed_index, member)
+    run_seeds = info.config.seeds
     t_restore = time.perf_counter() - t0
     config, space = info.config, model.env.space
     out = out or os.path.join(directory, "eval")
@@ -187,7 +198,7 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
         "iteration": info.meta.get("iteration"), "env_steps": info.meta.get("env_steps"),
         "task": config.task, "method": config.method, "partitions": P,
         "has_central": model.has_central, "actions": "greedy" if greedy else "sampled",
-        "seed": seed, "seed_index": seed_index, "run_seeds": run_seeds,
+        "seed": seed, "seed_index": seed_index, "run_seeds": run_seeds, "member": member,
         "grid": {"contexts": int(len(grid)), "shape": grid_shape},
         "overall": {"central": _stats(g["central"]), "teachers_own_cell": _stats(g["own"]),
                     "best_single_teacher": {"teacher": best, **_stats(g["teachers"][best])}},
@@ -478,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-index", type=int, default=None, metavar="S",
                    help="which run of a multi-seed checkpoint (config seeds > 1) to evaluate: "
                         "0..seeds-1, the run of config seed + S (default 0)")
+    p.add_argument("--member", type=int, default=None, metavar="K",
+                   help="which member of a sweep's checkpoint (config sweep) to evaluate: "
+                        "0..K-1 in the order of the grid (default 0)")
     args = p.parse_args(argv)
     for name in ("contexts", "resolution"):
         if getattr(args, name) < 2:
@@ -489,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         with cli_notes():
             rep = evaluate_checkpoint(args.checkpoint_dir, args.out, args.contexts,
                                       args.resolution, args.step, not args.sampled, args.seed,
-                                      seed_index=args.seed_index)
+                                      seed_index=args.seed_index, member=args.member)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

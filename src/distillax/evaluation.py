@@ -44,9 +44,10 @@ def heldout_contexts(model: Model) -> np.ndarray:
 
 
 def eval_keys(config: Config) -> jax.Array:
-    """Held-out evaluation key of each seed `[S, 2]`: `PRNGKey(seed + s + 1)`, as the run of
-    that seed alone uses."""
-    return jnp.stack([jax.random.PRNGKey(config.seed + s + 1) for s in range(config.seeds)])
+    """Held-out evaluation key of each run `[R, 2]`: run r = k S + s (member k, seed s) uses
+    `PRNGKey(seed + s + 1)`, as the single run of that member and seed does."""
+    return jnp.stack([jax.random.PRNGKey(config.seed + s + 1)
+                      for _ in config.members for s in range(config.seeds)])
 
 
 def episode_returns(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
@@ -94,17 +95,17 @@ def policy_returns(model: Model, policies: Policies, contexts: jax.Array, key: j
     return episode_returns(act, model.env, contexts, key)
 
 
-def seed_policies(model: Model, state: Any) -> Policies:
-    """What acting reads from a train state, every leaf with a leading seed axis `[S, ...]`
-    (added for a single-seed run), as host arrays: the env carry and optimizer states are
-    left out, so every process of a multi-process run can evaluate them on its own devices
-    (these parts are replicated)."""
+def run_policies(model: Model, state: Any) -> Policies:
+    """What acting reads from a train state, every leaf with a leading run axis `[R, ...]`
+    (added for a single run), as host arrays: the env carry and optimizer states are left
+    out, so every process of a multi-process run can evaluate them on its own devices (these
+    parts are replicated)."""
     p = parallel.host_local(Policies(teacher=state.params.teacher,
                                      central=state.params.central,
                                      teacher_stats=state.teacher_stats,
                                      central_stats=state.central_stats,
-                                     partition=state.partition))
-    return p if model.config.seeds > 1 else jax.tree.map(lambda x: x[None], p)
+                                     partition=state.partition, hparams=state.hparams))
+    return p if model.config.num_runs > 1 else jax.tree.map(lambda x: x[None], p)
 
 
 @dataclasses.dataclass
@@ -125,7 +126,7 @@ class Evaluator:
         return jax.jit(run)
 
     def compile(self, policies: Policies) -> "Evaluator":
-        """Compile for `policies` (`seed_policies` of a state; only shapes are read)."""
+        """Compile for `policies` (`run_policies` of a state; only shapes are read)."""
         flag = jnp.asarray(True)
         self.program = self._fn().lower(policies, jnp.asarray(self.contexts), self.keys, flag,
                                         flag).compile()
@@ -142,37 +143,64 @@ def make_evaluator(model: Model) -> Evaluator:
     return Evaluator(model, heldout_contexts(model), eval_keys(model.config))
 
 
+def summarise(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's report as it is; several runs' (seeds): the means under the same keys, and
+    per return `<key>_seeds` (per run) and `<key>_ci95` ([low, high], `mean_ci95`), with the
+    runs' own reports as `per_seed`."""
+    if len(reports) == 1:
+        return reports[0]
+    out: dict[str, Any] = {"contexts": reports[0]["contexts"], "seeds": len(reports),
+                           "interval": "95% Student-t over seeds"}
+    for who, greedy in VARIANTS:
+        k = f"{who}_{'greedy' if greedy else 'sampled'}"
+        per = [r[k] for r in reports]
+        m, lo, hi = mean_ci95(per)
+        out[k], out[f"{k}_seeds"], out[f"{k}_ci95"] = m, per, [lo, hi]
+    out["per_seed"] = reports
+    return out
+
+
+def by_member(config: Config, per_run: list[Any]) -> list[list[Any]]:
+    """Per-run values (run r = k S + s) grouped by sweep member: K lists of S."""
+    S = config.seeds
+    return [per_run[k * S:(k + 1) * S] for k in range(len(config.members))]
+
+
+def member_values(config: Config) -> list[dict[str, float]]:
+    """Each sweep member's values of the swept fields."""
+    names = [name for name, _ in config.sweep]
+    return [{n: getattr(m, n) for n in names} for m in config.members]
+
+
 def report(evaluator: Evaluator, policies: Policies) -> dict[str, Any]:
     """Mean held-out returns of central and teachers, greedy (mode) and sampled actions.
 
-    One seed: `{central_greedy, central_sampled, teachers_greedy, teachers_sampled}`, plus the
-    greedy returns per context. Several: the means over seeds under the same keys, and per
-    return `<key>_seeds` and `<key>_ci95` ([low, high], `mean_ci95`), with `per_seed` reports.
+    One run: `{central_greedy, central_sampled, teachers_greedy, teachers_sampled}`, plus the
+    greedy returns per context. Several seeds: `summarise`d over them. A sweep: the summary of
+    all its runs at the top level, and `members`, each member's summary over its seeds with
+    the values it was trained with.
     """
-    per_seed: list[dict[str, Any]] = [
-        {"contexts": int(evaluator.contexts.shape[0])} for _ in range(evaluator.keys.shape[0])]
+    R = evaluator.keys.shape[0]
+    per_run: list[dict[str, Any]] = [{"contexts": int(evaluator.contexts.shape[0])}
+                                     for _ in range(R)]
     done: dict[tuple[bool, bool], np.ndarray] = {}
     for who, greedy in VARIANTS:
         # without a central policy the single teacher is "central" too: played once
         teachers = who == "teachers" and evaluator.model.has_central
         if (greedy, teachers) not in done:
             done[greedy, teachers] = evaluator.returns(policies, greedy, teachers)
-        r = done[greedy, teachers]  # [S, N]
+        r = done[greedy, teachers]  # [R, N]
         name = f"{who}_{'greedy' if greedy else 'sampled'}"
-        for s, rep in enumerate(per_seed):
+        for s, rep in enumerate(per_run):
             rep[name] = float(r[s].mean())
             if greedy:
                 rep[f"{name}_per_context"] = r[s].tolist()
-    if len(per_seed) == 1:
-        return per_seed[0]
-    out: dict[str, Any] = {"contexts": per_seed[0]["contexts"], "seeds": len(per_seed),
-                           "interval": "95% Student-t over seeds"}
-    for who, greedy in VARIANTS:
-        k = f"{who}_{'greedy' if greedy else 'sampled'}"
-        per = [r[k] for r in per_seed]
-        m, lo, hi = mean_ci95(per)
-        out[k], out[f"{k}_seeds"], out[f"{k}_ci95"] = m, per, [lo, hi]
-    out["per_seed"] = per_seed
+    config = evaluator.model.config
+    if not config.sweep:
+        return summarise(per_run)
+    out = summarise(per_run)
+    out["members"] = [{"member": k, "values": values, **summarise(group)} for k, (values, group)
+                      in enumerate(zip(member_values(config), by_member(config, per_run)))]
     return out
 
 

@@ -24,6 +24,10 @@ def to_python(x: Any) -> Any:
     """Arrays and numpy scalars -> JSON-friendly floats / lists (NaN -> None)."""
     if isinstance(x, dict):
         return {k: to_python(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):  # (ragged ones too: a sweep's (field, values) pairs)
+        return [to_python(v) for v in x]
+    if isinstance(x, str):
+        return x
     a = np.asarray(x)
     if a.ndim == 0:
         v = a.item()

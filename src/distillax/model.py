@@ -29,8 +29,33 @@ class Model:
     env: ContextualEnv
     teacher: ActorCritic
     central: Actor
-    teacher_tx: optax.GradientTransformation
-    central_tx: optax.GradientTransformation
+
+    def with_hparams(self, hparams: Config) -> "Model":
+        """This model reading its coefficients from `hparams` (a `Config` whose numeric leaves
+        may be traced: `TrainState.hparams` inside the training program), so a vmapped sweep
+        runs each member's values. Its static fields must be this model's."""
+        return dataclasses.replace(self, config=hparams)
+
+    def _adam(self, lr: Any, steps: int) -> optax.GradientTransformation:
+        if self.config.anneal_lr:  # to 0 at the optimizer's own last step
+            lr = optax.linear_schedule(lr, 0.0, steps)
+        return optax.adam(lr, eps=1e-5)
+
+    @property
+    def teacher_tx(self) -> optax.GradientTransformation:
+        """The teachers' Adam. Their gradients are clipped per teacher in the update (see
+        `update.clip_per_teacher`), not here."""
+        return self._adam(self.config.learning_rate, self.config.num_updates)
+
+    @property
+    def central_tx(self) -> optax.GradientTransformation:
+        """The central policy's global-norm clip and Adam. It steps only in the epochs that
+        train it (`update.update`), so its schedule counts those steps: it anneals to 0 at
+        the run's end whatever `distill_epochs`."""
+        c = self.config
+        steps = c.num_iterations * c.central_epochs * c.num_minibatches
+        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm),
+                           self._adam(c.central_learning_rate, steps))
 
     @property
     def has_central(self) -> bool:
@@ -139,27 +164,12 @@ class Model:
 
 
 def build_model(config: Config) -> Model:
-    """Networks and optimizers for `config` (validated): builds its task, checking the task's
-    rules first (`envs.build`: a `ConfigError` before anything compiles)."""
+    """Networks for `config` (validated): builds its task, checking the task's rules first
+    (`envs.build`: a `ConfigError` before anything compiles)."""
     env = envs.build(config)
     hidden, act = tuple(config.hidden_sizes), config.activation
     teacher = ActorCritic(env.action_dim, env.discrete, hidden, act)
     # Feature distillation: one map per teacher (an Actor-Mimic regression target each).
     maps = config.partitions if config.feature_coef > 0 else 0
     central = Actor(env.action_dim, env.discrete, hidden, act, feature_maps=maps)
-
-    def adam(lr: float, steps: int) -> optax.GradientTransformation:
-        if config.anneal_lr:  # to 0 at the optimizer's own last step
-            lr = optax.linear_schedule(lr, 0.0, steps)
-        return optax.adam(lr, eps=1e-5)
-
-    # The central optimizer steps only in the epochs that train it (`update.update`), so its
-    # schedule counts those steps: it anneals to 0 at the run's end whatever distill_epochs.
-    c = config
-    central_steps = c.num_iterations * c.central_epochs * c.num_minibatches
-    # Teachers' gradients are clipped per teacher in the update (see update.clip_per_teacher);
-    # the central policy has one network and one global-norm clip.
-    central_tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                             adam(config.central_learning_rate, central_steps))
-    return Model(config, env, teacher, central, adam(config.learning_rate, config.num_updates),
-                 central_tx)
+    return Model(config, env, teacher, central)

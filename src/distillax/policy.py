@@ -33,6 +33,13 @@ class Policies:
     teacher_stats: RunningStats  # [P, obs]
     central_stats: RunningStats  # [obs]
     partition: Partition
+    # the run's coefficients (`TrainState.hparams`): a sweep member's Distral alpha and beta
+    # shape its 2-column teachers' policy; None: the model's config
+    hparams: Any = None
+
+
+def _acting(model: Model, policies: Policies) -> Model:
+    return model if policies.hparams is None else model.with_hparams(policies.hparams)
 
 
 def choose(dist: Distribution, key: jax.Array, greedy: Any) -> jax.Array:
@@ -56,6 +63,7 @@ def central_policy(model: Model, policies: Policies, greedy: Any) -> Policy:
     """
     if not model.has_central:
         return teacher_policy(model, policies, own_cell(model, policies.partition), greedy)
+    model = _acting(model, policies)
 
     def policy(obs, context, key):
         dist = model.central_dist(policies.central, obs, context, policies.central_stats)
@@ -68,6 +76,7 @@ def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array]
                    greedy: Any) -> Policy:
     """Teachers acting on `obs [..., obs]`, `context [..., d]` (leading axes, or none, are a
     batch of N): row n by teacher `which(context [N, d])[n]`, e.g. `own_cell`."""
+    model = _acting(model, policies)
 
     def policy(obs, context, key):
         lead = obs.shape[:-1]
@@ -85,27 +94,29 @@ def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array]
     return policy
 
 
-def load(directory: str, step: int | None = None, seed: int | None = None) -> tuple[Any, Model,
-                                                                                    Policies]:
+def load(directory: str, step: int | None = None, seed: int | None = None,
+         member: int | None = None) -> tuple[Any, Model, Policies]:
     """(`checkpoint.RunInfo`, model, policies) of checkpoint `step` (default: latest); `seed`
-    (0..S-1) picks one run of a multi-seed checkpoint (config `seeds` = S > 1)."""
+    (0..S-1) and `member` (0..K-1) pick one run of a checkpoint of several (config `seeds`
+    S > 1, a sweep of K members)."""
     from distillax.checkpoint import restore_policies  # orbax: only when a checkpoint is read
 
-    info, policies = restore_policies(directory, step, seed)
+    info, policies = restore_policies(directory, step, seed, member)
     return info, build_model(info.config), policies
 
 
 def load_policy(directory: str, greedy: bool = False, step: int | None = None,
-                seed: int | None = None) -> Policy:
+                seed: int | None = None, member: int | None = None) -> Policy:
     """The central policy of a checkpoint as a jitted `policy(obs, context, key) -> action`.
 
     `obs [..., obs_dim]` is the raw environment observation (the stored normaliser is applied
     inside), `context [..., d]` the context vector, `key` a PRNG key (unused when `greedy`,
     which takes the distribution's mode). Leading axes are batch axes, including none.
-    A multi-seed checkpoint needs `seed`, the index s of the run (of config seed + s).
+    A multi-seed checkpoint needs `seed`, the index s of the run (of config seed + s); a
+    sweep's needs `member`, the index k of its member (`Config.members`).
     Raises `checkpoint.CheckpointError` if the checkpoint is missing, unreadable or corrupt.
     """
-    info, model, policies = load(directory, step, seed)
+    info, model, policies = load(directory, step, seed, member)
     jitted = jax.jit(central_policy(model, policies, greedy))
 
     def policy(obs: Any, context: Any, key: jax.Array) -> jax.Array:

@@ -40,7 +40,8 @@ import numpy as np
 
 from distillax import logs, parallel
 from distillax.config import Config, ConfigError, validate
-from distillax.evaluation import Evaluator, make_evaluator, mean_ci95, report, seed_policies
+from distillax.evaluation import (Evaluator, by_member, make_evaluator, mean_ci95, report,
+                                  run_policies)
 from distillax.model import Model, build_model
 from distillax.trainer import (IterationMetrics, NumericalError, Runner, TrainState,
                                init_run_state, make_runner, nonfinite_report)
@@ -114,19 +115,25 @@ def eval_interval(config: Config, max_episode_steps: int) -> int:
 
 def _record(metrics: IterationMetrics, row: int, iteration: int, config: Config,
             steps_per_s: float) -> dict[str, Any]:
-    """The report of iteration `row` of a call (its last one). With several seeds every metric
-    is the mean over seeds (so the record keeps its single-run shape), and `<name>_seeds` holds
-    the value of each seed (averaged over partitions) for the return, loss and distillation.
+    """The report of iteration `row` of a call (its last one). With several runs (seeds, sweep
+    members) every metric is the mean over runs (so the record keeps its single-run shape),
+    `<name>_seeds` holds the value of each run r = k S + s (averaged over partitions) for the
+    return, loss and distillation, and a sweep adds `members`: each member's teacher return
+    over its seeds.
 
     `distill_loss` is the distillation divergence's value (a KL, an NLL or an MSE: config
     `divergence`); `couple` the coupling term alpha multiplies, whose meaning is the method's
     (`methods.MethodSpec.coupling.meaning`, 0 for a method without one)."""
     last = jax.tree.map(lambda x: np.asarray(x[row]), parallel.host_local(metrics))
     u = last.update
-    per_seed = {}
-    if config.seeds > 1:
+    per_seed: dict[str, Any] = {}
+    if config.num_runs > 1:
         per_seed = {"teacher_return_seeds": last.teacher_return.mean(axis=1),
                     "loss_seeds": u.loss, "distill_loss_seeds": u.distill.mean(axis=1)}
+        if config.sweep:
+            per_seed["members"] = [
+                {"member": k, "teacher_return": np.mean(np.stack(g), axis=0)}
+                for k, g in enumerate(by_member(config, list(last.teacher_return)))]
         last = jax.tree.map(lambda x: x.mean(axis=0), last)
         u = last.update
     return {
@@ -300,7 +307,7 @@ def _compile(runner: Runner, state: TrainState, evaluator: Evaluator,
     """The training and evaluation programs, compiled side by side (XLA compiles without the
     GIL, so the two share the cores); returns the compiled runner and the seconds taken."""
     t = time.perf_counter()
-    policies = seed_policies(model, state)
+    policies = run_policies(model, state)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         evaluating = pool.submit(evaluator.compile, policies)
         runner = runner.compile(state)
@@ -360,7 +367,8 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
         log(f"distillax: task={config.task} method={config.method} partitions="
             f"{config.partitions} envs={config.num_envs} devices={mesh.size} "
             f"iterations={total} ({config.steps_per_iteration:,} env steps each)"
-            + (f" x {config.seeds} seeds" if config.seeds > 1 else "") + "; "
+            + (f" x {config.seeds} seeds" if config.seeds > 1 else "")
+            + (f" x {len(config.members)} sweep members" if config.sweep else "") + "; "
             f"started in {startup_s:.1f} s, compiled in {compile_s:.1f} s"
             + (f"; {where}" if where else ""))
 
@@ -385,19 +393,23 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                 break
             # Throughput counts every seed's env steps; `env_steps` is per run (per seed).
             record = _record(metrics, n - 1, it, config,
-                             n * config.steps_per_iteration * config.seeds / dt)
+                             n * config.steps_per_iteration * config.num_runs / dt)
             # Evaluate where a multiple of the interval was crossed: the same iterations
             # whether or not the run was resumed in between.
             if it // every > prev // every or it == total:
                 t = time.perf_counter()
-                r = evaluator.returns(seed_policies(model, state), greedy=True,
+                r = evaluator.returns(run_policies(model, state), greedy=True,
                                       teachers=False).mean(axis=1)
                 eval_s += time.perf_counter() - t
                 record["central_return"] = float(np.mean(r))
-                if config.seeds > 1:
+                if config.num_runs > 1:
                     m, lo, hi = mean_ci95(r)
                     record["central_return_seeds"], record["central_return_ci95"] = (
                         r.tolist(), [lo, hi])
+                for member, group in zip(record.get("members", ()),
+                                         by_member(config, r.tolist())):
+                    m, lo, hi = mean_ci95(group)
+                    member["central_return"], member["central_return_ci95"] = m, [lo, hi]
             history.append(record)
             run.write(record)
             last = it >= stop_at or stop.requested
@@ -416,7 +428,7 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
         if fault:
             raise NumericalError(_fault_message(fault, directory))
         done = it - start
-        summary.steps_per_s = (done * config.steps_per_iteration * config.seeds
+        summary.steps_per_s = (done * config.steps_per_iteration * config.num_runs
                                / max(train_s, 1e-9))
         log(f"compile time {compile_s:.1f} s (excluded) | training {train_s:.1f} s | "
             f"{summary.steps_per_s:,.0f} env-steps/s")
@@ -433,12 +445,14 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                    if directory else ""))
         else:
             t = time.perf_counter()
-            final = report(evaluator, seed_policies(model, state))
+            final = report(evaluator, run_policies(model, state))
             eval_s += time.perf_counter() - t
             summary.final = final
             _log_final(log, final, model, config)
         summary.eval_s = eval_s
         summary.wall_s = time.perf_counter() - t_call
+        if summary.final and directory and primary and config.sweep:
+            sweep_files(directory, config, summary.final)
         if summary.final and directory and primary:
             _write_json(os.path.join(directory, "results.json"), {
                 **summary.final, "startup_s": startup_s, "compile_s": compile_s,
@@ -457,9 +471,70 @@ def _log_final(log: Callable[[str], None], final: dict[str, Any], model: Model,
         f"{final['central_greedy']:.1f} greedy, {final['central_sampled']:.1f} sampled")
     log(f"teachers (each in its own cell) held-out return: {final['teachers_greedy']:.1f} "
         f"greedy, {final['teachers_sampled']:.1f} sampled")
-    if config.seeds > 1:
+    if config.sweep:
+        log(sweep_table(config, final))
+    elif config.seeds > 1:
         for k in ("central_greedy", "teachers_greedy"):
             lo, hi = final[f"{k}_ci95"]
             seeds = " ".join(f"{v:.1f}" for v in final[f"{k}_seeds"])
             log(f"{k} over {config.seeds} seeds: mean {final[k]:.1f}, 95% interval "
                 f"[{lo:.1f}, {hi:.1f}] (Student t); per seed: {seeds}")
+
+
+def sweep_table(config: Config, final: dict[str, Any]) -> str:
+    """The members of a sweep's final report as a Markdown table: the swept values, then the
+    central and teachers' held-out returns (greedy) with 95% intervals over seeds."""
+    names = [name for name, _ in config.sweep]
+    interval = config.seeds > 1
+
+    def cell(m: dict[str, Any], k: str) -> str:
+        if not interval:
+            return f"{m[k]:.2f}"
+        lo, hi = m[f"{k}_ci95"]
+        return f"{m[k]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    lines = ["| member | " + " | ".join(names) + " | central held-out | teachers (own cells) |",
+             "|---|" + "---|" * len(names) + "---|---|"]
+    for m in final["members"]:
+        lines.append(f"| {m['member']} | " + " | ".join(f"{m['values'][n]:g}" for n in names)
+                     + f" | {cell(m, 'central_greedy')} | {cell(m, 'teachers_greedy')} |")
+    seeds = f"mean [95% Student-t interval] over {config.seeds} seeds" if interval else "one seed"
+    return (f"sweep of {len(config.members)} members ({seeds}; greedy actions, "
+            f"{final['contexts']} held-out contexts):\n" + "\n".join(lines))
+
+
+def sweep_files(directory: str, config: Config, final: dict[str, Any]) -> None:
+    """`sweep.md` (`sweep_table`) and `sweep.png`: held-out return against each swept value
+    (one line per combination of the others' values), with the seeds' 95% intervals."""
+    logs.write_atomic(os.path.join(directory, "sweep.md"), sweep_table(config, final) + "\n")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [name for name, _ in config.sweep]
+    fig = Figure(figsize=(4.5 * len(names), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    members = final["members"]
+    for ax, name in zip(axes, names):
+        others = [n for n in names if n != name]
+        keys = sorted({tuple(m["values"][o] for o in others) for m in members})
+        for key in keys:
+            row = sorted((m for m in members
+                          if tuple(m["values"][o] for o in others) == key),
+                         key=lambda m: m["values"][name])
+            x = [m["values"][name] for m in row]
+            y = [m["central_greedy"] for m in row]
+            label = ", ".join(f"{o}={v:g}" for o, v in zip(others, key)) or "central"
+            ax.plot(x, y, "o-", label=label)
+            if config.seeds > 1:
+                lo = [m["central_greedy_ci95"][0] for m in row]
+                hi = [m["central_greedy_ci95"][1] for m in row]
+                ax.fill_between(x, lo, hi, alpha=0.2)
+        if min(v for _, vs in config.sweep if _ == name for v in vs) > 0:
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("central held-out return (greedy)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{config.task} / {config.method}: sweep", fontsize=10)
+    fig.savefig(os.path.join(directory, "sweep.png"), dpi=110)

@@ -53,6 +53,15 @@ class TrainState:
     partition: Partition
     key: jax.Array  # [2]
     iteration: jax.Array  # int32 scalar
+    # the run's config, its numeric coefficients as arrays: what the training program reads
+    # them from (`Model.with_hparams`), so each run of a vmapped sweep trains its own values
+    hparams: Config
+
+
+def hparams_of(config: Config) -> Config:
+    """`config` with its numeric leaves as float32 arrays (the form `TrainState.hparams`
+    holds; the static fields stay in its structure)."""
+    return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), config)
 
 
 @struct.dataclass
@@ -96,7 +105,8 @@ def _init_rest(model: Model, partition: Partition, k_params: jax.Array, k_env: j
     return TrainState(params=Params(teacher=teacher, central=central), opt=opt,
                       teacher_stats=normalizer.init_stats((P, obs_dim)),
                       central_stats=normalizer.init_stats((obs_dim,)), env=env,
-                      partition=partition, key=k_train, iteration=jnp.zeros((), jnp.int32))
+                      partition=partition, key=k_train, iteration=jnp.zeros((), jnp.int32),
+                      hparams=hparams_of(c))
 
 
 def seed_keys(config: Config) -> list[jax.Array]:
@@ -107,26 +117,30 @@ def seed_keys(config: Config) -> list[jax.Array]:
 
 
 def init_run_state(model: Model) -> TrainState:
-    """The fresh state of `model.config`'s run(s).
+    """The fresh state of `model.config`'s runs: R = K members x S seeds (`Config.num_runs`).
 
-    One seed: a plain `TrainState` (as `init_state`). `seeds = S > 1`: S states built one by
-    one on the host (partition building is host-side per key) and stacked along a new
-    leading seed axis, so every leaf is `[S, ...]` and env leaves `[S, P, B, ...]`.
+    One run: a plain `TrainState` (as `init_state`). R > 1: the S seeds' states, built one by
+    one on the host (partition building is host-side per key), then for run r = k S + s the
+    state of seed s with member k's coefficients, stacked along a new leading run axis: every
+    leaf is `[R, ...]`, env leaves `[R, P, B, ...]`. Run r is therefore the single run of
+    member k's config with seed `seed + s`.
     """
-    states = [init_state(model, k) for k in seed_keys(model.config)]
+    c = model.config
+    seeds = [init_state(model, k) for k in seed_keys(c)]
+    states = [s.replace(hparams=hparams_of(m)) for m in c.members for s in seeds]
     if len(states) == 1:
         return states[0]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def seed_axis(model: Model) -> bool:
-    """Whether the run's state carries a leading seed axis (config.seeds > 1)."""
-    return model.config.seeds > 1
+def run_axis(model: Model) -> bool:
+    """Whether the state carries a leading run axis (several seeds or sweep members)."""
+    return model.config.num_runs > 1
 
 
-def select_seed(state: TrainState, s: int) -> TrainState:
-    """Seed s of a stacked `[S, ...]` state: the state of that seed's own run."""
-    return jax.tree.map(lambda x: x[s], state)
+def select_run(state: TrainState, r: int) -> TrainState:
+    """Run r of a stacked `[R, ...]` state: the state of that run on its own."""
+    return jax.tree.map(lambda x: x[r], state)
 
 
 def _psum_mean(total: jax.Array, count: jax.Array, axis_name: str | None) -> jax.Array:
@@ -204,7 +218,10 @@ def training_rewards(model: Model, central_log_prob: jax.Array,
 
 def iteration(model: Model, state: TrainState,
               axis_name: str | None = parallel.AXIS) -> tuple[TrainState, IterationMetrics]:
-    """Rollout + GAE + fused update + normaliser update. Pure; run inside `shard_map`."""
+    """Rollout + GAE + fused update + normaliser update. Pure; run inside `shard_map`.
+
+    Every coefficient is read from `state.hparams` (traced), not from the model's config."""
+    model = model.with_hparams(state.hparams)
     c = model.config
     key, k_update = jax.random.split(state.key)
     t_stats, c_stats = state.teacher_stats, state.central_stats
@@ -254,7 +271,7 @@ def iteration(model: Model, state: TrainState,
         episodes = jax.lax.psum(episodes, axis_name)
     new = TrainState(params=params, opt=opt, teacher_stats=teacher_stats,
                      central_stats=central_stats, env=env, partition=state.partition, key=key,
-                     iteration=state.iteration + 1)
+                     iteration=state.iteration + 1, hparams=state.hparams)
     nonfinite = jnp.concatenate([bad_reward[None], metrics.nonfinite])
     return new, IterationMetrics(update=metrics, teacher_return=teacher_return,
                                  episodes=episodes, nonfinite=nonfinite)
@@ -311,13 +328,14 @@ class Runner:
 def make_runner(model: Model, state: TrainState, mesh: Mesh, iterations: int) -> Runner:
     """`step(state, n)` runs up to `iterations` iterations on device; metrics `[iterations, ...]`.
 
-    With `config.seeds > 1` the state has a leading seed axis and each iteration is
-    `vmap`-ped over it inside the `shard_map` (the collectives over "data" stay per seed), so
-    metrics are `[iterations, S, ...]` and the env axis B that devices split is axis 2.
+    With several runs (`config.num_runs` R > 1: seeds, sweep members) the state has a leading
+    run axis and each iteration is `vmap`-ped over it inside the `shard_map` (the collectives
+    over "data" stay per run), so metrics are `[iterations, R, ...]` and the env axis B that
+    devices split is axis 2.
     Iterations past `n` are skipped by a `lax.cond`, not computed and discarded.
     """
     one = functools.partial(iteration, model)
-    if seed_axis(model):
+    if run_axis(model):
         one = jax.vmap(one)
 
     def train_chunk(state, n):
@@ -329,6 +347,6 @@ def make_runner(model: Model, state: TrainState, mesh: Mesh, iterations: int) ->
 
         return jax.lax.scan(body, state, jnp.arange(iterations))
 
-    state_specs = parallel.specs(state, env_axis=2 if seed_axis(model) else 1)
+    state_specs = parallel.specs(state, env_axis=2 if run_axis(model) else 1)
     return Runner(model, mesh, parallel.shard(train_chunk, mesh, state_specs, extra_args=1),
                   state_specs, iterations)

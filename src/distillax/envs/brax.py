@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 from typing import Any, Callable
 
 import jax
@@ -67,18 +66,11 @@ class BraxParams:
 
 @struct.dataclass
 class BraxState:
-    """One env's state, packed: `data[dtype]` is every leaf of brax's own `State` (pipeline
-    state, obs, reward, done, metrics, info) of that dtype, raveled and concatenated, `[n]`
-    (`BraxEnvironment.inner` unpacks it); time: steps since the episode began (the
-    truncation counter), int32 `[]`.
+    """inner: brax's own `State` (pipeline state, obs, reward, done, metrics, info), with
+    None for its zero-size fields (`BraxEnvironment._layout`); time: steps since the
+    episode began (the truncation counter), int32 `[]`."""
 
-    Packed because an MJX `Data` has ~150 small fields: distillax's per-env selects, its
-    gather / scatter of ended envs (`rollout.reset_ended`) and its checkpoints then handle
-    three arrays instead of ~150 (compiling the rollout took 4-5x longer unpacked), and
-    orbax refuses the zero-size fields MJX keeps for absent model parts (`act [0]`).
-    """
-
-    data: dict[str, jax.Array]
+    inner: BraxInnerState
     time: jax.Array
 
 
@@ -253,35 +245,27 @@ class BraxEnvironment(environment.Environment):
         return base if self.physics is None else self.physics(base, context)
 
     @functools.cached_property
-    def _layout(self) -> tuple[Any, list[tuple[str, int, tuple[int, ...]]]]:
-        """(treedef of brax's per-env `State`, per leaf (dtype, offset in that dtype's
-        buffer, shape)): the static map between `State` and `BraxState.data`. A dtype whose
-        leaves are all empty gets no buffer (orbax refuses zero-size arrays)."""
+    def _layout(self) -> tuple[Any, dict[int, jax.ShapeDtypeStruct]]:
+        """(treedef of brax's per-env `State`, its zero-size leaves by position): MJX `Data`
+        has fields sized by absent model parts (no cameras, no activations: `cam_xpos
+        [0, 3]`, `act [0]`), and orbax refuses to save zero-size arrays, so the state this
+        env hands out holds None there (`_strip`) and brax gets them back (`_fill`)."""
         p = self.default_params
         shapes = jax.eval_shape(lambda k: self._brax_reset(k, p.context, p.task),
                                 jax.random.PRNGKey(0))
         leaves, treedef = jax.tree.flatten(shapes)
-        offsets: dict[str, int] = {}
-        layout = []
-        for x in leaves:
-            name = jnp.dtype(x.dtype).name
-            layout.append((name, offsets.get(name, 0), tuple(x.shape)))
-            offsets[name] = offsets.get(name, 0) + x.size
-        return treedef, layout
+        return treedef, {i: x for i, x in enumerate(leaves) if x.size == 0}
 
-    def _pack(self, inner: BraxInnerState) -> dict[str, jax.Array]:
-        groups: dict[str, list[jax.Array]] = {}
-        for x, (name, _, _) in zip(jax.tree.leaves(inner), self._layout[1]):
-            groups.setdefault(name, []).append(jnp.ravel(x))
-        return {name: jnp.concatenate(xs) for name, xs in groups.items()
-                if sum(x.size for x in xs)}
+    def _strip(self, inner: BraxInnerState) -> BraxInnerState:
+        leaves, treedef = jax.tree.flatten(inner)
+        empty = self._layout[1]
+        return treedef.unflatten([None if i in empty else x for i, x in enumerate(leaves)])
 
-    def inner(self, state: BraxState) -> BraxInnerState:
-        """brax's own `State` of one env's `BraxState` (vmap it over batched states)."""
-        treedef, layout = self._layout
-        return treedef.unflatten([
-            jax.lax.slice(state.data[name], (off,), (off + math.prod(shape),)).reshape(shape)
-            if name in state.data else jnp.zeros(shape, name) for name, off, shape in layout])
+    def _fill(self, inner: BraxInnerState) -> BraxInnerState:
+        treedef, empty = self._layout
+        rest = iter(jax.tree.leaves(inner))
+        return treedef.unflatten([jnp.zeros(empty[i].shape, empty[i].dtype) if i in empty
+                                  else next(rest) for i in range(treedef.num_leaves)])
 
     def _brax_reset(self, key: jax.Array, context: jax.Array,
                     task: jax.Array) -> BraxInnerState:
@@ -291,13 +275,16 @@ class BraxEnvironment(environment.Environment):
     def _reset_impl(self, key: jax.Array, context: jax.Array,
                     task: jax.Array) -> tuple[jax.Array, BraxState]:
         state = self._brax_reset(key, context, task)
-        return _uniform((state.obs, BraxState(self._pack(state), jnp.zeros((), jnp.int32))))
+        return _uniform((state.obs, BraxState(self._strip(state), jnp.zeros((), jnp.int32))))
 
     def _step_impl(self, state: BraxState, action: jax.Array,
                    context: jax.Array) -> tuple[jax.Array, BraxState, jax.Array, jax.Array]:
-        inner = self.inner(state)  # fresh dicts: brax envs update metrics / info in place
+        # brax envs update their metrics / info dicts in place: hand them copies, so the
+        # caller's state (a scan carry, a reset branch) is never mutated while traced
+        inner = self._fill(state.inner)
+        inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
         nxt = _system(self.brax_env, self.system(context)).step(inner, clip_action(action))
-        return _uniform((nxt.obs, BraxState(self._pack(nxt), state.time + 1), nxt.reward,
+        return _uniform((nxt.obs, BraxState(self._strip(nxt), state.time + 1), nxt.reward,
                          nxt.done > 0.5))
 
     def reset_env(self, key: jax.Array, params: BraxParams) -> tuple[jax.Array, BraxState]:
