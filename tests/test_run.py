@@ -131,12 +131,12 @@ def test_each_sweep_member_is_the_single_run_of_its_config(tmp_path):
         for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(alone.params)):
             np.testing.assert_allclose(np.asarray(a)[k], np.asarray(b), atol=1e-5, rtol=0)
         assert members[k]["central_greedy_per_context"] == s.final["central_greedy_per_context"]
-        np.testing.assert_array_equal(np.asarray(state.hparams.learning_rate)[k],
+        np.testing.assert_array_equal(np.asarray(state.hparams["learning_rate"])[k],
                                       np.float32(member.learning_rate))
         moved.append(np.asarray(jax.tree.leaves(alone.params.teacher)[0]))
     assert not np.allclose(moved[0], moved[1])  # the two learning rates trained differently
     _, _, policies = load(base.checkpoint_dir, member=1)
-    assert float(policies.hparams.learning_rate) == np.float32(3e-3)
+    assert float(policies.hparams["learning_rate"]) == np.float32(3e-3)
     np.testing.assert_array_equal(jax.tree.leaves(policies.central)[0],
                                   np.asarray(jax.tree.leaves(state.params.central)[0])[1])
     rep = evaluate_checkpoint(base.checkpoint_dir, str(tmp_path / "eval"), contexts=8,

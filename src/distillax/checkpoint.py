@@ -424,7 +424,7 @@ def restore_policies(directory: str, step: int | None = None, seed: int | None =
     verify(r, info)  # the subtrees read, before a run is picked: digests are of whole arrays
     if run is not None:
         r = jax.tree.map(lambda x: x[run], r)
-    hparams = info.config.replace(**r["hparams"]) if "hparams" in r else None
+    hparams = r.get("hparams")
     return info, Policies(teacher=r["params"]["teacher"], central=r["params"]["central"],
                           teacher_stats=RunningStats(**r["teacher_stats"]),
                           central_stats=RunningStats(**r["central_stats"]),

@@ -30,11 +30,11 @@ class Model:
     teacher: ActorCritic
     central: Actor
 
-    def with_hparams(self, hparams: Config) -> "Model":
-        """This model reading its coefficients from `hparams` (a `Config` whose numeric leaves
-        may be traced: `TrainState.hparams` inside the training program), so a vmapped sweep
-        runs each member's values. Its static fields must be this model's."""
-        return dataclasses.replace(self, config=hparams)
+    def with_hparams(self, hparams: dict[str, Any]) -> "Model":
+        """This model reading its numeric coefficients from `hparams` (field name -> value,
+        possibly traced: `TrainState.hparams` inside the training program), so a vmapped
+        sweep runs each member's values."""
+        return dataclasses.replace(self, config=self.config.replace(**hparams))
 
     def _adam(self, lr: Any, steps: int) -> optax.GradientTransformation:
         if self.config.anneal_lr:  # to 0 at the optimizer's own last step

@@ -33,8 +33,8 @@ class Policies:
     teacher_stats: RunningStats  # [P, obs]
     central_stats: RunningStats  # [obs]
     partition: Partition
-    # the run's coefficients (`TrainState.hparams`): a sweep member's Distral alpha and beta
-    # shape its 2-column teachers' policy; None: the model's config
+    # the run's coefficients by field name (`TrainState.hparams`): a sweep member's Distral
+    # alpha and beta shape its 2-column teachers' policy; None: the model's config
     hparams: Any = None
 
 

@@ -20,7 +20,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from distillax import losses, normalizer, parallel
-from distillax.config import Config, ConfigError
+from distillax.config import Config, ConfigError, leaf_fields
 from distillax.contexts import Partition, make_partition
 from distillax.model import Model
 from distillax.normalizer import RunningStats
@@ -53,15 +53,16 @@ class TrainState:
     partition: Partition
     key: jax.Array  # [2]
     iteration: jax.Array  # int32 scalar
-    # the run's config, its numeric coefficients as arrays: what the training program reads
-    # them from (`Model.with_hparams`), so each run of a vmapped sweep trains its own values
-    hparams: Config
+    # the run's numeric coefficients by field name, float32 arrays: what the training program
+    # reads them from (`Model.with_hparams`), so each run of a vmapped sweep trains its own
+    hparams: dict[str, jax.Array]
 
 
-def hparams_of(config: Config) -> Config:
-    """`config` with its numeric leaves as float32 arrays (the form `TrainState.hparams`
-    holds; the static fields stay in its structure)."""
-    return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), config)
+def hparams_of(config: Config) -> dict[str, jax.Array]:
+    """The numeric coefficients of `config` (its pytree leaves: `config.leaf_fields`, those
+    set) as float32 arrays: `TrainState.hparams`."""
+    return {name: jnp.asarray(getattr(config, name), jnp.float32) for name in leaf_fields()
+            if getattr(config, name) is not None}
 
 
 @struct.dataclass
