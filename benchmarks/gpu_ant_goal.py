@@ -55,12 +55,12 @@ def run_one(method: str, partitions: int, total_steps: int, small: bool,
                   teacher_return=float(sum(r["teacher_return"]) / len(r["teacher_return"])),
                   central_return=r.get("central_return"))
              for r in s.history]
-    out = dict(method=method, partitions=cfg.num_partitions, num_envs=cfg.num_envs,
+    out = dict(method=method, partitions=cfg.partitions, num_envs=cfg.num_envs,
                iterations=s.iteration, env_steps=s.iteration * cfg.steps_per_iteration,
                compile_s=s.compile_s, train_s=s.train_s, steps_per_s=s.steps_per_s,
                wall_s=wall, final=s.final, curve=curve,
                device=str(jax.devices()[0].device_kind))
-    log(f"{method} P={cfg.num_partitions}: {s.steps_per_s:,.0f} env-steps/s, compile "
+    log(f"{method} P={cfg.partitions}: {s.steps_per_s:,.0f} env-steps/s, compile "
         f"{s.compile_s:.0f} s, wall {wall:.0f} s, last teacher return "
         f"{curve[-1]['teacher_return']:.2f}" if curve else "no reports")
     return out

@@ -44,7 +44,7 @@ import numpy as np
 
 from distillax import parallel
 from distillax.config import Config, validate
-from distillax.evaluation import policy_returns, seed_policies
+from distillax.evaluation import policy_returns, run_policies
 from distillax.model import Model, build_model
 from distillax.rollout import rollout
 from distillax.trainer import init_state, make_runner
@@ -205,7 +205,7 @@ def train_distillax(config: Config, seed: int) -> dict[str, Any]:
     state, metrics = _block(compiled(state, n))
     train_s = time.perf_counter() - t0
     contexts = np.tile(np.asarray(model.env.default_context, np.float32), (EVAL_EPISODES, 1))
-    policies = jax.tree.map(lambda x: x[0], seed_policies(model, state))
+    policies = jax.tree.map(lambda x: x[0], run_policies(model, state))
     ret = policy_returns(model, policies, jnp.asarray(contexts), jax.random.PRNGKey(seed + 1),
                          greedy=False, teachers=True)
     steps = config.num_iterations * config.steps_per_iteration

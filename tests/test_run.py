@@ -85,7 +85,9 @@ def test_the_persistent_cache_serves_a_second_run_with_the_same_results(tmp_path
     assert "jit(train_chunk)" in first.names and first.misses >= 3
     # the second run loads every program (init, training, evaluation, ...) from the cache
     assert "jit(train_chunk)" in second.names
-    assert second.misses == 0 and second.hits >= 3, (second.misses, second.hits)
+    # (at least training and evaluation: they are new functions in every run, so the in-memory
+    # caches cannot serve them)
+    assert second.misses == 0 and second.hits >= 2, (second.misses, second.hits)
     for a, b in zip(jax.tree.leaves(state1), jax.tree.leaves(state2)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert s1.final["central_greedy_per_context"] == s2.final["central_greedy_per_context"]
