@@ -499,7 +499,7 @@ def test_meta_holds_the_sha256_of_every_array_and_of_the_config(full):
     state, _, d = full
     meta = checkpoint.read_run(d).meta
     flat = jax.tree_util.tree_flatten_with_path(state)[0]
-    assert meta["digest"] == "sha256" and len(meta["digests"]) == len(flat) == 63
+    assert meta["digest"] == "sha256" and len(meta["digests"]) == len(flat) > 60
     # The documented check by hand: sha256 of the array's C-order bytes, keyed as orbax names it.
     for path, x in flat:
         name = checkpoint.leaf_name(path)
@@ -523,10 +523,13 @@ def test_flipped_bytes_in_array_chunks_pass_orbax_but_are_refused(full, copy, mo
         _, unchecked = checkpoint.restore_policies(copy)
     assert not np.array_equal(unchecked.partition.pool, state.partition.pool)
     # ... with it, resume, evaluation's restore and load_policy refuse, naming step and arrays.
-    named = rf"checkpoint .*8 \(step 8\) is corrupt: {len(hit)} of 63 arrays differ from their " \
-            rf"sha256 digest taken at save \({re.escape(hit[0])}, "
+    arrays = len(jax.tree.leaves(state))
+    named = rf"checkpoint .*8 \(step 8\) is corrupt: {len(hit)} of {arrays} arrays differ from " \
+            rf"their sha256 digest taken at save \({re.escape(hit[0])}, "
     _fails(copy, named + r".*other checkpoints: steps \[4\]")
-    policy_arrays = r"checkpoint .*8 \(step 8\) is corrupt: 1 of 21 arrays .*\(partition\.pool\)"
+    read = len(jax.tree.leaves((state.params, state.teacher_stats, state.central_stats,
+                                state.partition, state.hparams)))
+    policy_arrays = rf"checkpoint .*8 \(step 8\) is corrupt: 1 of {read} arrays .*\(partition\.pool\)"
     with pytest.raises(CheckpointError, match=policy_arrays):
         checkpoint.restore_policies(copy)
     from distillax.policy import load_policy

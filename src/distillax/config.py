@@ -178,7 +178,8 @@ class Config:
         # One name for P: a single-teacher method (ppo) has one partition whatever was asked,
         # so `partitions` is always the number of teachers (an unknown method is left for
         # `validate` to name).
-        if self.method in methods.METHODS and methods.get(self.method).single_teacher:
+        spec = methods.METHODS.get(self.method)
+        if spec is not None and spec.single_teacher:
             object.__setattr__(self, "partitions", 1)
 
     @property

@@ -84,7 +84,10 @@ def init_state(model: Model, key: jax.Array) -> TrainState:
     except ValueError as e:  # a cell without samples: rare for k-means after `validate`
         raise ConfigError(f"config field `partitions` = {c.partitions} is invalid: fewer, or "
                           f"more kmeans_samples ({e})") from None
-    return _init_rest(model, partition, k_params, k_env, k_train)
+    # Called under a trace (jax.eval_shape, a user's jit or vmap) the fresh state is traced
+    # into that program: compiler options are only allowed on a top-level jit.
+    init = _fresh if isinstance(k_params, jax.core.Tracer) else _init_rest
+    return init(model, partition, k_params, k_env, k_train)
 
 
 # Programs that run once per run: XLA's backend optimisations buy nothing there, and cost
@@ -93,8 +96,7 @@ def init_state(model: Model, key: jax.Array) -> TrainState:
 RUN_ONCE = {"xla_backend_optimization_level": 0}
 
 
-@functools.partial(jax.jit, static_argnums=0, compiler_options=RUN_ONCE)
-def _init_rest(model: Model, partition: Partition, k_params: jax.Array, k_env: jax.Array,
+def _fresh(model: Model, partition: Partition, k_params: jax.Array, k_env: jax.Array,
                k_train: jax.Array) -> TrainState:
     """Everything of a fresh state but the partition, as one compiled program: built op by op
     it took dozens of small compilations, most of a short run's start-up on CPU."""
@@ -108,6 +110,9 @@ def _init_rest(model: Model, partition: Partition, k_params: jax.Array, k_env: j
                       central_stats=normalizer.init_stats((obs_dim,)), env=env,
                       partition=partition, key=k_train, iteration=jnp.zeros((), jnp.int32),
                       hparams=hparams_of(c))
+
+
+_init_rest = jax.jit(_fresh, static_argnums=0, compiler_options=RUN_ONCE)
 
 
 def seed_keys(config: Config) -> list[jax.Array]:
