@@ -293,7 +293,8 @@ def read_run(directory: str, step: int | None = None) -> RunInfo:
     `FORMAT_VERSION`.
     """
     if not os.path.isdir(directory):
-        raise CheckpointError(f"no checkpoint directory {directory!r}: it does not exist")
+        raise CheckpointError(f"no checkpoint directory {directory!r}: it "
+                              + ("is a file" if os.path.exists(directory) else "does not exist"))
     found = steps(directory)
     if not found:
         tmp = sorted(n for n in os.listdir(directory) if ".orbax-checkpoint-tmp" in n)
@@ -471,8 +472,28 @@ class Saver:
 
     def _failed(self, e: Exception, step: int | None) -> CheckpointError:
         at = f" (step {step})" if step is not None else ""
+        # A failed save is never committed (orbax renames its tmp directory only once every
+        # item is written, and drops old steps only after that), so the latest step on disk
+        # is complete: say which, since that is where the run can continue (a full disk).
+        good = max(steps(self.directory), default=None)
+        kept = (f"the latest complete checkpoint is step {good} (--resume continues from it)"
+                if good is not None else "no checkpoint is complete")
         return CheckpointError(f"saving a checkpoint{at} into {self.directory!r} failed: "
-                               f"{_why(e)}")
+                               f"{_why(e)}; {kept}")
+
+    def _wait(self) -> None:
+        """Wait for the latest save's background write; its failure names that save's step."""
+        try:
+            self._mngr.wait_until_finished()
+        except Exception as e:
+            raise self._failed(e, self._last) from e
+
+    def check(self) -> None:
+        """Raise `CheckpointError` if the latest save's background write failed (e.g. the disk
+        filled up); returns at once while it is still being written. Called after every call
+        of the training loop, so a failed save stops the run there, not at the next save."""
+        if self._last is not None and not self._mngr.is_saving_in_progress():
+            self._wait()
 
     def save(self, state: Any, config: Config, devices: int) -> bool:
         """Start saving `state` (at step `state.iteration`); returns False if that step exists.
@@ -488,6 +509,9 @@ class Saver:
             # leaves threads waiting for that directory, which hold the process at exit.
             raise CheckpointError(f"saving a checkpoint (step {it}) into {self.directory!r} "
                                   "failed: it is no longer a directory")
+        waited = time.perf_counter()
+        self._wait()  # for the previous write (orbax's save would, and blame its error on `it`)
+        self.blocking_s += time.perf_counter() - waited
         if it in self._mngr.all_steps():  # a run resumed at its last step has nothing new
             return False
         t = time.perf_counter()

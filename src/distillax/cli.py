@@ -25,7 +25,7 @@ import sys
 import argparse
 import dataclasses
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 from distillax import methods, parallel
 from distillax.config import (ACTIVATIONS, DIVERGENCES, GROUPS, PARTITIONERS, SCHEDULES, Config,
@@ -59,12 +59,20 @@ def _default_text(f: dataclasses.Field) -> str:
     return str(d)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors (an unknown flag, a value of the wrong type, a choice not
+    offered) are one line, as every other error here: the usage of ~70 flags buries it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (--help lists the flags)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     """Config flags default to SUPPRESS, so the parse holds only the flags actually given:
     a fresh run fills the rest from `Config`'s defaults (then a preset, then a config file),
     a resume from the stored config. Every config flag's help is its field's metadata."""
-    p = argparse.ArgumentParser(prog="python -m distillax.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="python -m distillax.train", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     from distillax.checkpoint import RESUME_MAY_CHANGE
     from distillax.presets import PRESETS
 
@@ -165,6 +173,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     the flags')."""
     args = vars(_parser().parse_args(argv))
     opts = argparse.Namespace(**{k: args.pop(k) for k in RUN_FLAGS})
+    _check_run_flags(opts)
     for f in dataclasses.fields(Config):
         if f.name == "sweep" and "sweep" in args:
             args["sweep"] = _sweep(args["sweep"])
@@ -186,6 +195,21 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     return opts, given
 
 
+def _check_run_flags(opts: argparse.Namespace) -> None:
+    """The run-control flags, before anything starts: the multi-process ones
+    (`parallel.check_distributed`, which `initialize_distributed` applies for library use too)
+    and --resume-step. Whether that step exists is `checkpoint.read_run`'s to say, which
+    resuming calls first (its message lists the steps there)."""
+    parallel.check_distributed(opts.coordinator, opts.num_processes, opts.process_id,
+                               opts.distributed == "auto")
+    if opts.resume_step is not None:
+        if not opts.resume:
+            raise ConfigError("--resume-step needs --resume DIR")
+        if opts.resume_step < 0:
+            raise ConfigError(f"--resume-step = {opts.resume_step} is invalid: a checkpoint "
+                              "step of the --resume run (an iteration >= 0)")
+
+
 def config_from_args(argv: list[str] | None = None) -> Config:
     """The config of a fresh run: `Config`'s defaults, overridden by a preset, a config file
     and the flags in `argv`."""
@@ -204,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
                 resume(opts.resume, step=opts.resume_step, stop_after=opts.stop_after,
                        handle_signals=True, compile_cache=cache, **given)
             else:
-                if opts.resume_step is not None:
-                    raise ConfigError("--resume-step needs --resume DIR")
                 train(Config(**given), stop_after=opts.stop_after, handle_signals=True,
                       compile_cache=cache)
     except (ConfigError, CheckpointError) as e:

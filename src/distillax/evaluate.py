@@ -36,9 +36,11 @@ import numpy as np
 
 from distillax import logs
 from distillax.checkpoint import CheckpointError, cli_notes
+from distillax.config import ConfigError
 from distillax.contexts import ContextSpace
 from distillax.evaluation import grid_returns
 from distillax.model import Model
+from distillax.paths import check_output_dir
 from distillax.policy import load
 
 # --- contexts ------------------------------------------------------------------------------
@@ -146,24 +148,19 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
     checkpoint (config `seeds` > 1; default 0), `member` the member k of a sweep's (default 0).
     """
     t0 = time.perf_counter()
-    from distillax.config import Config
+    from distillax.checkpoint import read_run
 
-    stored: Config | None = None
-    try:
-        from distillax.checkpoint import read_run
-
-        stored = read_run(directory, step).config
-    except CheckpointError:
-        pass  # `load` below raises it with the same message
-    if stored is not None and stored.seeds > 1:
+    stored = read_run(directory, step).config
+    if stored.seeds > 1:
         seed_index = seed_index or 0
-    if stored is not None and stored.sweep:
+    if stored.sweep:
         member = member or 0
+    out = out or os.path.join(directory, "eval")
+    check_output_dir(out, "--out")  # before the restore and the episodes, not after them
     info, model, policies = load(directory, step, seed_index, member)
     run_seeds = info.config.seeds
     t_restore = time.perf_counter() - t0
     config, space = info.config, model.env.space
-    out = out or os.path.join(directory, "eval")
     os.makedirs(out, exist_ok=True)
 
     grid, grid_shape = grid_contexts(space, contexts)
@@ -498,13 +495,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name} = {getattr(args, name)} is invalid: an integer >= 2",
                   file=sys.stderr)
             return 2
+    if not 0 <= args.seed < 2**31:  # jax.random.PRNGKey overflows past 2**63, after the restore
+        print(f"error: --seed = {args.seed} is invalid: an integer in [0, 2**31) (as config "
+              "`seed`)", file=sys.stderr)
+        return 2
     try:
         t = time.perf_counter()
         with cli_notes():
             rep = evaluate_checkpoint(args.checkpoint_dir, args.out, args.contexts,
                                       args.resolution, args.step, not args.sampled, args.seed,
                                       seed_index=args.seed_index, member=args.member)
-    except CheckpointError as e:
+    except (CheckpointError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or os.path.join(args.checkpoint_dir, "eval")

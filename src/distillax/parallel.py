@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import jax
 import numpy as np
@@ -31,10 +31,7 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     pods, ...). On CPU the cross-process collectives use gloo, which must be chosen before
     initialising.
     """
-    explicit = (coordinator, num_processes, process_id)
-    if not auto and any(v is None for v in explicit):
-        raise ValueError("multi-process JAX needs --coordinator, --num-processes and "
-                         f"--process-id together (got {explicit}), or --distributed auto")
+    check_distributed(coordinator, num_processes, process_id, auto)
     # Needed for CPU collectives across processes; GPU/TPU backends do not read it.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if auto:
@@ -42,6 +39,38 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     else:
         jax.distributed.initialize(coordinator_address=coordinator,
                                    num_processes=num_processes, process_id=process_id)
+
+
+def check_distributed(coordinator: str | None, num_processes: int | None,
+                      process_id: int | None, auto: bool = False) -> None:
+    """Raise `ConfigError` (in the config fields' style, naming the flag) for a multi-process
+    set-up that `jax.distributed` would reject from deep inside (a coordinator without a port
+    ends in an IndexError there) or that would wait for processes that never come: each
+    value, then the combination. All None and not `auto`: a single-process run, valid."""
+
+    def fail(flag: str, value: Any, valid: str) -> NoReturn:
+        raise ConfigError(f"{flag} = {value!r} is invalid: {valid}")
+
+    if coordinator is not None:
+        host, sep, port = coordinator.rpartition(":")
+        if not (sep and host.strip() and port.isascii() and port.isdigit()
+                and 1 <= int(port) <= 65535):
+            fail("--coordinator", coordinator, "HOST:PORT of process 0's coordination service, "
+                                               "a port in 1..65535, e.g. 10.0.0.1:1234")
+    if num_processes is not None and num_processes < 1:
+        fail("--num-processes", num_processes, "an integer >= 1")
+    explicit = (coordinator, num_processes, process_id)
+    given = [v is not None for v in explicit]
+    if auto and any(given):
+        raise ConfigError("--distributed auto takes the coordinator, process count and id from "
+                          "the cluster environment; pass none of --coordinator, --num-processes "
+                          "and --process-id with it")
+    if not auto and any(given) and not all(given):
+        raise ConfigError("multi-process JAX needs --coordinator, --num-processes and "
+                          f"--process-id together (got {explicit}), or --distributed auto")
+    if process_id is not None and not 0 <= process_id < num_processes:
+        fail("--process-id", process_id, f"0..{num_processes - 1} (--num-processes = "
+                                         f"{num_processes})")
 
 
 def distributed_flags(parser: argparse.ArgumentParser) -> None:
@@ -67,9 +96,12 @@ def initialize_from_argv(argv: list[str]) -> bool:
     Idempotent. Must run before the JAX backend starts: entry points call it before their
     imports (gymnax starts the backend when imported). A bad combination exits with status 2.
     """
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     distributed_flags(parser)
-    opts, _ = parser.parse_known_args(argv)
+    try:
+        opts, _ = parser.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return False  # the command line's own parser reports it, with its other flags
     explicit = (opts.coordinator, opts.num_processes, opts.process_id)
     if not opts.distributed and all(v is None for v in explicit):
         return False

@@ -43,6 +43,7 @@ from distillax.config import Config, ConfigError, validate
 from distillax.evaluation import (Evaluator, by_member, make_evaluator, mean_ci95, report,
                                   run_policies)
 from distillax.model import Model, build_model
+from distillax.paths import check_output_dir
 from distillax.trainer import (IterationMetrics, NumericalError, Runner, TrainState,
                                init_run_state, make_runner, nonfinite_report)
 
@@ -323,6 +324,11 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                                    or stop_after < 1):
         raise ConfigError(f"stop_after = {stop_after!r} is invalid: a positive iteration")
     directory = config.checkpoint_dir
+    if directory:  # where the run will write, before anything is built (`paths`)
+        check_output_dir(directory, "config field `checkpoint_dir` (--checkpoint-dir)")
+        if config.tensorboard:
+            check_output_dir(os.path.join(directory, "tensorboard"),
+                             "config field `tensorboard` (events in checkpoint_dir/tensorboard)")
     total = config.num_iterations
     if directory or restore is not None:
         from distillax import checkpoint
@@ -386,6 +392,8 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
             dt = time.perf_counter() - t
             train_s += dt
             prev, it = it, parallel.host_iteration(state)
+            if run.saver:  # a save whose background write failed (a full disk) stops it here
+                run.saver.check()
             # The guard's flags come with the metrics (no extra sync): a faulty state is
             # neither recorded nor saved, so the last checkpoint stays the last good one.
             fault = nonfinite_report(parallel.host_local(metrics.nonfinite)[:n], prev)
