@@ -15,7 +15,8 @@ for every teacher, all from the same reset keys, so every policy meets the same 
   one row per combination of discrete values) drawn as heatmaps, and 1-D slices drawn as lines.
 
 Writes into --out (default CHECKPOINT_DIR/eval): eval.json, eval.md, returns_<a>_<b>.png,
-returns_1d.png (or returns_tasks.png) and learning_curves.png from the run's metrics.jsonl.
+returns_1d.png (or returns_tasks.png) and learning_curves.png from the run's metrics.jsonl;
+with --video K, videos/video_<i>.gif (`distillax.render`).
 Plots use matplotlib's Agg canvas directly (no pyplot, no global backend switch).
 """
 
@@ -140,12 +141,14 @@ def _fmt(x: float) -> str:
 def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 512,
                         resolution: int = 11, step: int | None = None, greedy: bool = True,
                         seed: int = 0, plots: bool = True, seed_index: int | None = None,
-                        member: int | None = None) -> dict[str, Any]:
+                        member: int | None = None, videos: int = 0) -> dict[str, Any]:
     """Evaluate checkpoint `step` (default latest) of `directory`; write the table and plots
     into `out` (default `directory/eval`). Returns the report (what eval.json holds).
 
     `seed` seeds the episodes' initial states; `seed_index` picks the run s of a multi-seed
     checkpoint (config `seeds` > 1; default 0), `member` the member k of a sweep's (default 0).
+    `videos` K > 0: also GIFs of the central policy beside the own teacher in K grid contexts
+    spread over the partitions (`render.write_videos`), into `out/videos`.
     """
     t0 = time.perf_counter()
     from distillax.checkpoint import read_run
@@ -224,6 +227,16 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
             if f:
                 files.append(f)
         report["timing_s"]["plots"] = time.perf_counter() - t2
+    if videos:
+        from distillax import render  # Pillow: only when videos are asked for
+
+        t3 = time.perf_counter()
+        report["videos"] = render.write_videos(
+            os.path.join(out, "videos"), model, policies,
+            render.video_contexts(space, policies.partition, grid, videos),
+            jax.random.PRNGKey(seed), greedy)
+        files += [os.path.join("videos", v["file"]) for v in report["videos"]]
+        report["timing_s"]["videos"] = time.perf_counter() - t3
     report["files"] = files
     with open(os.path.join(out, "eval.json"), "w") as f:
         json.dump(logs.to_python(report), f, indent=1)
@@ -489,12 +502,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--member", type=int, default=None, metavar="K",
                    help="which member of a sweep's checkpoint (config sweep) to evaluate: "
                         "0..K-1 in the order of the grid (default 0)")
+    p.add_argument("--video", type=int, default=None, metavar="K",
+                   help="also write K GIFs (OUT/videos/video_<i>.gif): the central policy "
+                        "beside each context's own teacher, in K grid contexts spread over "
+                        "the partitions, from the same initial state (default: none)")
     args = p.parse_args(argv)
     for name in ("contexts", "resolution"):
         if getattr(args, name) < 2:
             print(f"error: --{name} = {getattr(args, name)} is invalid: an integer >= 2",
                   file=sys.stderr)
             return 2
+    if args.video is not None and args.video < 1:
+        print(f"error: --video = {args.video} is invalid: a number of videos >= 1",
+              file=sys.stderr)
+        return 2
     if not 0 <= args.seed < 2**31:  # jax.random.PRNGKey overflows past 2**63, after the restore
         print(f"error: --seed = {args.seed} is invalid: an integer in [0, 2**31) (as config "
               "`seed`)", file=sys.stderr)
@@ -504,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         with cli_notes():
             rep = evaluate_checkpoint(args.checkpoint_dir, args.out, args.contexts,
                                       args.resolution, args.step, not args.sampled, args.seed,
-                                      seed_index=args.seed_index, member=args.member)
+                                      seed_index=args.seed_index, member=args.member,
+                                      videos=args.video or 0)
     except (CheckpointError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
