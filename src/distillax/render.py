@@ -1,6 +1,6 @@
 """Rollout animations: the central policy beside a context's own teacher, as a GIF.
 
-    python -m distillax.evaluate runs/a --video 4     # video_0.gif ... video_3.gif in runs/a/eval
+    python -m distillax.evaluate runs/a --video 4   # runs/a/eval/videos/video_0.gif ... video_3.gif
 
 Two halves. On the device, `record` plays one episode per context for the central policy
 and for the context's own-cell teacher in one jitted loop, from the same reset key and the
