@@ -14,14 +14,14 @@ PYTHON ?= $(shell for c in python3.12 $$(ls -d $$(pyenv root 2>/dev/null)/versio
 RUN_STAMP := runs/$(shell date +%Y%m%d-%H%M%S)
 RUN ?= $(RUN_STAMP)
 
-.PHONY: venv train evaluate test bench experiments clean
+.PHONY: venv train evaluate test lint bench experiments clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then echo "error: no working Python >= 3.12 found (tried python3.12, pyenv's 3.12.x, python3); set PYTHON=/path/to/python3.12" >&2; exit 1; fi
 	@echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,brax]'
+	$(PY) -m pip install -q -e '.[test,brax,wandb]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -37,6 +37,10 @@ evaluate: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15 tests $(ARGS)
+
+# ruff (configured in pyproject.toml): style, import order, likely bugs
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks experiments
 
 # The peer of the benchmark (rejax PPO) goes into the venv for the bench only: it is not a
 # dependency of distillax. Pinned: benchmarks/run.py adapts gymnax 1.0's step to its API.

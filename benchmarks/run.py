@@ -19,6 +19,9 @@ env-steps/s is the median over the calls. Sections:
 4. scaling: P in {1, 2, 4, 8, 16} at constant total envs for `central` and `dnc`.
 5. profile: rollout alone (jitted `rollout` + the bootstrap value) vs the whole iteration,
    so update time = iteration - rollout.
+6. sweep: a 4-member vmapped sweep (`--sweep learning_rate=...`, `central` P=4) in one
+   program vs the 4 member configs as separate runs, one after the other: env-steps/s over
+   all 4 runs, and compile time (one program vs four).
 
 rejax is a bench-only dependency (`make bench` installs it into the venv); it unpacks
 gymnax's old 5-value `step`, so its env is wrapped here (`FiveValueStep`), rejax unedited.
@@ -47,7 +50,7 @@ from distillax.config import Config, validate
 from distillax.evaluation import policy_returns, run_policies
 from distillax.model import Model, build_model
 from distillax.rollout import rollout
-from distillax.trainer import init_state, make_runner
+from distillax.trainer import init_run_state, init_state, make_runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -119,15 +122,17 @@ def distillax_config(method: str, partitions: int, num_envs: int, num_steps: int
 
 def distillax_runner(config: Config, iters: int, seed: int = 0):
     model = build_model(config)
-    state = init_state(model, jax.random.PRNGKey(seed))
+    state = (init_run_state(model) if config.num_runs > 1
+             else init_state(model, jax.random.PRNGKey(seed)))
     runner = make_runner(model, state, parallel.make_mesh(1), iters)
     return model, runner, runner.place(state)
 
 
 def prepare_distillax(config: Config, iters: int) -> Case:
-    """The compiled, sharded training step (`iters` iterations per call)."""
+    """The compiled, sharded training step (`iters` iterations per call, of every run)."""
     _, runner, state = distillax_runner(config, iters)
-    return prepare(runner.step, state, iters * config.steps_per_iteration, runner.count(iters))
+    return prepare(runner.step, state, iters * config.steps_per_iteration * config.num_runs,
+                   runner.count(iters))
 
 
 def rollout_only(model: Model, iters: int) -> Callable:
@@ -458,9 +463,34 @@ def section_profile(a) -> list[dict[str, Any]]:
     return rows
 
 
+SWEEP_LR = (1e-4, 3e-4, 1e-3, 3e-3)
+
+
+def section_sweep(a) -> dict[str, Any]:
+    """One program training 4 sweep members vs 4 programs training one member each."""
+    conf = lambda **kw: distillax_config("central", 4, a.envs, a.steps,  # noqa: E731
+                                         _total_steps(a), **kw)
+    cases = {"sweep": prepare_distillax(conf(sweep=(("learning_rate", SWEEP_LR),)), a.iters)}
+    for lr in SWEEP_LR:
+        cases[lr] = prepare_distillax(conf(learning_rate=lr), a.iters)
+    res = run_interleaved(cases, a.reps)
+    # the separate runs one after the other: their time per call adds up
+    separate_s = sum(cases[lr].steps / res[lr]["steps_per_s"] for lr in SWEEP_LR)
+    out = {"envs": a.envs, "steps": a.steps, "members": len(SWEEP_LR),
+           "sweep_steps_per_s": res["sweep"]["steps_per_s"],
+           "separate_steps_per_s": sum(cases[lr].steps for lr in SWEEP_LR) / separate_s,
+           "sweep_compile_s": res["sweep"]["compile_s"],
+           "separate_compile_s": sum(res[lr]["compile_s"] for lr in SWEEP_LR)}
+    out["speedup"] = out["sweep_steps_per_s"] / out["separate_steps_per_s"]
+    log(f"sweep of 4: {out['sweep_steps_per_s']:,.0f}/s vs 4 separate runs "
+        f"{out['separate_steps_per_s']:,.0f}/s ({out['speedup']:.2f}x); compile "
+        f"{out['sweep_compile_s']:.1f} s vs {out['separate_compile_s']:.1f} s")
+    return out
+
+
 SECTIONS = {"e2e": section_e2e, "limit": section_limit, "peer": section_peer,
             "overhead": section_overhead,
-            "scaling": section_scaling, "profile": section_profile}
+            "scaling": section_scaling, "profile": section_profile, "sweep": section_sweep}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -624,6 +654,17 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{p['envs']}x{p['steps']} | {p['iteration_ms']:.1f} | "
                          f"{p['rollout_ms']:.1f} | {p['update_ms']:.1f} | "
                          f"{100 * p['rollout_share']:.0f}% | {_k(p['rollout_steps_per_s'])} |")
+    if "sweep" in r:
+        w = r["sweep"]
+        lines += ["", f"## 6. A 4-member sweep vs 4 separate runs (central, P=4, cartpole, "
+                  f"{w['envs']} envs x {w['steps']} steps per run; learning_rate in "
+                  f"{', '.join(map(str, SWEEP_LR))})", "",
+                  "| case | env-steps/s (all runs) | compile s |", "|---|---|---|",
+                  f"| one vmapped program (`--sweep`) | {_k(w['sweep_steps_per_s'])} | "
+                  f"{w['sweep_compile_s']:.1f} |",
+                  f"| 4 runs, one after the other | {_k(w['separate_steps_per_s'])} | "
+                  f"{w['separate_compile_s']:.1f} |", "",
+                  f"The sweep trains {w['speedup']:.2f}x the env steps per second."]
     lines += ["", "What these figures mean and how they were reached: [findings.md](findings.md) "
               "(hand-written, not regenerated)."]
     if r.get("notes"):

@@ -1,5 +1,6 @@
 """Logs: the progress bar (terminal) and plain lines (CI), JSON-lines repair on resume, and
-TensorBoard events read back from the files tensorboardX writes."""
+TensorBoard events read back from the files tensorboardX writes, and wandb's offline runs
+read back from the files the real wandb package writes."""
 
 import glob
 import io
@@ -7,6 +8,7 @@ import json
 import struct
 
 import numpy as np
+import pytest
 from tensorboardX.proto import event_pb2
 
 from distillax import logs
@@ -112,3 +114,68 @@ def test_tensorboard_resume_purges_the_lost_steps(tmp_path):
     starts = [e for e in read_events(tmp_path) if e.HasField("session_log")]
     assert [(e.step, e.session_log.status) for e in starts] == [
         (512, event_pb2.SessionLog.START)]
+
+
+def test_scalars_flatten_partitions_and_sweep_members_and_drop_non_finite():
+    record = {**_record(2), "central_return": None, "approx_kl": np.asarray([np.nan, 0.25]),
+              "members": [{"member": 0, "teacher_return": np.asarray([1.0, 2.0])},
+                          {"member": 1, "teacher_return": np.asarray([3.0, 4.0])}]}
+    assert logs.scalars(record) == {
+        "steps_per_s": 1000.0, "teacher_return/0": 20.0, "teacher_return/1": 20.0,
+        "loss": 0.25, "approx_kl/1": 0.25, "member0/teacher_return/0": 1.0,
+        "member0/teacher_return/1": 2.0, "member1/teacher_return/0": 3.0,
+        "member1/teacher_return/1": 4.0}
+
+
+def wandb_runs(directory):
+    """{offline run dir: (run id, history rows)} from the `.wandb` files wandb writes: a
+    7-byte header, then LevelDB-log records (crc, length, type; 32 KiB blocks) of protobufs."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out = {}
+    for path in sorted(glob.glob(f"{directory}/wandb/offline-run-*/run-*.wandb")):
+        data, pos, buf, run_id, rows = open(path, "rb").read(), 7, b"", None, []
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+                pos += 32768 - pos % 32768
+                continue
+            _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            buf, pos = buf + data[pos + 7:pos + 7 + n], pos + 7 + n
+            if kind in (1, 4):  # a whole record, or the last piece of one
+                r = pb.Record()
+                r.ParseFromString(buf)
+                buf = b""
+                if r.WhichOneof("record_type") == "run":
+                    run_id = r.run.run_id
+                if r.WhichOneof("record_type") == "history":
+                    rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                 for i in r.history.item})
+        out[path] = (run_id, rows)
+    return out
+
+
+def test_wandb_offline_logs_the_records_and_a_resume_continues_the_same_run(tmp_path):
+    """The real wandb package, offline: what it writes holds metrics.jsonl's records, and the
+    resumed run (which recomputes nothing here: it stopped at a checkpoint) has the same id."""
+    from distillax import Config
+    from distillax.run import resume, train
+
+    d, cache = str(tmp_path / "run"), str(tmp_path / "cache")
+    config = Config(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
+                    hidden_sizes=(8,), kmeans_samples=500, eval_contexts=4, partitions=2,
+                    total_steps=8 * 8 * 4, log_every=2, eval_every=2, checkpoint_every=2,
+                    checkpoint_dir=d, wandb=True, wandb_mode="offline")
+    train(config, log=lambda _: None, stop_after=2, compile_cache=cache)
+    resume(d, log=lambda _: None, compile_cache=cache)
+    runs = wandb_runs(d)
+    assert len(runs) == 2  # one offline run directory per process
+    stored = json.load(open(f"{d}/wandb.json"))["id"]
+    assert {run_id for run_id, _ in runs.values()} == {stored}
+    # (wandb adds rows of its own, e.g. `_runtime` at a resume: the records are those with
+    # distillax's x axis)
+    rows = [r for _, rs in runs.values() for r in rs if "env_steps" in r]
+    records = logs.read_jsonl(f"{d}/metrics.jsonl")
+    assert [r["env_steps"] for r in rows] == [r["env_steps"] for r in records] == [128, 256]
+    for row, rec in zip(rows, records):
+        assert row["teacher_return/0"] == pytest.approx(rec["teacher_return"][0])
+        assert row["loss"] == pytest.approx(rec["loss"])

@@ -87,7 +87,8 @@ except importlib.metadata.PackageNotFoundError:  # a source checkout
 # learning-rate annealing and of a linear distillation schedule; `num_devices` the device layout
 # (the same computation, not bit-for-bit the same float reductions).
 RESUME_MAY_CHANGE = ("total_steps", "log_every", "eval_every", "eval_contexts", "checkpoint_dir",
-                     "checkpoint_every", "max_to_keep", "num_devices", "tensorboard")
+                     "checkpoint_every", "max_to_keep", "num_devices", "tensorboard", "wandb",
+                     "wandb_project", "wandb_name", "wandb_mode")
 
 
 class CheckpointError(ValueError):

@@ -28,8 +28,8 @@ import os
 from typing import Any, NoReturn
 
 from distillax import methods, parallel
-from distillax.config import (ACTIVATIONS, DIVERGENCES, GROUPS, PARTITIONERS, SCHEDULES, Config,
-                              ConfigError)
+from distillax.config import (ACTIVATIONS, DIVERGENCES, GROUPS, PARTITIONERS, SCHEDULES,
+                              WANDB_MODES, Config, ConfigError)
 from distillax.run import resume, train
 from distillax.trainer import NumericalError
 
@@ -47,7 +47,8 @@ def _choices(name: str) -> tuple[str, ...] | None:
 
         return tuple(TASKS)
     return {"method": methods.names(), "partitioner": PARTITIONERS, "divergence": DIVERGENCES,
-            "distill_schedule": SCHEDULES, "activation": ACTIVATIONS}.get(name)
+            "distill_schedule": SCHEDULES, "activation": ACTIVATIONS,
+            "wandb_mode": WANDB_MODES}.get(name)
 
 
 def _default_text(f: dataclasses.Field) -> str:

@@ -11,6 +11,7 @@ non-zero exit. Each field's description lives in its metadata, read by `--help`.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import math
@@ -23,6 +24,7 @@ from distillax import methods
 
 DIVERGENCES = ("auto", "kl", "nll", "mse")
 SCHEDULES = ("constant", "linear")
+WANDB_MODES = ("online", "offline", "disabled")
 PARTITIONERS = ("kmeans", "grid", "tasks")
 ACTIVATIONS = ("tanh", "relu")
 
@@ -167,6 +169,13 @@ class Config:
     max_to_keep: int = static(3, GROUPS[6], "checkpoints kept on disk")
     tensorboard: bool = static(False, GROUPS[6], "also write TensorBoard events to "
                                "checkpoint_dir/tensorboard")
+    wandb: bool = static(False, GROUPS[6], "also log the records to Weights & Biases (the "
+                         "wandb extra); a resumed run continues the same wandb run")
+    wandb_project: str = static("distillax", GROUPS[6], "the wandb project")
+    wandb_name: str = static("", GROUPS[6], "the wandb run name ('' = the checkpoint_dir's "
+                             "name, or wandb's own)")
+    wandb_mode: str = static("online", GROUPS[6], "wandb's mode: offline writes the run under "
+                             "checkpoint_dir/wandb for a later `wandb sync`")
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -316,7 +325,9 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
      lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 switches it off / means every epoch / auto)"),
     (("teacher_sees_context", "central_sees_context", "normalize_obs", "anneal_lr",
-      "tensorboard"), lambda v: isinstance(v, bool), "True or False"),
+      "tensorboard", "wandb"), lambda v: isinstance(v, bool), "True or False"),
+    (("wandb_project", "wandb_name"), lambda v: isinstance(v, str), "a string"),
+    (("wandb_mode",), lambda v: v in WANDB_MODES, f"one of {list(WANDB_MODES)}"),
     (("checkpoint_dir",), lambda v: isinstance(v, str), "a directory path (a string; '' = none)"),
     (("hidden_sizes",), lambda v: _is_int_tuple(v) and len(v) > 0,
      "a non-empty tuple of positive integers, e.g. (64, 64)"),
@@ -450,6 +461,9 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     if c.tensorboard and not c.checkpoint_dir:
         _fail("tensorboard", c.tensorboard,
               "False without a checkpoint_dir (the events are written under it)")
+    if c.wandb and importlib.util.find_spec("wandb") is None:
+        _fail("wandb", c.wandb, "False, or install the wandb package: pip install "
+                                "'distillax[wandb]'")
     if c.partitioner != "grid" and c.grid_shape:
         _fail("grid_shape", c.grid_shape, f"() with partitioner `{c.partitioner}` (only `grid` "
                                           "reads it)")

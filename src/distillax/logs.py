@@ -3,6 +3,7 @@
 - `JsonlSink`: one JSON object per report, always (the record of a run; the evaluator's
   learning curves read it back with `read_jsonl`).
 - `TensorBoardSink`: the same scalars as TensorBoard events (tensorboardX), when asked.
+- `WandbSink`: the same scalars to Weights & Biases (the wandb extra), when asked.
 - `Progress`: a live bar with ETA on a terminal; plain lines where stdout is not a TTY (CI,
   redirected output), so logs stay greppable.
 """
@@ -93,6 +94,27 @@ def write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def scalars(record: dict[str, Any]) -> dict[str, float]:
+    """A record's finite numbers by tag, for the dashboards: a per-partition (or per-run)
+    array `[P]` becomes `name/0 ... name/P-1`, a sweep's `members` list
+    `member<k>/teacher_return/<i>`; `iteration` and `env_steps` are the axes, not scalars."""
+    out: dict[str, float] = {}
+
+    def put(tag: str, value: Any) -> None:
+        a = np.asarray(np.nan if value is None else value, dtype=np.float64)
+        for i, v in ([("", a)] if a.ndim == 0 else [(f"/{i}", v) for i, v in enumerate(a)]):
+            if np.isfinite(v):
+                out[tag + i] = float(v)
+
+    for name, value in record.items():
+        if name == "members":
+            for m in value:
+                put(f"member{m['member']}/teacher_return", m["teacher_return"])
+        elif name not in ("iteration", "env_steps"):
+            put(name, value)
+    return out
+
+
 class TensorBoardSink:
     """Each record's numbers as TensorBoard scalars at step `env_steps`; a per-partition
     array `[P]` becomes `name/0 ... name/P-1`.
@@ -110,18 +132,41 @@ class TensorBoardSink:
 
     def write(self, record: dict[str, Any]) -> None:
         step = int(record["env_steps"])
-        for name, value in record.items():
-            if name in ("iteration", "env_steps"):
-                continue
-            a = np.asarray(value, dtype=np.float64) if value is not None else np.asarray(np.nan)
-            values = [(name, a)] if a.ndim == 0 else [(f"{name}/{i}", v) for i, v in enumerate(a)]
-            for tag, v in values:
-                if np.isfinite(v):
-                    self._w.add_scalar(tag, float(v), step)
+        for tag, v in scalars(record).items():
+            self._w.add_scalar(tag, v, step)
         self._w.flush()
 
     def close(self) -> None:
         self._w.close()
+
+
+class WandbSink:
+    """The records' scalars (`scalars`) logged to a Weights & Biases run, against `env_steps`.
+
+    wandb is imported here only (an optional extra). `run_id` continues that run (a resumed
+    distillax run passes the id its first process stored); `.id` is the run's id. Records
+    carry no explicit wandb step: a resumed run recomputes the iterations after its
+    checkpoint, and wandb refuses steps that go back, so their values are logged again at
+    the same `env_steps` (the x axis) instead.
+    """
+
+    def __init__(self, *, project: str, name: str | None, mode: str, directory: str | None,
+                 config: dict[str, Any], run_id: str | None = None):
+        import wandb  # imported only when wandb is asked for
+
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._run = wandb.init(project=project, name=name or None, mode=mode, dir=directory,
+                               config=config, id=run_id, resume="allow" if run_id else None)
+        self._run.define_metric("env_steps")
+        self._run.define_metric("*", step_metric="env_steps")
+        self.id: str = self._run.id
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._run.log({"env_steps": int(record["env_steps"]), **scalars(record)})
+
+    def close(self) -> None:
+        self._run.finish()
 
 
 def progress_line(record: dict[str, Any], total_iterations: int) -> str:

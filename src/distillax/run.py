@@ -261,6 +261,8 @@ class Run:
         try:
             if directory:
                 self._open_files(directory, restore, start, primary)
+            if config.wandb and primary:
+                self._open_wandb(directory)
             self.progress = logs.Progress(config.num_iterations, start, log)
             self._stack.callback(self.progress.close)
         except BaseException:
@@ -287,6 +289,24 @@ class Run:
                                           if restore is not None else None)
                 self.sinks.append(self._stack.enter_context(contextlib.closing(tb)))
         self.saver = self._stack.enter_context(checkpoint.Saver(directory, c.max_to_keep))
+
+    def _open_wandb(self, directory: str) -> None:
+        """The wandb sink; its run id is kept in `directory/wandb.json`, so a resumed run
+        (which reads it back) continues the same wandb run."""
+        c = self.config
+        id_path = os.path.join(directory, "wandb.json") if directory else None
+        run_id = None
+        if id_path and os.path.exists(id_path):
+            with open(id_path) as f:
+                run_id = json.load(f).get("id")
+        sink = logs.WandbSink(project=c.wandb_project, mode=c.wandb_mode,
+                              name=c.wandb_name or (os.path.basename(os.path.normpath(directory))
+                                                    if directory else None),
+                              directory=directory or None,  # wandb adds its wandb/ folder
+                              config=c.to_dict(), run_id=run_id)
+        self.sinks.append(self._stack.enter_context(contextlib.closing(sink)))
+        if id_path:
+            _write_json(id_path, {"id": sink.id})
 
     def write(self, record: dict[str, Any]) -> None:
         for sink in self.sinks:

@@ -99,17 +99,23 @@ RUN_ONCE = {"xla_backend_optimization_level": 0}
 def _fresh(model: Model, partition: Partition, k_params: jax.Array, k_env: jax.Array,
                k_train: jax.Array) -> TrainState:
     """Everything of a fresh state but the partition, as one compiled program: built op by op
-    it took dozens of small compilations, most of a short run's start-up on CPU."""
+    it took dozens of small compilations, most of a short run's start-up on CPU.
+
+    Every leaf is strongly typed: a leaf made from a Python number (a normaliser's count, a
+    gymnax env's `time = 0`) would be weakly typed, while a restored checkpoint's never is, so
+    a resumed run's training program would differ from the fresh run's and compile again
+    instead of loading from the persistent cache."""
     c = model.config
     P, obs_dim = c.partitions, model.env.obs_dim
     teacher, central = model.init_params(k_params)
     opt = OptState(teacher=model.teacher_tx.init(teacher), central=model.central_tx.init(central))
     env = init_envs(k_env, model.env, partition, c.envs_per_partition, c.context_candidates)
-    return TrainState(params=Params(teacher=teacher, central=central), opt=opt,
-                      teacher_stats=normalizer.init_stats((P, obs_dim)),
-                      central_stats=normalizer.init_stats((obs_dim,)), env=env,
-                      partition=partition, key=k_train, iteration=jnp.zeros((), jnp.int32),
-                      hparams=hparams_of(c))
+    state = TrainState(params=Params(teacher=teacher, central=central), opt=opt,
+                       teacher_stats=normalizer.init_stats((P, obs_dim)),
+                       central_stats=normalizer.init_stats((obs_dim,)), env=env,
+                       partition=partition, key=k_train, iteration=jnp.zeros((), jnp.int32),
+                       hparams=hparams_of(c))
+    return jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype), state)
 
 
 _init_rest = jax.jit(_fresh, static_argnums=0, compiler_options=RUN_ONCE)
