@@ -56,7 +56,7 @@ def child_brax(budget: int, seed: int) -> dict:
     import jax.numpy as jnp
 
     if not hasattr(jax, "device_put_replicated"):  # removed in jax 0.11; brax 0.14 calls it
-        jax.device_put_replicated = lambda x, devices: jax.tree.map(lambda a: jnp.stack([jnp.asarray(a)] * len(devices)), x)  # noqa: E501,E731
+        jax.device_put_replicated = lambda x, devices: jax.tree.map(lambda a: jnp.stack([jnp.asarray(a)] * len(devices)), x)  # noqa: E501
     from brax import envs
     from brax.training.agents.ppo import train as ppo
 

@@ -20,7 +20,6 @@ import time
 
 import jax
 import numpy as np
-
 import run as bench
 
 HERE = os.path.dirname(os.path.abspath(__file__))

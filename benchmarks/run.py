@@ -39,7 +39,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +56,6 @@ from distillax.trainer import init_run_state, init_state, make_runner
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from peer import EVAL_EPISODES, PEER_HP, FiveValueStep  # noqa: E402
-
 
 # --- timing ----------------------------------------------------------------------------------
 
@@ -449,7 +449,7 @@ def section_profile(a) -> list[dict[str, Any]]:
     for spec, config in configs.items():
         method, P, envs, steps, task = spec
         full, roll = res[spec + ("iteration",)], res[spec + ("rollout",)]
-        per_it = lambda r: config.steps_per_iteration / r["steps_per_s"]  # noqa: E731
+        per_it = lambda r, config=config: config.steps_per_iteration / r["steps_per_s"]  # noqa: E731
         row = {"method": method, "partitions": P, "envs": envs, "steps": steps, "task": task,
                "iteration_ms": 1e3 * per_it(full), "rollout_ms": 1e3 * per_it(roll),
                "iteration_steps_per_s": full["steps_per_s"],

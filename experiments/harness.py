@@ -25,7 +25,8 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

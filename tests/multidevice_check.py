@@ -14,13 +14,13 @@ import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from distillax import parallel  # noqa: E402
-from distillax.config import Config  # noqa: E402
-from distillax.model import build_model  # noqa: E402
-from distillax.trainer import init_run_state, make_runner  # noqa: E402
+from distillax import parallel
+from distillax.config import Config
+from distillax.model import build_model
+from distillax.trainer import init_run_state, make_runner
 
 methods = (sys.argv[1] if len(sys.argv) > 1 else "central").split(",")
 seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 1

@@ -22,20 +22,19 @@ from flax import struct
 
 pytest.importorskip("brax")
 
-from brax.envs.inverted_double_pendulum import InvertedDoublePendulum  # noqa: E402
-from brax.envs.reacher import Reacher  # noqa: E402
-from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper  # noqa: E402
+from brax.envs.inverted_double_pendulum import InvertedDoublePendulum
+from brax.envs.reacher import Reacher
+from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper
 
-from distillax.config import Config  # noqa: E402
-from distillax.contexts import assign, make_partition  # noqa: E402
-from distillax.distributions import DiagGaussian  # noqa: E402
-from distillax.envs import TASKS, make_task  # noqa: E402
-from distillax.envs import ant_goal, double_pendulum, reacher_target  # noqa: E402
-from distillax.envs import brax as dbrax  # noqa: E402
-from distillax.model import build_model  # noqa: E402
-from distillax.rollout import init_envs, rollout  # noqa: E402
-from distillax.run import resume, train  # noqa: E402
-from distillax.trainer import init_state  # noqa: E402
+from distillax.config import Config
+from distillax.contexts import assign, make_partition
+from distillax.distributions import DiagGaussian
+from distillax.envs import TASKS, ant_goal, double_pendulum, make_task, reacher_target
+from distillax.envs import brax as dbrax
+from distillax.model import build_model
+from distillax.rollout import init_envs, rollout
+from distillax.run import resume, train
+from distillax.trainer import init_state
 
 pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
 
@@ -149,7 +148,7 @@ def test_default_context_reproduces_brax_reset_step_and_time_limit(dp):
         np.testing.assert_array_equal(np.asarray(out.truncated & ~out.terminated), trunc)
         # ended envs restart from brax's reset with the reset half of the step key
         fresh = ref_reset(jax.vmap(lambda k: jax.random.split(k)[1])(step_keys[t]))
-        rs = jax.tree.map(lambda a, b: jnp.where(
+        rs = jax.tree.map(lambda a, b, done=done: jnp.where(
             jnp.reshape(jnp.asarray(done), (N,) + (1,) * (a.ndim - 1)), a, b), fresh, nxt)
         np.testing.assert_allclose(out.obs, rs.obs, rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(np.where(done[:, None], out.obs, 0),
@@ -174,7 +173,8 @@ def test_reacher_target_reset_draws_as_brax_given_brax_target():
     """reset_task with the target brax itself would draw (from the first third of the key)
     hands MJX the same q and qd as brax's reacher reset, and q[2:] (the target joints) is
     the context."""
-    env, ref = _stub_pipeline(reacher_target.ReacherTarget()), _stub_pipeline(Reacher(backend="mjx"))
+    env = _stub_pipeline(reacher_target.ReacherTarget())
+    ref = _stub_pipeline(Reacher(backend="mjx"))
     key = jax.random.PRNGKey(3)
     _, target = ref._random_target(jax.random.split(key, 3)[0])
     ours, theirs = env.reset_task(key, target), ref.reset(key)
@@ -310,7 +310,8 @@ def test_ant_reward_is_dnc_reward_of_the_clipped_action():
                                  (0.5, True, 0.0, True)]:
         # the stub pipeline state has 3 fields, not MJX Data's: no zero-size fields to
         # strip / fill either (instance attributes, deleted after)
-        env.pipeline_step = lambda ps, a, _f=fake(z, bad): _f  # noqa: E731
+        stub = fake(z, bad)
+        env.pipeline_step = lambda ps, a, _f=stub: _f
         task.env._fill = task.env._strip = lambda inner: inner
         try:
             # the unjitted step (the jitted one would reuse its trace of the first stub)
@@ -363,7 +364,8 @@ def test_shard_map_safe_lax_fixes_loop_types_and_keeps_values():
     """A loop started from constants whose body makes them device-varying, and a cond with
     a literal branch (what MJX's solver does): plain `jax.lax` refuses them inside
     `shard_map`; `_ShardMapSafeLax` runs them with the values of the plain program."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     mesh = jax.make_mesh((1,), ("data",))
     lax = dbrax._ShardMapSafeLax()

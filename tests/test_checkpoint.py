@@ -27,8 +27,8 @@ import pytest
 
 from distillax import checkpoint
 from distillax.checkpoint import CheckpointError
-from distillax.config import Config
 from distillax.cli import main
+from distillax.config import Config
 from distillax.run import resume, train
 
 # A failed tensorstore read leaves orbax's event-loop callbacks to fail after the loop has
@@ -529,7 +529,8 @@ def test_flipped_bytes_in_array_chunks_pass_orbax_but_are_refused(full, copy, mo
     _fails(copy, named + r".*other checkpoints: steps \[4\]")
     read = len(jax.tree.leaves((state.params, state.teacher_stats, state.central_stats,
                                 state.partition, state.hparams)))
-    policy_arrays = rf"checkpoint .*8 \(step 8\) is corrupt: 1 of {read} arrays .*\(partition\.pool\)"
+    policy_arrays = (rf"checkpoint .*8 \(step 8\) is corrupt: 1 of {read} arrays "
+                     r".*\(partition\.pool\)")
     with pytest.raises(CheckpointError, match=policy_arrays):
         checkpoint.restore_policies(copy)
     from distillax.policy import load_policy

@@ -19,10 +19,18 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from distillax import methods
-from distillax.config import (ACTIVATIONS, DIVERGENCES, FIELD_RULES, PARTITIONERS, SCHEDULES,
-                              Config, ConfigError, _empty_grid_cells, validate)
-from distillax import envs
+from distillax import envs, methods
+from distillax.config import (
+    ACTIVATIONS,
+    DIVERGENCES,
+    FIELD_RULES,
+    PARTITIONERS,
+    SCHEDULES,
+    Config,
+    ConfigError,
+    _empty_grid_cells,
+    validate,
+)
 from distillax.envs import make_task, register
 from distillax.model import build_model
 from distillax.trainer import init_run_state
@@ -177,7 +185,9 @@ BAD_VALUES = {
     "cross_steps": bad_int_nonneg,
     "sweep": st.sampled_from([[("gamma", (0.5,))], (("num_envs", (8,)),), (("gamma", ()),),
                               (("gamma", (0.5,)), ("gamma", (0.9,))), (("gamma", (2.0,)),),
-                              (("coupling_coef", (None,)),), (("nope", (1.0,)),), "gamma=1"]), "log_every": bad_int_nonneg, "checkpoint_every": bad_int_nonneg, "checkpoint_dir": st.sampled_from([None, 0, b"runs", ["r"]]),
+                              (("coupling_coef", (None,)),), (("nope", (1.0,)),), "gamma=1"]),
+    "log_every": bad_int_nonneg, "checkpoint_every": bad_int_nonneg,
+    "checkpoint_dir": st.sampled_from([None, 0, b"runs", ["r"]]),
     "hidden_sizes": bad_tuple | st.just(()), "grid_shape": bad_tuple,
     "gamma": bad_unit, "gae_lambda": bad_unit, "distral_alpha": bad_unit,
     "coupling_coef": (st.floats(max_value=-1e-9, allow_infinity=False) | non_finite

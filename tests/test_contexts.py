@@ -8,8 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distillax.contexts import (ContextSpace, Partition, assign, kmeans, make_partition,
-                                sample_in_cell)
+from distillax.contexts import (
+    ContextSpace,
+    Partition,
+    assign,
+    kmeans,
+    make_partition,
+    sample_in_cell,
+)
 from distillax.envs import cartpole, pendulum
 
 CARTPOLE = cartpole.SPACE  # (length, masspole, gain_abs, gain_sign in {-1, +1})

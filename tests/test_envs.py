@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from gymnax.environments.classic_control.cartpole import EnvState as CartState
 
-from distillax.envs import TASKS, ContextualEnv, make_task, register
-from distillax.envs import cartpole, pendulum
+from distillax.envs import TASKS, ContextualEnv, cartpole, make_task, pendulum, register
 
 
 def _actions(task, key, n):

@@ -9,8 +9,14 @@ import pytest
 
 from distillax.config import Config
 from distillax.envs import make_task
-from distillax.evaluation import (Evaluator, episode_returns, make_evaluator, policy_returns,
-                                  report, run_policies)
+from distillax.evaluation import (
+    Evaluator,
+    episode_returns,
+    make_evaluator,
+    policy_returns,
+    report,
+    run_policies,
+)
 from distillax.model import build_model
 from distillax.trainer import init_state
 
@@ -90,7 +96,7 @@ def test_one_evaluation_program_serves_every_variant(seeds):
             got = evaluator.returns(policies, greedy, teachers)
             chex.assert_shape(got, (seeds, 6))
             for s in range(seeds):
-                alone = jax.tree.map(lambda x: x[s], policies)
+                alone = jax.tree.map(lambda x, s=s: x[s], policies)
                 want = policy_returns(model, alone, jnp.asarray(evaluator.contexts),
                                       jax.random.PRNGKey(5 + s + 1), greedy, teachers)
                 np.testing.assert_allclose(got[s], want, rtol=1e-6)

@@ -237,7 +237,7 @@ def test_distill_kl_gaussian():
     np.testing.assert_array_equal(gt, 0.0)
     # the closed-form coupling on the same pair: the same value, the teacher's gradient
     # d KL(N(m, 1) || N(1, 4)) / dm = (m - 1) / 4 = -1/4 at m = 0
-    coupling = lambda m: losses.closed_form_kl(DiagGaussian(m, jnp.zeros((1, 1))),  # noqa
+    coupling = lambda m: losses.closed_form_kl(DiagGaussian(m, jnp.zeros((1, 1))),  # noqa: E731
                                                DiagGaussian(c_mean, c_log_std))
     np.testing.assert_allclose(coupling(jnp.zeros((1, 1))), 0.4431472, rtol=1e-6)
     np.testing.assert_allclose(jax.grad(coupling)(jnp.zeros((1, 1))), [[-0.25]], rtol=1e-5)
@@ -371,8 +371,9 @@ def test_teacher_loss_vmap_equals_loop():
     vm = jax.vmap(one_teacher)(args)
     chex.assert_tree_shape_prefix(vm, (P,))
     for i in range(P):
-        one = one_teacher(jax.tree.map(lambda x: x[i], args))
-        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], vm), one, rtol=1e-5, atol=1e-6)
+        one = one_teacher(jax.tree.map(lambda x, i=i: x[i], args))
+        chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], vm), one, rtol=1e-5,
+                                    atol=1e-6)
 
 
 def test_ratio_kl_penalises_moving_away_from_central():

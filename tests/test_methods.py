@@ -17,8 +17,13 @@ from distillax.config import Config, ConfigError, validate
 from distillax.distributions import Categorical
 from distillax.model import build_model
 from distillax.networks import apply_stacked
-from distillax.trainer import (init_state, iteration, reset_actor_momentum, reset_teachers,
-                               training_rewards)
+from distillax.trainer import (
+    init_state,
+    iteration,
+    reset_actor_momentum,
+    reset_teachers,
+    training_rewards,
+)
 from distillax.update import Batch, loss_fn
 
 SMALL = dict(num_envs=8, num_steps=8, total_steps=8 * 8 * 3, num_minibatches=2,
@@ -33,7 +38,8 @@ def _model_and_state(method, task="cartpole", **kw):
     return model, init_state(model, jax.random.PRNGKey(0))
 
 
-def _batch(model, state, key=jax.random.PRNGKey(3), n=6):
+def _batch(model, state, key=None, n=6):
+    key = jax.random.PRNGKey(3) if key is None else key
     P, obs_dim, d = model.config.partitions, model.env.obs_dim, model.env.space.dim
     ks = jax.random.split(key, 6)
     ctx = jnp.broadcast_to(state.partition.pool[:, :1], (P, n, d))
@@ -87,7 +93,8 @@ def test_outside_methods_py_no_line_branches_on_a_method_name():
     comparison with a method's name on a line that mentions a method."""
     names = "|".join(re.escape(n) for n in methods.names())
     on_method = re.compile(r"\bmethod\s*(==|!=|\bin\b|\bnot in\b)")
-    with_name = re.compile(rf"""(["']({names})["']\s*(==|!=|\bin\b))|((==|!=)\s*["']({names})["'])""")
+    with_name = re.compile(rf"""(["']({names})["']\s*(==|!=|\bin\b))"""
+                           rf"""|((==|!=)\s*["']({names})["'])""")
 
     def branches(line):
         code = line.split("#")[0]
@@ -239,7 +246,8 @@ def test_distral2col_gaussian_teachers_start_at_the_configured_exploration_scale
         np.testing.assert_allclose(dist.log_std, 0.0, atol=1e-6)
 
 
-def _traj(model, state, key=jax.random.PRNGKey(4)):
+def _traj(model, state, key=None):
+    key = jax.random.PRNGKey(4) if key is None else key
     from distillax.rollout import rollout
 
     c = model.config
@@ -410,7 +418,8 @@ def test_every_method_trains_with_finite_losses(method, task):
         assert np.all(np.isfinite(np.asarray(leaf))), method
     assert int(state.iteration) == 2
     moved = [np.any(np.asarray(a) != np.asarray(b))
-             for a, b in zip(jax.tree.leaves(before.teacher), jax.tree.leaves(state.params.teacher))]
+             for a, b in zip(jax.tree.leaves(before.teacher),
+                             jax.tree.leaves(state.params.teacher))]
     assert any(moved)
     spec = methods.get(method)
     if spec.has_central:

@@ -1,7 +1,8 @@
 """Seeds on devices: the stacked multi-seed state (env axis 2 split) on 4 simulated devices
-equals 1 device. Hosts: two processes on 127.0.0.1 (one CPU device each, gloo collectives) train together
-through the command line and reach the same parameters as one process with two simulated
-devices; only process 0 writes logs. Each process is bounded in time and killed on failure."""
+equals 1 device. Hosts: two processes on 127.0.0.1 (one CPU device each, gloo collectives)
+train together through the command line and reach the same parameters as one process with two
+simulated devices; only process 0 writes logs. Each process is bounded in time and killed on
+failure."""
 
 import json
 import os

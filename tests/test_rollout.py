@@ -323,7 +323,7 @@ def test_reset_ended_equals_stepping_every_env_into_a_fresh_context(ended):
     reset_obs, reset_state = jax.vmap(jax.vmap(
         lambda k, c: CARTPOLE.reset(jax.random.split(k)[1], c)))(k_step, fresh)
     mask = np.asarray(done)
-    pick = lambda a, b: np.where(mask.reshape(mask.shape + (1,) * (a.ndim - 2)), a, b)  # noqa
+    pick = lambda a, b: np.where(mask.reshape(mask.shape + (1,) * (a.ndim - 2)), a, b)  # noqa: E731
     np.testing.assert_array_equal(got.context, pick(fresh, out.context))
     np.testing.assert_array_equal(got.obs, pick(reset_obs, out.obs))
     chex.assert_trees_all_equal(got.state, jax.tree.map(pick, reset_state, out.state))

@@ -8,8 +8,8 @@ import pytest
 
 from distillax import Config, parallel, resume, train
 from distillax.checkpoint import CheckpointError, restore_policies
-from distillax.model import build_model
 from distillax.evaluation import make_evaluator, mean_ci95, report, run_policies
+from distillax.model import build_model
 from distillax.trainer import init_state, make_runner
 
 SMALL = dict(num_envs=8, num_steps=16, total_steps=8 * 16 * 3, num_minibatches=2,
@@ -53,7 +53,7 @@ def test_four_seeds_equal_four_separate_runs(tmp_path):
     for s in range(4):
         alone = runner.step(runner.place(init_state(model, jax.random.PRNGKey(3 + s))),
                             runner.count(3))[0]
-        got = jax.tree.map(lambda x: np.asarray(x[s]), state.params)
+        got = jax.tree.map(lambda x, s=s: np.asarray(x[s]), state.params)
         diff = jax.tree.map(lambda a, b: np.max(np.abs(a - np.asarray(b))), got, alone.params)
         assert max(jax.tree.leaves(diff)) <= 1e-5, (s, diff)
         alone_model = build_model(single.replace(seed=3 + s))  # its held-out key: seed + 1

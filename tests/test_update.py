@@ -29,7 +29,7 @@ def _config(**kw) -> Config:
     return validate(Config(**{**base, **kw}))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(**kw):
     return build_model(_config(**kw))
 
@@ -74,7 +74,7 @@ def _setup(model, seed, shape=(N,)):
     return params, t_stats, c_stats, batch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grad_fn(model):
     """Jitted gradient of loss_fn with alpha and lambda as traced config leaves.
 
@@ -163,7 +163,7 @@ def test_feature_distillation_is_an_explicit_loop_and_never_moves_teachers(task,
         x_c = on.central_input(mb.obs[i], mb.context[i], cs)
         _, h_c = on.central.apply(params.central, x_c, with_features=True)
         x_t = on.teacher_input(mb.obs, mb.context, ts)[i]
-        teacher_i = jax.tree.map(lambda x: x[i], params.teacher)
+        teacher_i = jax.tree.map(lambda x, i=i: x[i], params.teacher)
         _, _, h_i = on.teacher.apply(teacher_i, x_t, with_features=True)
         pred = np.asarray(h_c) @ np.asarray(maps["feature_map_kernel"][i]) + np.asarray(
             maps["feature_map_bias"][i])
@@ -211,7 +211,7 @@ def test_vmapped_teacher_losses_equal_a_loop_over_teachers():
     c_in = model.central_input(mb.obs, mb.context, cs)
     expected_total = 0.0
     for i in range(P):
-        p_i = jax.tree.map(lambda x: x[i], params.teacher)
+        p_i = jax.tree.map(lambda x, i=i: x[i], params.teacher)
         dist_i, value_i = model.teacher.apply(p_i, t_in[i])  # one un-vmapped teacher
         central_i = model.central.apply(params.central, c_in[i])
         adv_i = losses.normalize(mb.advantages[i])
@@ -222,7 +222,7 @@ def test_vmapped_teacher_losses_equal_a_loop_over_teachers():
         couple_i = losses.ratio_kl(dist_i.log_prob(mb.action[i]) - mb.log_prob[i],
                                    central_i.log_prob(mb.action[i]) - mb.log_prob[i])
         distill_i = jnp.mean(dist_i.kl(central_i))
-        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], metrics.teacher), terms_i,
+        chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], metrics.teacher), terms_i,
                                     rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(metrics.couple[i], couple_i, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(metrics.distill[i], distill_i, rtol=1e-5, atol=1e-7)
@@ -244,7 +244,7 @@ def test_dnc_penalty_is_alpha_rho_i_sum_j_rho_j_as_in_the_paper():
     off = dataclasses.replace(model, config=model.config.replace(coupling_coef=0.0))
     without, _ = loss(params, off, mb, ts, cs, WEIGHTS, None)
     x = model.teacher_input(mb.obs, mb.context, ts)
-    pol = lambda i, j: model.teacher.apply(jax.tree.map(lambda v: v[i], params.teacher),  # noqa
+    pol = lambda i, j: model.teacher.apply(jax.tree.map(lambda v: v[i], params.teacher),  # noqa: E731
                                            x[j], method=model.teacher.policy)
     D = [sum(float(WEIGHTS[j]) * (float(jnp.mean(pol(i, i).kl(pol(j, i))))
                                   + float(jnp.mean(pol(j, j).kl(pol(i, j)))))
@@ -269,7 +269,7 @@ def test_dnc_cross_terms_on_a_row_subsample_are_unbiased_with_the_same_gradient_
     g_full = jax.grad(lambda p: f(p, None)[0])(params)
     subsets = [jnp.asarray(r) for r in itertools.combinations(range(4), 2)]
     outs = [f(params, r) for r in subsets]
-    grads = [jax.grad(lambda p: f(p, r)[0])(params) for r in subsets]
+    grads = [jax.grad(lambda p, r=r: f(p, r)[0])(params) for r in subsets]
     np.testing.assert_allclose(np.mean([o[1].couple for o in outs], axis=0), m_full.couple,
                                rtol=1e-5)
     np.testing.assert_allclose(np.mean([float(o[0]) for o in outs]), float(full), rtol=1e-5)
@@ -413,7 +413,7 @@ def test_epochs_without_distillation_neither_evaluate_nor_step_the_central_polic
     assert all(int(x) == 4 for x in jax.tree.leaves(new_opt.teacher) if jnp.ndim(x) == 0)
     assert bool(jnp.all(metrics.distill > 0))
     mb = jax.tree.map(lambda x: x[:, :4], batch)
-    off = lambda p: upd.loss_fn(p, model, mb, ts, cs, WEIGHTS, None, None, None, False)  # noqa
+    off = lambda p: upd.loss_fn(p, model, mb, ts, cs, WEIGHTS, None, None, None, False)  # noqa: E731
     g = jax.grad(lambda p: off(p)[0])(params)
     chex.assert_trees_all_equal(g.central, jax.tree.map(jnp.zeros_like, params.central))
     np.testing.assert_array_equal(off(params)[1].distill, 0.0)

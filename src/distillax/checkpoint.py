@@ -60,7 +60,8 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np

@@ -20,16 +20,23 @@ config starts at once; `--no-compile-cache` leaves JAX's own settings (no cache)
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import dataclasses
 import os
+import sys
 from typing import Any, NoReturn
 
 from distillax import methods, parallel
-from distillax.config import (ACTIVATIONS, DIVERGENCES, GROUPS, PARTITIONERS, SCHEDULES,
-                              WANDB_MODES, Config, ConfigError)
+from distillax.config import (
+    ACTIVATIONS,
+    DIVERGENCES,
+    GROUPS,
+    PARTITIONERS,
+    SCHEDULES,
+    WANDB_MODES,
+    Config,
+    ConfigError,
+)
 from distillax.run import resume, train
 from distillax.trainer import NumericalError
 

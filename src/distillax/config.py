@@ -16,7 +16,8 @@ import itertools
 import json
 import math
 import numbers
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from flax import struct
 
@@ -243,7 +244,7 @@ class Config:
     def num_updates(self) -> int:
         return self.num_iterations * self.update_epochs * self.num_minibatches
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,7 +254,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
+    def from_dict(cls, d: dict[str, Any]) -> Config:
         """A config from `to_dict`'s form, as JSON or TOML read it (lists for tuples)."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(known))
@@ -263,7 +264,7 @@ class Config:
 
     # --- sweeps ----------------------------------------------------------------------------
     @property
-    def members(self) -> list["Config"]:
+    def members(self) -> list[Config]:
         """The K configs of the sweep's grid (the last field varying fastest), each with
         `sweep = ()`; one, this config, without a sweep."""
         if not self.sweep:

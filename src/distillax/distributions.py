@@ -33,7 +33,7 @@ class Categorical:
         lp = self.log_probs
         return -jnp.sum(jnp.exp(lp) * lp, axis=-1)
 
-    def kl(self, other: "Categorical") -> jax.Array:
+    def kl(self, other: Categorical) -> jax.Array:
         lp, lq = self.log_probs, other.log_probs
         return jnp.sum(jnp.exp(lp) * (lp - lq), axis=-1)
 
@@ -48,7 +48,7 @@ class Categorical:
         """What `mse` distillation matches: the logits."""
         return self.logits
 
-    def combine(self, other: "Categorical", alpha: float, beta: float) -> "Categorical":
+    def combine(self, other: Categorical, alpha: float, beta: float) -> Categorical:
         """The Boltzmann policy of `alpha * self.logits + beta * other.logits`."""
         return Categorical(alpha * self.logits + beta * other.logits)
 
@@ -67,7 +67,7 @@ class DiagGaussian:
         log_std = jnp.broadcast_to(self.log_std, self.mean.shape)
         return jnp.sum(log_std + 0.5 * (1.0 + LOG_2PI), axis=-1)
 
-    def kl(self, other: "DiagGaussian") -> jax.Array:
+    def kl(self, other: DiagGaussian) -> jax.Array:
         var_ratio = jnp.exp(2 * (self.log_std - other.log_std))
         t = ((self.mean - other.mean) * jnp.exp(-other.log_std)) ** 2
         return jnp.sum(0.5 * (var_ratio + t - 1.0) - (self.log_std - other.log_std), axis=-1)
@@ -83,7 +83,7 @@ class DiagGaussian:
         """What `mse` distillation matches: the mean."""
         return self.mean
 
-    def combine(self, other: "DiagGaussian", alpha: float, beta: float) -> "DiagGaussian":
+    def combine(self, other: DiagGaussian, alpha: float, beta: float) -> DiagGaussian:
         """Distral's 2-column policy for Gaussians: the normalised product `self^alpha *
         other^beta` (log-densities add, as logits do), a Gaussian with precision
         `alpha/s1^2 + beta/s2'^2` and the precision-weighted mean.

@@ -10,7 +10,8 @@ report (all four) run the same executable, compiled once, ahead of time.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -125,7 +126,7 @@ class Evaluator:
 
         return jax.jit(run)
 
-    def compile(self, policies: Policies) -> "Evaluator":
+    def compile(self, policies: Policies) -> Evaluator:
         """Compile for `policies` (`run_policies` of a state; only shapes are read)."""
         flag = jnp.asarray(True)
         self.program = self._fn().lower(policies, jnp.asarray(self.contexts), self.keys, flag,

@@ -25,7 +25,8 @@ where `L_couple_i` is the spec's coupling on teacher i's minibatch; `alpha` is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -14,10 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from distillax import normalizer
+from distillax import envs, normalizer
 from distillax.config import Config
 from distillax.distributions import Distribution
-from distillax import envs
 from distillax.envs import ContextualEnv
 from distillax.networks import Actor, ActorCritic, apply_stacked, init_stacked
 from distillax.normalizer import RunningStats
@@ -30,7 +29,7 @@ class Model:
     teacher: ActorCritic
     central: Actor
 
-    def with_hparams(self, hparams: dict[str, Any]) -> "Model":
+    def with_hparams(self, hparams: dict[str, Any]) -> Model:
         """This model reading its numeric coefficients from `hparams` (field name -> value,
         possibly traced: `TrainState.hparams` inside the training program), so a vmapped
         sweep runs each member's values."""
@@ -82,7 +81,7 @@ class Model:
 
     def teacher_input(self, obs: jax.Array, context: jax.Array, stats: RunningStats) -> jax.Array:
         """`obs [P, ..., obs]`, `context [P, ..., d]`, per-teacher stats `[P, obs]`."""
-        expand = lambda s: s.reshape(s.shape[:1] + (1,) * (obs.ndim - 2) + s.shape[1:])  # noqa
+        expand = lambda s: s.reshape(s.shape[:1] + (1,) * (obs.ndim - 2) + s.shape[1:])  # noqa: E731
         return self._input(obs, context, jax.tree.map(expand, stats),
                            self.config.teacher_sees_context)
 

@@ -10,7 +10,8 @@ its last hidden layer to that teacher's (`feature_maps`, applied by `map_feature
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

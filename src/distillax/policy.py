@@ -10,7 +10,8 @@ optimizer, environment carry or training code; orbax is imported only by `load`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

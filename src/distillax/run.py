@@ -33,19 +33,33 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 
 from distillax import logs, parallel
 from distillax.config import Config, ConfigError, validate
-from distillax.evaluation import (Evaluator, by_member, make_evaluator, mean_ci95, report,
-                                  run_policies)
+from distillax.evaluation import (
+    Evaluator,
+    by_member,
+    make_evaluator,
+    mean_ci95,
+    report,
+    run_policies,
+)
 from distillax.model import Model, build_model
 from distillax.paths import check_output_dir
-from distillax.trainer import (IterationMetrics, NumericalError, Runner, TrainState,
-                               init_run_state, make_runner, nonfinite_report)
+from distillax.trainer import (
+    IterationMetrics,
+    NumericalError,
+    Runner,
+    TrainState,
+    init_run_state,
+    make_runner,
+    nonfinite_report,
+)
 
 # Held-out evaluation during training costs at most this share of the training env steps
 # between two evaluations, when `eval_every` is 0 (auto).
@@ -171,7 +185,7 @@ class _StopRequest:
         self.log(f"\n{signal.Signals(signum).name}: stopping after the running iterations "
                  "(with a checkpoint); Ctrl-C again to abort")
 
-    def __enter__(self) -> "_StopRequest":
+    def __enter__(self) -> _StopRequest:
         if self.enabled:
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)
@@ -316,7 +330,7 @@ class Run:
     def close(self) -> None:
         self._stack.close()
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,8 @@ from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetric
 NONFINITE_TERMS = ("reward",) + UPDATE_TERMS
 TERM_MEANING = {"reward": "the environment's reward", "clip": "the PPO clipped loss",
                 "value": "the value loss", "entropy": "the policy entropy",
-                "couple": "the coupling term", "distill": "the distillation loss (or feature regression)",
+                "couple": "the coupling term",
+                "distill": "the distillation loss (or feature regression)",
                 "grad": "the gradients", "params": "the parameters after a step"}
 
 
@@ -331,7 +333,7 @@ class Runner:
         """The traced trip count `n` of `step`, placed as every process needs it."""
         return parallel.put(jnp.asarray(n, jnp.int32), self.mesh, parallel.PS())
 
-    def compile(self, state: TrainState) -> "Runner":
+    def compile(self, state: TrainState) -> Runner:
         """Compile `step` ahead of time for `state` (only its shapes and shardings are read)."""
         compiled = self.step.lower(state, self.count(self.iterations)).compile()
         return dataclasses.replace(self, step=compiled)

@@ -10,8 +10,8 @@ Each minibatch holds every partition's slice `[P, n, ...]`. One `jax.value_and_g
 divergence; L_feature_i, Actor-Mimic's feature regression, only with `feature_coef = beta > 0`)
 
 where the teachers' forward pass on the minibatch is shared by the PPO terms, the central
-likelihood ratio, the coupling and the distillation target. Under `shard_map` the loss is `pmean`-ed over
-the data axis before differentiation: the gradient of a replicated parameter inside
+likelihood ratio, the coupling and the distillation target. Under `shard_map` the loss is
+`pmean`-ed over the data axis before differentiation: the gradient of a replicated parameter inside
 `shard_map` is already summed over devices, so this gives the global-mean gradient.
 """
 
@@ -155,7 +155,7 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
     cross = cross_own = None
     if spec.coupling.needs_cross:
         steps = c.num_steps // c.num_minibatches
-        pick = (lambda x: x) if rows is None else (lambda x: take_rows(x, rows, steps))  # noqa
+        pick = (lambda x: x) if rows is None else (lambda x: take_rows(x, rows, steps))
         cross = model.cross_policies(params.teacher, pick(mb.obs), pick(mb.context),
                                      teacher_stats)
         P = weights.shape[0]  # teacher j on its own sampled states: the diagonal [P, m]

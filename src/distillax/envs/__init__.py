@@ -7,7 +7,8 @@ does.
 
 import functools
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from distillax.envs import cartpole, fourrooms, pendulum, pointgoal
 from distillax.envs.base import ContextualEnv, Step

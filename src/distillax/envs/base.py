@@ -10,7 +10,8 @@ the context changes exactly at episode boundaries and the env itself holds no sa
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
