@@ -64,6 +64,20 @@ def test_a_run_whose_length_is_not_a_multiple_of_log_every_compiles_training_onc
     assert [("central_return" in r) for r in summary.history] == [True, True, True]
 
 
+def test_evaluations_keep_their_own_interval_whatever_the_checkpoint_interval():
+    # evaluations at multiples of eval_every (3) and at the end; checkpoints every 5 must
+    # not move them (the two cadences once shared a variable). A segment that stops before
+    # its first evaluation compiles no evaluation program.
+    config = Config(total_steps=8 * 8 * 6, log_every=1, eval_every=3, checkpoint_every=5,
+                    **SMALL)
+    with COMPILES as c:
+        _, early = train(config, log=lambda _: None, compile_cache=None, stop_after=2)
+    assert "jit(run)" not in c.names and "jit(train_chunk)" in c.names
+    _, summary = train(config, log=lambda _: None, compile_cache=None)
+    assert [("central_return" in r) for r in summary.history] == [False, False, True, False,
+                                                                  False, True]
+
+
 def test_the_persistent_cache_serves_a_second_run_with_the_same_results(tmp_path):
     from jax.experimental.compilation_cache import compilation_cache
 

@@ -337,16 +337,18 @@ class Run:
         self._stack.__exit__(*exc)
 
 
-def _compile(runner: Runner, state: TrainState, evaluator: Evaluator,
+def _compile(runner: Runner, state: TrainState, evaluator: Evaluator | None,
              model: Model) -> tuple[Runner, float]:
     """The training and evaluation programs, compiled side by side (XLA compiles without the
-    GIL, so the two share the cores); returns the compiled runner and the seconds taken."""
+    GIL, so the two share the cores); returns the compiled runner and the seconds taken.
+    `evaluator` None: this segment of the run evaluates nothing, so it is not compiled."""
     t = time.perf_counter()
-    policies = run_policies(model, state)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        evaluating = pool.submit(evaluator.compile, policies)
+        evaluating = (pool.submit(evaluator.compile, run_policies(model, state))
+                      if evaluator is not None else None)
         runner = runner.compile(state)
-        evaluating.result()
+        if evaluating is not None:
+            evaluating.result()
     return runner, time.perf_counter() - t
 
 
@@ -400,7 +402,10 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
             _StopRequest(handle_signals, log) as stop:
         compile_s = 0.0
         if start < stop_at:  # a finished run, or one resumed at its stop_after, compiles nothing
-            runner, compile_s = _compile(runner, state, evaluator, model)
+            # (a segment that stops before its first evaluation, e.g. --stop-after, does not
+            # compile the evaluation program: it costs as much as training's on MJX tasks)
+            evaluates = stop_at // every > start // every or stop_at == total
+            runner, compile_s = _compile(runner, state, evaluator if evaluates else None, model)
         where = (f"resumed {directory} from iteration {start}"
                  + (f" ({run.dropped} later records dropped from metrics.jsonl)"
                     if run.dropped else "") if restore is not None else "")
@@ -455,10 +460,10 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
             history.append(record)
             run.write(record)
             last = it >= stop_at or stop.requested
-            every = config.save_every
+            save_every = config.save_every
             overdue = (not config.checkpoint_every
                        and time.perf_counter() - saved_at > AUTO_CHECKPOINT_S)
-            if run.saver and (it // every > prev // every or last or overdue):
+            if run.saver and (it // save_every > prev // save_every or last or overdue):
                 run.saver.save(state, config, mesh.size)
                 saved_at = time.perf_counter()
         run.progress.close()
