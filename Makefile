@@ -35,8 +35,10 @@ train: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) -m distillax.evaluate $(if $(filter $(RUN_STAMP),$(RUN)),runs/latest,$(RUN)) $(ARGS)
 
+# --dist loadfile: a module runs on one worker, so its module-scoped fixtures (trained
+# checkpoints, compiled MJX programs) are built once, not once per worker
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --durations=15 tests $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests $(ARGS)
 
 # ruff (configured in pyproject.toml): style, import order, likely bugs
 lint: $(STAMP)

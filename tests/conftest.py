@@ -1,8 +1,23 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the XLA flags of the test session.
 
-import jax
-import pytest
-from jax.experimental.compilation_cache import compilation_cache
+Test programs run a few iterations, so XLA's backend optimisations would cost most of the
+suite's time (compiling) and buy nothing: the session compiles at backend optimisation level
+0, as the library does for its run-once programs (`trainer.RUN_ONCE`), and so do the
+subprocesses the tests start (`XLA_FLAGS` is inherited). A test that compares a program with
+a reference to float32 rounding compiles both with `PRODUCTION` (the library's default
+level, which XLA_FLAGS does not override for a program that sets it).
+"""
+
+import os
+
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+PRODUCTION = {"xla_backend_optimization_level": 2}  # XLA's default on CPU
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
 CACHE_FLAGS = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0,
                "jax_persistent_cache_min_entry_size_bytes": 0}

@@ -25,14 +25,12 @@ pytest.importorskip("brax")
 from brax.envs.inverted_double_pendulum import InvertedDoublePendulum
 from brax.envs.reacher import Reacher
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper
+from conftest import PRODUCTION
 
 from distillax.config import Config
-from distillax.contexts import assign, make_partition
-from distillax.distributions import DiagGaussian
 from distillax.envs import TASKS, ant_goal, double_pendulum, make_task, reacher_target
 from distillax.envs import brax as dbrax
 from distillax.model import build_model
-from distillax.rollout import init_envs, rollout
 from distillax.run import resume, train
 from distillax.trainer import init_state
 
@@ -59,7 +57,8 @@ def _leaves_differ(a, b) -> list[str]:
 def dp():
     """(task with 20-step episodes, its jitted batched step `[N]`, jitted batched reset)."""
     task = double_pendulum.make(episode_length=EPISODE)
-    return task, jax.jit(jax.vmap(task.step)), jax.jit(jax.vmap(task.reset))
+    return (task, jax.jit(jax.vmap(task.step), compiler_options=PRODUCTION),
+            jax.jit(jax.vmap(task.reset), compiler_options=PRODUCTION))
 
 
 def _default(task, n=N):
@@ -127,7 +126,8 @@ def test_default_context_reproduces_brax_reset_step_and_time_limit(dp):
     task, step, reset = dp
     ctx = _default(task)
     ref = EpisodeWrapper(VmapWrapper(InvertedDoublePendulum(backend="mjx")), EPISODE, 1)
-    ref_step, ref_reset = jax.jit(ref.step), jax.jit(ref.reset)
+    ref_step = jax.jit(ref.step, compiler_options=PRODUCTION)
+    ref_reset = jax.jit(ref.reset, compiler_options=PRODUCTION)
     keys = jax.random.split(jax.random.PRNGKey(0), N)
     obs, st = reset(keys, ctx)
     rs = ref_reset(keys)
@@ -328,33 +328,32 @@ def test_ant_reward_is_dnc_reward_of_the_clipped_action():
 # --- contexts are redrawn inside the teacher's cell at episode ends -------------------------
 
 
-def test_rollout_redraws_contexts_inside_the_cell_at_episode_ends():
-    """rollout.rollout of 2 teachers x 3 envs on double-pendulum-physics (20-step episodes)
-    with a random policy: every context lies in its teacher's k-means cell, changes exactly
-    where an episode ended (terminated or truncated), and does change."""
-    task = double_pendulum.make(episode_length=EPISODE)
-    part = make_partition(jax.random.PRNGKey(7), task.space, "kmeans", 2, samples=500,
-                          pool_size=8)
-    carry = init_envs(jax.random.PRNGKey(8), task, part, 3, 8)
-
-    def act(params, obs, context):  # a wide Gaussian: falls within a few dozen steps
-        shape = obs.shape[:-1] + (1,)
-        return DiagGaussian(jnp.zeros(shape), jnp.zeros(shape)), jnp.zeros(obs.shape[:-1])
-
-    value_fn = lambda p, obs, ctx: jnp.zeros(obs.shape[:-1])  # noqa: E731
-    T = 50
-    run = jax.jit(lambda c: rollout(None, c, part, act, value_fn, task, T, 8))
-    end, traj = run(carry)
-    ctx = np.asarray(jnp.concatenate([traj.context, end.context[:, None]], axis=1))  # [P,T+1,B,d]
-    cells = np.asarray(assign(part, task.space, jnp.asarray(ctx)))
-    np.testing.assert_array_equal(cells, np.broadcast_to(np.arange(2)[:, None, None],
-                                                         cells.shape))
-    done = np.asarray(traj.terminated | traj.truncated)  # [P, T, B]
-    changed = np.any(ctx[:, 1:] != ctx[:, :-1], axis=-1)
-    np.testing.assert_array_equal(changed, done)  # a fresh draw at every end, nowhere else
-    assert done.sum() >= 6 and np.asarray(traj.truncated).any()
-    assert np.all(ctx >= np.asarray(task.space.low) - 1e-6)
-    assert np.all(ctx <= np.asarray(task.space.high) + 1e-6)
+def test_an_episode_end_restarts_in_the_next_context(dp):
+    """The adapter's half of the redraw: an env whose episode ends restarts from the reset
+    of the `next_context` it is given (from there each step's physics is the context it is
+    passed: test_context_changes_the_trajectory). (The
+    rollout's half, drawing that context inside the teacher's cell at every end, is the same
+    code for every task: tests/test_rollout.py, test_envs.py.) Reuses the shared programs."""
+    task, step, reset = dp
+    ctx = _default(task)
+    nxt = jnp.asarray(np.asarray(ctx) * np.asarray([1.2, 0.8, 1.4, 0.6, 1.3, 1.45], np.float32))
+    keys = jax.random.split(jax.random.PRNGKey(5), N)
+    _, st = reset(keys, ctx)
+    actions = 0.3 * jax.random.uniform(jax.random.PRNGKey(6), (EPISODE, N, 1), minval=-1.5,
+                                       maxval=1.5)
+    ended = np.zeros(N, bool)
+    for t in range(EPISODE):  # every env's episode ends by the time limit at the latest
+        k = jax.random.split(jax.random.PRNGKey(100 + t), N)
+        out = step(k, st, actions[t], ctx, nxt)
+        done = np.asarray(out.terminated | out.truncated)
+        if done.any():
+            fresh, _ = reset(jax.vmap(lambda key: jax.random.split(key)[1])(k), nxt)
+            np.testing.assert_array_equal(np.asarray(out.obs)[done], np.asarray(fresh)[done])
+        ended |= done
+        st = out.state
+        if ended.all():
+            break
+    assert ended.all()
 
 
 # --- shard_map safety of the MJX loops (cheap, no MJX) -------------------------------------
@@ -414,23 +413,30 @@ def _check_trained(config, state, summary):
 
 @pytest.fixture(scope="module")
 def dp_runs(tmp_path_factory):
-    """double-pendulum-physics, method central, P = 2: an uninterrupted run to iteration 4
-    of 6, and one stopped at 2 then resumed to 4. No run reaches its end, so none compiles
-    an evaluation program."""
+    """double-pendulum-physics, method central, P = 2: a run to iteration 4 of 6 with
+    checkpoints at 2 and 4, and a copy of its directory without the checkpoint at 4 resumed
+    from 2 to 4 (what a run stopped at 2 and resumed does). No run reaches its end, so none
+    compiles an evaluation program."""
+    import shutil
+
+    from distillax.checkpoint import restore_policies
+
     cfg = Config(task="double-pendulum-physics", method="central", partitions=2,
                  total_steps=4 * 8 * 6, checkpoint_every=2, **TINY)
     d_full, d_cut = (str(tmp_path_factory.mktemp(n)) for n in ("full", "cut"))
     full, summary = train(cfg.replace(checkpoint_dir=d_full), log=_quiet, stop_after=4)
-    cut, _ = train(cfg.replace(checkpoint_dir=d_cut), log=_quiet, stop_after=2)
+    shutil.copytree(d_full, d_cut, dirs_exist_ok=True)
+    shutil.rmtree(f"{d_cut}/4")
+    _, at_2 = restore_policies(d_cut)
     resumed, _ = resume(d_cut, log=_quiet, stop_after=4)
-    return cfg, full, summary, cut, resumed
+    return cfg, full, summary, at_2, resumed
 
 
 def test_double_pendulum_physics_trains(dp_runs):
-    cfg, full, summary, cut, _ = dp_runs
-    assert int(full.iteration) == 4 and int(cut.iteration) == 2
+    cfg, full, summary, at_2, _ = dp_runs
+    assert int(full.iteration) == 4
     _check_trained(cfg, full, summary)
-    assert _leaves_differ(cut.params, full.params)  # iterations 3-4 changed the params
+    assert _leaves_differ(at_2.teacher, full.params.teacher)  # iterations 3-4 changed them
 
 
 def test_brax_run_resumes_bit_for_bit(dp_runs):
@@ -483,7 +489,7 @@ def test_gpu_ant_goal_script_runs_small(tmp_path):
 def test_readme_brax_example_makes_an_unshipped_env_contextual():
     """The README's example, run as written: brax's inverted pendulum over gravity and pole
     mass. With the same start and no force, the pole tips further in the same time under 1.5x
-    gravity (angular acceleration ~ g), and the default context is brax's own step."""
+    gravity (angular acceleration ~ g)."""
     import pathlib
     import re
 
@@ -493,15 +499,16 @@ def test_readme_brax_example_makes_an_unshipped_env_contextual():
     task = make_task("pendulum-gravity")
     ctx = jnp.asarray([[9.81, 1.0], [9.81 * 1.5, 1.0]], jnp.float32)
     keys = jnp.broadcast_to(jax.random.PRNGKey(1), (2, 2))
-    reset, step = jax.jit(jax.vmap(task.reset)), jax.jit(jax.vmap(task.step))
-    obs, st = reset(keys, ctx)
-    for _ in range(10):
-        out = step(keys, st, jnp.zeros((2, 1)), ctx, ctx)
-        st = out.state
-    tilt = np.abs(np.asarray(out.obs[:, 1]))  # |hinge angle|
-    assert tilt[1] > 1.2 * tilt[0] > 0, tilt
-    from brax.envs.inverted_pendulum import InvertedPendulum
 
-    brax_env = InvertedPendulum(backend="mjx")
-    b = brax_env.reset(jax.random.PRNGKey(1))
-    np.testing.assert_allclose(np.asarray(obs[0]), np.asarray(b.obs), rtol=1e-6)
+    @jax.jit  # one program: reset, then 10 unforced steps, in both contexts
+    def hinge_after_10(keys, ctx):
+        _, st = jax.vmap(task.reset)(keys, ctx)
+
+        def body(st, _):
+            out = jax.vmap(task.step)(keys, st, jnp.zeros((2, 1)), ctx, ctx)
+            return out.state, out.obs[:, 1]
+
+        return jax.lax.scan(body, st, None, length=10)[1][-1]
+
+    tilt = np.abs(np.asarray(hinge_after_10(keys, ctx)))  # |hinge angle|
+    assert tilt[1] > 1.2 * tilt[0] > 0, tilt

@@ -38,9 +38,10 @@ CFG = Config(num_envs=16, num_steps=16, hidden_sizes=(16,), kmeans_samples=1000,
 
 
 def _env(cache: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ)  # the session's XLA_FLAGS (tests/conftest.py), and extra ones
+    flags = " ".join(f for f in (env.get("XLA_FLAGS", ""), extra.pop("XLA_FLAGS", "")) if f)
     env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", XLA_FLAGS=flags, **extra)
     return env
 
 

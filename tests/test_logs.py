@@ -154,19 +154,21 @@ def wandb_runs(directory):
     return out
 
 
-def test_wandb_offline_logs_the_records_and_a_resume_continues_the_same_run(tmp_path):
+def test_wandb_offline_logs_the_records_and_a_resume_continues_the_same_run(tmp_path,
+                                                                           compile_cache):
     """The real wandb package, offline: what it writes holds metrics.jsonl's records, and the
     resumed run (which recomputes nothing here: it stopped at a checkpoint) has the same id."""
     from distillax import Config
     from distillax.run import resume, train
 
-    d, cache = str(tmp_path / "run"), str(tmp_path / "cache")
+    d = str(tmp_path / "run")
     config = Config(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
                     hidden_sizes=(8,), kmeans_samples=500, eval_contexts=4, partitions=2,
                     total_steps=8 * 8 * 4, log_every=2, eval_every=2, checkpoint_every=2,
                     checkpoint_dir=d, wandb=True, wandb_mode="offline")
-    train(config, log=lambda _: None, stop_after=2, compile_cache=cache)
-    resume(d, log=lambda _: None, compile_cache=cache)
+    # (compile_cache=None: the run uses the fixture's cache, which the fixture undoes after)
+    train(config, log=lambda _: None, stop_after=2, compile_cache=None)
+    resume(d, log=lambda _: None, compile_cache=None)
     runs = wandb_runs(d)
     assert len(runs) == 2  # one offline run directory per process
     stored = json.load(open(f"{d}/wandb.json"))["id"]
