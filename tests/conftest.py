@@ -15,6 +15,12 @@ if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 PRODUCTION = {"xla_backend_optimization_level": 2}  # XLA's default on CPU
 
+# A run's default persistent cache is in $XDG_CACHE_HOME/distillax: the tests' runs use one of
+# their own, not the user's
+import tempfile  # noqa: E402
+
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="distillax-tests-")
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402

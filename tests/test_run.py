@@ -52,9 +52,17 @@ def test_a_run_whose_length_is_not_a_multiple_of_log_every_compiles_training_onc
     # 7 iterations in calls of 3, 3 and 1: the last call runs in the same program, with only
     # its first iteration live
     config = Config(total_steps=8 * 8 * 7, log_every=3, eval_every=3, **SMALL)
-    assert jax.config.jax_compilation_cache_dir is None  # every compilation is a real one
-    with COMPILES as c:
-        state, summary = train(config, log=lambda _: None, compile_cache=None)
+    from jax.experimental.compilation_cache import compilation_cache
+
+    old = jax.config.jax_compilation_cache_dir  # (an earlier run in this process may set it)
+    jax.config.update("jax_compilation_cache_dir", None)  # every compilation is a real one
+    compilation_cache.reset_cache()
+    try:
+        with COMPILES as c:
+            state, summary = train(config, log=lambda _: None, compile_cache=None)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", old)
+        compilation_cache.reset_cache()
     assert c.names.count("jit(train_chunk)") == 1, c.names
     assert c.names.count("jit(run)") == 1, c.names  # the evaluation program, once too
     assert int(state.iteration) == 7
