@@ -1,14 +1,13 @@
-"""brax/MJX tasks: the adapter reproduces brax, contexts change the physics, episode ends
-redraw contexts inside the teacher's cell, actions are clipped by the env, every shipped task
-trains, and a brax run resumes bit for bit.
+"""The brax/MJX adapter: it reproduces brax, contexts change the physics, actions are clipped
+by the env, and `double-pendulum-physics` trains, redraws contexts inside the teacher's cell
+at episode ends and resumes bit for bit. (The goal tasks: test_brax_tasks.py.)
 
 MJX programs take 5-20 s each to compile on 2 cores, so the tests share them: one batched
-step of `double-pendulum-physics` (episodes of 20 steps, so 60 steps hold terminations and
-truncations) serves the reproduction, physics and clip tests; one tiny training config serves
-the smoke run and the resume test (its runs stop before their last iteration, so no
-evaluation program is compiled); the persistent compilation cache (tests/conftest.py) lets
-the repeated runs reuse the training program.
-"""
+transition and one batched reset of `double-pendulum-physics` (episodes of 20 steps, so 60
+steps hold terminations and truncations) serve the reproduction, physics and clip tests; one
+tiny training config serves the smoke run, the redraw and the resume tests (its runs stop
+before their last iteration, so no evaluation program is compiled); the persistent
+compilation cache (tests/conftest.py) lets the repeated runs reuse the training program."""
 
 import math
 import sys
@@ -18,18 +17,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import struct
 
 pytest.importorskip("brax")
 
 from brax.envs.inverted_double_pendulum import InvertedDoublePendulum
-from brax.envs.reacher import Reacher
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper
 from conftest import PRODUCTION
 
 from distillax.config import Config
-from distillax.envs import TASKS, ant_goal, double_pendulum, make_task, reacher_target
+from distillax.contexts import assign
 from distillax.envs import brax as dbrax
+from distillax.envs import double_pendulum, make_task
 from distillax.model import build_model
 from distillax.run import resume, train
 from distillax.trainer import init_state
@@ -55,10 +53,17 @@ def _leaves_differ(a, b) -> list[str]:
 
 @pytest.fixture(scope="module")
 def dp():
-    """(task with 20-step episodes, its jitted batched step `[N]`, jitted batched reset)."""
+    """(task with 20-step episodes, its jitted batched transition `[N]` (a step without the
+    reset of ended episodes: what the rollout runs), jitted batched reset)."""
     task = double_pendulum.make(episode_length=EPISODE)
-    return (task, jax.jit(jax.vmap(task.step), compiler_options=PRODUCTION),
+    return (task, jax.jit(jax.vmap(task.transition), compiler_options=PRODUCTION),
             jax.jit(jax.vmap(task.reset), compiler_options=PRODUCTION))
+
+
+def _where(done, a, b):
+    """Per env (leading axis), `a` where `done` else `b`, over matching trees."""
+    return jax.tree.map(lambda x, y: jnp.where(
+        jnp.reshape(jnp.asarray(done), (N,) + (1,) * (x.ndim - 1)), x, y), a, b)
 
 
 def _default(task, n=N):
@@ -115,15 +120,16 @@ def test_task_shapes_and_spaces():
 def test_default_context_reproduces_brax_reset_step_and_time_limit(dp):
     """At the default context, `double-pendulum-physics` is brax's inverted_double_pendulum
     under brax's EpisodeWrapper, with a fresh brax reset (the reset half of the same key)
-    at every episode end: the same resets bit for bit, the same terminations and
-    truncations, obs and rewards to float32 rounding. (Each env carries its own copy of the
-    model fields a context sets, so XLA fuses the step differently from brax's constant
-    model: ~1e-6 per step. That those fields equal brax's exactly at the default is
+    at every episode end, as the rollout restarts ended episodes (`transition`, then
+    `reset` with the reset half of the step key): the same resets bit for bit, the same
+    terminations and truncations, obs and rewards to float32 rounding. (Each env carries
+    its own copy of the model fields a context sets, so XLA fuses the step differently from
+    brax's constant model: ~1e-6 per step. That those fields equal brax's exactly at the default is
     `test_physics_fields_of_a_context_by_hand`.)
 
     Actions are uniform in [-1.5, 1.5] (a third out of range: brax gets them clipped),
     scaled by 0.3 so some episodes survive the 20-step limit and others fall."""
-    task, step, reset = dp
+    task, transition, reset = dp
     ctx = _default(task)
     ref = EpisodeWrapper(VmapWrapper(InvertedDoublePendulum(backend="mjx")), EPISODE, 1)
     ref_step = jax.jit(ref.step, compiler_options=PRODUCTION)
@@ -138,7 +144,7 @@ def test_default_context_reproduces_brax_reset_step_and_time_limit(dp):
     step_keys = jax.random.split(jax.random.PRNGKey(2), T * N).reshape(T, N, 2)
     terms, truncs = 0, 0
     for t in range(T):
-        out = step(step_keys[t], st, actions[t], ctx, ctx)
+        out = transition(step_keys[t], st, actions[t], ctx)
         nxt = ref_step(rs, jnp.clip(actions[t], -1, 1))
         np.testing.assert_allclose(out.final_obs, nxt.obs, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(out.reward, nxt.reward, rtol=1e-5)
@@ -146,44 +152,18 @@ def test_default_context_reproduces_brax_reset_step_and_time_limit(dp):
         done = np.asarray(nxt.done) > 0
         np.testing.assert_array_equal(np.asarray(out.terminated), done & ~trunc)
         np.testing.assert_array_equal(np.asarray(out.truncated & ~out.terminated), trunc)
-        # ended envs restart from brax's reset with the reset half of the step key
-        fresh = ref_reset(jax.vmap(lambda k: jax.random.split(k)[1])(step_keys[t]))
-        rs = jax.tree.map(lambda a, b, done=done: jnp.where(
-            jnp.reshape(jnp.asarray(done), (N,) + (1,) * (a.ndim - 1)), a, b), fresh, nxt)
-        np.testing.assert_allclose(out.obs, rs.obs, rtol=1e-4, atol=1e-5)
-        np.testing.assert_array_equal(np.where(done[:, None], out.obs, 0),
+        # ended envs restart from the reset with the reset half of the step key: brax's
+        reset_keys = jax.vmap(lambda k: jax.random.split(k)[1])(step_keys[t])
+        fresh = ref_reset(reset_keys)
+        rs = _where(done, fresh, nxt)
+        obs_re, st_re = reset(reset_keys, ctx)
+        np.testing.assert_array_equal(np.where(done[:, None], obs_re, 0),
                                       np.where(done[:, None], fresh.obs, 0))  # resets: exact
-        st = out.state
+        np.testing.assert_allclose(_where(done, obs_re, out.obs), rs.obs, rtol=1e-4, atol=1e-5)
+        st = _where(done, st_re, out.state)
         terms += int(np.sum(done & ~trunc))
         truncs += int(np.sum(trunc))
     assert terms >= 1 and truncs >= 1, (terms, truncs)  # both kinds of episode end happened
-
-
-def _stub_pipeline(env):
-    """`env` whose MJX calls are replaced by records of their arguments: its reset and
-    step logic run eagerly in milliseconds, without compiling MJX."""
-    from types import SimpleNamespace
-
-    env.pipeline_init = lambda q, qd, *a: SimpleNamespace(q=q, qd=qd)
-    env._get_obs = lambda ps: jnp.concatenate([ps.q, ps.qd])
-    return env
-
-
-def test_reacher_target_reset_draws_as_brax_given_brax_target():
-    """reset_task with the target brax itself would draw (from the first third of the key)
-    hands MJX the same q and qd as brax's reacher reset, and q[2:] (the target joints) is
-    the context."""
-    env = _stub_pipeline(reacher_target.ReacherTarget())
-    ref = _stub_pipeline(Reacher(backend="mjx"))
-    key = jax.random.PRNGKey(3)
-    _, target = ref._random_target(jax.random.split(key, 3)[0])
-    ours, theirs = env.reset_task(key, target), ref.reset(key)
-    np.testing.assert_array_equal(ours.pipeline_state.q, theirs.pipeline_state.q)
-    np.testing.assert_array_equal(ours.pipeline_state.qd, theirs.pipeline_state.qd)
-    np.testing.assert_array_equal(ours.pipeline_state.q[2:], target)
-    mine = env.reset_task(key, jnp.asarray([0.1, -0.05]))
-    np.testing.assert_allclose(mine.pipeline_state.q[2:], [0.1, -0.05])
-    np.testing.assert_array_equal(mine.pipeline_state.q[:2], theirs.pipeline_state.q[:2])
 
 
 # --- contexts change the physics ------------------------------------------------------------
@@ -228,7 +208,7 @@ def test_context_changes_the_trajectory(dp):
     """Same start, keys and (zero) actions in four contexts: the default; gravity 1.5x;
     poles 1.25x longer; pole 2 1.5x heavier. A pendulum falls with angular acceleration
     ~ g / l, so higher gravity tips it further in the same time and longer poles less."""
-    task, step, reset = dp
+    task, transition, reset = dp
     d = np.asarray(task.default_context, np.float32)
     ctx = np.stack([d, d, d, d])
     ctx[1, 5] *= 1.5  # gravity
@@ -239,7 +219,7 @@ def test_context_changes_the_trajectory(dp):
     _, st = reset(keys, ctx)
     tilt = []
     for _ in range(12):
-        out = step(keys, st, jnp.zeros((N, 1)), ctx, ctx)
+        out = transition(keys, st, jnp.zeros((N, 1)), ctx)
         st = out.state
         tilt.append(np.abs(np.asarray(out.final_obs[:, 1])))  # |sin(hinge 1)|
     tilt = np.asarray(tilt)[-1]
@@ -254,106 +234,18 @@ def test_context_changes_the_trajectory(dp):
 def test_out_of_range_action_steps_like_its_clipped_value(dp):
     """The env clips: a = (3.7, -2.5, 1.0, 0.4) steps exactly like (1, -1, 1, 0.4), in the
     next state and the reward; and an in-range action is untouched (0.4 != 1)."""
-    task, step, reset = dp
+    task, transition, reset = dp
     ctx = _default(task)
     keys = jnp.broadcast_to(jax.random.PRNGKey(5), (N, 2))  # the same start in every env
     _, st = reset(keys, ctx)
     raw = jnp.asarray([[3.7], [-2.5], [1.0], [0.4]])
-    a, b = step(keys, st, raw, ctx, ctx), step(keys, st, jnp.clip(raw, -1, 1), ctx, ctx)
+    a, b = transition(keys, st, raw, ctx), transition(keys, st, jnp.clip(raw, -1, 1), ctx)
     chex.assert_trees_all_equal(a, b)
     assert _leaves_differ(jax.tree.map(lambda x: x[0], a.state),
                           jax.tree.map(lambda x: x[2], a.state)) == []  # 3.7 acts as 1.0
     assert not np.allclose(a.final_obs[2], a.final_obs[3])  # 0.4 is not clipped to 1
     np.testing.assert_array_equal(dbrax.clip_action(jnp.asarray([-7.0, -1.0, 0.3, 2.0])),
                                   np.float32([-1.0, -1.0, 0.3, 1.0]))
-
-
-@struct.dataclass
-class _FakeX:
-    pos: jax.Array
-
-
-@struct.dataclass
-class _FakePipeline:
-    """The three fields of an MJX pipeline state that AntGoal.step reads."""
-
-    x: _FakeX
-    q: jax.Array
-    qd: jax.Array
-
-
-def test_ant_reward_is_dnc_reward_of_the_clipped_action():
-    """DnC's r = 1 - |xy - g| / 5 - 0.005 sum(a^2), the action clipped by the env, by hand.
-
-    The MJX step is stubbed to put the torso at (1, 2, 0.5) (the ant's own physics is
-    brax's, untouched): with goal angle pi/2, g = (0, 5), |xy - g| = sqrt(1 + 9) = 3.16228;
-    a = 2 in all 8 joints is clipped to 1: cost 0.005 * 8 = 0.04, so
-    r = 1 - 3.16228 / 5 - 0.04 = 0.327544 (unclipped it would be 1 - 0.632456 - 0.16).
-    A torso at z = 0.1 < 0.2 terminates; a NaN state terminates with reward 0."""
-    task = ant_goal.make()
-    env = task.env.brax_env
-    q = jnp.zeros(15).at[:3].set(jnp.asarray([1.0, 2.0, 0.5]))
-
-    def fake(z=0.5, bad=False):
-        pos = jnp.zeros((9, 3)).at[0].set(jnp.asarray([1.0, 2.0, z]))
-        qq = q.at[2].set(jnp.nan if bad else z)
-        return _FakePipeline(_FakeX(pos), qq, jnp.zeros(14))
-
-    ctx = jnp.asarray([math.pi / 2])
-    np.testing.assert_allclose(ant_goal.goal_of(ctx), [0.0, 5.0], atol=1e-6)
-    params = task.to_params(ctx)
-    inner = dbrax.BraxInnerState(fake(), jnp.zeros(29), jnp.zeros(()), jnp.zeros(()),
-                                 {"distance": jnp.zeros(())}, {"goal": params.task})
-    state = dbrax.BraxState(inner, jnp.zeros((), jnp.int32))
-    for z, bad, reward, done in [(0.5, False, 1 - math.sqrt(10) / 5 - 0.04, False),
-                                 (0.1, False, 1 - math.sqrt(10) / 5 - 0.04, True),
-                                 (0.5, True, 0.0, True)]:
-        # the stub pipeline state has 3 fields, not MJX Data's: no zero-size fields to
-        # strip / fill either (instance attributes, deleted after)
-        stub = fake(z, bad)
-        env.pipeline_step = lambda ps, a, _f=stub: _f
-        task.env._fill = task.env._strip = lambda inner: inner
-        try:
-            # the unjitted step (the jitted one would reuse its trace of the first stub)
-            obs, nxt, r, term = task.env._step_impl(state, jnp.full((8,), 2.0), params.context)
-        finally:
-            del env.pipeline_step, task.env._fill, task.env._strip  # back to brax's own
-        np.testing.assert_allclose(r, reward, rtol=1e-6)
-        assert bool(term) == done
-    # the observation is q and qd, never the goal
-    np.testing.assert_array_equal(obs[:15], fake(0.5, True).q)
-    assert obs.shape == (29,) and int(nxt.time) == 1
-
-
-# --- contexts are redrawn inside the teacher's cell at episode ends -------------------------
-
-
-def test_an_episode_end_restarts_in_the_next_context(dp):
-    """The adapter's half of the redraw: an env whose episode ends restarts from the reset
-    of the `next_context` it is given (from there each step's physics is the context it is
-    passed: test_context_changes_the_trajectory). (The
-    rollout's half, drawing that context inside the teacher's cell at every end, is the same
-    code for every task: tests/test_rollout.py, test_envs.py.) Reuses the shared programs."""
-    task, step, reset = dp
-    ctx = _default(task)
-    nxt = jnp.asarray(np.asarray(ctx) * np.asarray([1.2, 0.8, 1.4, 0.6, 1.3, 1.45], np.float32))
-    keys = jax.random.split(jax.random.PRNGKey(5), N)
-    _, st = reset(keys, ctx)
-    actions = 0.3 * jax.random.uniform(jax.random.PRNGKey(6), (EPISODE, N, 1), minval=-1.5,
-                                       maxval=1.5)
-    ended = np.zeros(N, bool)
-    for t in range(EPISODE):  # every env's episode ends by the time limit at the latest
-        k = jax.random.split(jax.random.PRNGKey(100 + t), N)
-        out = step(k, st, actions[t], ctx, nxt)
-        done = np.asarray(out.terminated | out.truncated)
-        if done.any():
-            fresh, _ = reset(jax.vmap(lambda key: jax.random.split(key)[1])(k), nxt)
-            np.testing.assert_array_equal(np.asarray(out.obs)[done], np.asarray(fresh)[done])
-        ended |= done
-        st = out.state
-        if ended.all():
-            break
-    assert ended.all()
 
 
 # --- shard_map safety of the MJX loops (cheap, no MJX) -------------------------------------
@@ -439,6 +331,20 @@ def test_double_pendulum_physics_trains(dp_runs):
     assert _leaves_differ(at_2.teacher, full.params.teacher)  # iterations 3-4 changed them
 
 
+def test_episode_ends_redraw_contexts_in_the_cell(dp_runs):
+    """In the run's own rollouts (`rollout.reset_ended` over the MJX reset): exactly the envs
+    whose episode ended carry a context other than their first, and every env's context is
+    in its own teacher's cell."""
+    cfg, full, *_ = dp_runs
+    first = init_state(build_model(cfg), jax.random.PRNGKey(cfg.seed)).env.context
+    ctx = np.asarray(full.env.context)  # [P, B, d]
+    ended = np.asarray(full.env.episodes) > 0
+    assert ended.any(), ended  # in 32 steps an untrained pendulum falls
+    np.testing.assert_array_equal(np.any(ctx != np.asarray(first), -1), ended)
+    cells = np.asarray(assign(full.partition, make_task(cfg.task).space, jnp.asarray(ctx)))
+    np.testing.assert_array_equal(cells, np.broadcast_to(np.arange(2)[:, None], cells.shape))
+
+
 def test_brax_run_resumes_bit_for_bit(dp_runs):
     """stop at 2, resume to 4 == the uninterrupted run at 4: every leaf of the state,
     including the MJX pipeline states and per-env contexts of the env carry."""
@@ -446,44 +352,6 @@ def test_brax_run_resumes_bit_for_bit(dp_runs):
     assert _leaves_differ(jax.tree.map(np.asarray, full),
                           jax.tree.map(np.asarray, resumed)) == []
     assert jax.tree.leaves(full.env.state.inner.pipeline_state)  # the MJX data was in it
-
-
-@pytest.mark.parametrize("task", ["reacher-target", "ant-goal"])
-def test_goal_tasks_train(task):
-    """Two iterations of 2 teachers (method central) on a goal task: finite losses, moved
-    params, and every env's goal is its context's (ant: 5 (cos, sin); reacher: the target)."""
-    cfg = Config(task=task, method="central", partitions=2, total_steps=4 * 8 * 3, **TINY)
-    state, summary = train(cfg, log=_quiet, stop_after=2)
-    _check_trained(cfg, state, summary)
-    ctx = np.asarray(state.env.context)  # [P, B, d]
-    if task == "ant-goal":
-        goal = np.asarray(state.env.state.inner.info["goal"])
-        np.testing.assert_allclose(goal, 5 * np.stack([np.cos(ctx[..., 0]),
-                                                       np.sin(ctx[..., 0])], -1), atol=1e-5)
-    else:
-        target = np.asarray(state.env.state.inner.pipeline_state.q[..., 2:])
-        np.testing.assert_allclose(target, ctx, atol=1e-6)
-    assert task in TASKS
-
-
-def test_gpu_ant_goal_script_runs_small(tmp_path):
-    """benchmarks/gpu_ant_goal.py --small: its one tiny run (the config of the ant-goal smoke
-    run above, so the compiled programs are reused) writes speeds and a learning curve."""
-    import importlib.util
-    import json
-    import os
-
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_ant_goal.py")
-    spec = importlib.util.spec_from_file_location("gpu_ant_goal", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    runs = script.main(["--small", "--out", str(tmp_path)])
-    saved = json.load(open(tmp_path / "gpu_ant_goal.json"))
-    assert [(r["method"], r["partitions"]) for r in saved["runs"]] == [("central", 2)]
-    r = runs[0]
-    assert r["iterations"] == 2 and r["env_steps"] == 2 * 4 * 8 and r["steps_per_s"] > 0
-    assert len(r["curve"]) == 1 and np.isfinite(r["curve"][0]["teacher_return"])
-    assert (tmp_path / "gpu_ant_goal.md").read_text().count("| central | 2 |") == 1
 
 
 def test_readme_brax_example_makes_an_unshipped_env_contextual():

@@ -72,7 +72,8 @@ def episode_returns(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Arra
         t, obs, state, total, alive = carry
         k_act, k_env = jax.random.split(jax.random.fold_in(key_run, t))
         action = policy(obs, contexts, k_act)
-        out = jax.vmap(env.step)(jax.random.split(k_env, n), state, action, contexts, contexts)
+        # no reset: an ended episode's later steps are never counted
+        out = jax.vmap(env.transition)(jax.random.split(k_env, n), state, action, contexts)
         total = total + jnp.where(alive, out.reward, 0.0)
         alive = alive & ~(out.terminated | out.truncated)
         return t + 1, out.obs, out.state, total, alive

@@ -50,6 +50,21 @@ class Transition:
     episode_step: jax.Array  # t, the step's index within its episode
 
 
+def over_envs(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`f` on one env, applied to every env of `[P, B, ...]` leaves as one vmap over P x B.
+
+    Same values as `vmap(vmap(f))`, but the env's function is batched once: vmap re-traces a
+    jitted function's jaxpr at each level, and for an MJX step or reset that is seconds of
+    tracing per level."""
+
+    def batched(*args):
+        P, B = jax.tree.leaves(args)[0].shape[:2]
+        flat = jax.tree.map(lambda x: x.reshape((P * B,) + x.shape[2:]), args)
+        return jax.tree.map(lambda x: x.reshape((P, B) + x.shape[1:]), jax.vmap(f)(*flat))
+
+    return batched
+
+
 def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per_cell: int,
               candidates: int) -> EnvCarry:
     """Reset `envs_per_cell` envs in every cell, each in a context drawn from its cell."""
@@ -63,7 +78,7 @@ def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per
         obs, state = env.reset(k_reset, context)
         return key, context, obs, state
 
-    keys, contexts, obs, states = jax.vmap(jax.vmap(one))(keys, cells)
+    keys, contexts, obs, states = over_envs(one)(keys, cells)
     zeros = jnp.zeros((P, envs_per_cell))
     return EnvCarry(state=states, obs=obs, context=contexts, key=keys, episode_return=zeros,
                     last_return=zeros, episodes=zeros,
@@ -86,10 +101,9 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
         key, k_act, k_step, k_ctx = (keys[:, :, i] for i in range(4))
         dist, value = act(teacher_params, carry.obs, carry.context)
         action = jax.vmap(jax.vmap(lambda d, k: d.sample(k)))(dist, k_act)
-        # Every env steps and, where its episode ends, first resets into its running context;
-        # `reset_ended` then redraws the context of just those envs and resets them again.
-        out = jax.vmap(jax.vmap(env.step))(k_step, carry.state, action, carry.context,
-                                           carry.context)
+        # Every env steps; `reset_ended` then draws a context for just the envs whose
+        # episode ended and resets them (as `env.step` would have with that context)
+        out = over_envs(env.transition)(k_step, carry.state, action, carry.context)
         done = jnp.logical_or(out.terminated, out.truncated)
         out = reset_ended(out, done, k_step, k_ctx, partition, env, candidates)
         ep_return = carry.episode_return + out.reward
@@ -117,7 +131,7 @@ def reset_ended(out: Step, done: jax.Array, k_step: jax.Array, k_ctx: jax.Array,
                 partition: Partition, env: ContextualEnv, candidates: int) -> Step:
     """Reset the envs whose episode ended (`done [P, B]`) into a fresh context of their cell.
 
-    `out` is the step of every env with `next_context` = its running context. For an ended
+    `out` is every env's `ContextualEnv.transition` (no reset). For an ended
     env i this draws `sample_in_cell(k_ctx[i], cell)` and resets with the reset key that
     `ContextualEnv.step` splits from `k_step[i]`, so the result is exactly the step with
     that context as `next_context`. Only ended envs pay for the rejection sampling

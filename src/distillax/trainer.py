@@ -351,6 +351,9 @@ def make_runner(model: Model, state: TrainState, mesh: Mesh, iterations: int) ->
     one = functools.partial(iteration, model)
     if run_axis(model):
         one = jax.vmap(one)
+    # jitted (inlined into the program all the same) so that the shape pass below and the
+    # scan body share one trace of the iteration: tracing an MJX step takes seconds
+    one = jax.jit(one)
 
     def train_chunk(state, n):
         skipped = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),

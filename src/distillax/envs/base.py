@@ -70,6 +70,22 @@ class ContextualEnv:
     def reset(self, key: jax.Array, context: jax.Array) -> tuple[jax.Array, Any]:
         return self.env.reset_env(key, self.to_params(context))
 
+    def transition(self, key: jax.Array, state: Any, action: jax.Array,
+                   context: jax.Array) -> Step:
+        """Step in `context` and stop there, even where the episode ended (`obs` is then
+        `final_obs`, and `state` the final state). Where the caller resets ended episodes
+        itself (`rollout.reset_ended`), or only counts reward up to the first end
+        (`evaluation.episode_returns`), this leaves out `step`'s reset of every env, which
+        for a physics env costs about a forward pass per step and one more copy of it to
+        compile. The key is used as `step` uses it."""
+        key_step, _ = jax.random.split(key)
+        params = self.to_params(context)
+        obs, state, reward, terminated, _ = self.env.step_env(key_step, state, action, params)
+        return Step(obs=obs, state=state, reward=jnp.asarray(reward, jnp.float32),
+                    terminated=jnp.asarray(terminated, bool),
+                    truncated=jnp.asarray(self.env.is_truncated(state, params), bool),
+                    final_obs=obs, context=context)
+
     def step(self, key: jax.Array, state: Any, action: jax.Array, context: jax.Array,
              next_context: jax.Array) -> Step:
         """Step in `context`; on termination or truncation reset into `next_context`.
@@ -77,19 +93,10 @@ class ContextualEnv:
         The key is split exactly as gymnax's own `step` splits it, so with a fixed context
         equal to the default this reproduces `env.step(key, state, action, default_params)`.
         """
-        key_step, key_reset = jax.random.split(key)
-        obs_st, state_st, reward, terminated, _ = self.env.step_env(
-            key_step, state, action, self.to_params(context))
-        truncated = self.env.is_truncated(state_st, self.to_params(context))
-        done = jnp.logical_or(terminated, truncated)
-        obs_re, state_re = self.reset(key_reset, next_context)
+        out = self.transition(key, state, action, context)
+        done = jnp.logical_or(out.terminated, out.truncated)
+        obs_re, state_re = self.reset(jax.random.split(key)[1], next_context)
         pick = lambda re, st: jax.lax.select(done, re, st)  # noqa: E731
-        return Step(
-            obs=jax.tree.map(pick, obs_re, obs_st),
-            state=jax.tree.map(pick, state_re, state_st),
-            reward=jnp.asarray(reward, jnp.float32),
-            terminated=jnp.asarray(terminated, bool),
-            truncated=jnp.asarray(truncated, bool),
-            final_obs=obs_st,
-            context=jnp.where(done, next_context, context),
-        )
+        return out.replace(obs=jax.tree.map(pick, obs_re, out.obs),
+                           state=jax.tree.map(pick, state_re, out.state),
+                           context=jnp.where(done, next_context, context))

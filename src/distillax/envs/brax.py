@@ -212,7 +212,8 @@ class BraxEnvironment(environment.Environment):
     Reset and step are per-env functions under one `jax.jit` each: tracing MJX is slow
     (~2-3 s of Python per call on a 2-core CPU), and a distillax program calls them several
     times with the same shapes (the step's auto-reset, `rollout.reset_ended`, the shape pass
-    of the training loop), which the jit's trace cache then serves from one trace.
+    of the training loop, this class's own shape passes), which the jit's trace cache then
+    serves from one trace.
     """
 
     def __init__(self, env: PipelineEnv, episode_length: int = 1000, task_dim: int = 0,
@@ -228,6 +229,7 @@ class BraxEnvironment(environment.Environment):
         self.physics = physics
         self._default_context = tuple(default_context) if physics else ()
         self._name = name or type(self.brax_env).__name__
+        self._brax_reset = jax.jit(self._brax_reset_impl)  # also traced for shapes, below
         self._reset = jax.jit(self._reset_impl)
         self._step = jax.jit(self._step_impl)
 
@@ -268,8 +270,8 @@ class BraxEnvironment(environment.Environment):
         return treedef.unflatten([jnp.zeros(empty[i].shape, empty[i].dtype) if i in empty
                                   else next(rest) for i in range(treedef.num_leaves)])
 
-    def _brax_reset(self, key: jax.Array, context: jax.Array,
-                    task: jax.Array) -> BraxInnerState:
+    def _brax_reset_impl(self, key: jax.Array, context: jax.Array,
+                         task: jax.Array) -> BraxInnerState:
         env = _system(self.brax_env, self.system(context))
         return env.reset_task(key, task) if self.task_dim else env.reset(key)
 

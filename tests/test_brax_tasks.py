@@ -1,0 +1,149 @@
+"""The shipped goal tasks: `reacher-target` resets as brax's reacher given brax's target,
+`ant-goal`'s reward is DnC's, both train, and the GPU script runs small. (The adapter, and
+`double-pendulum-physics`, which reproduces brax's inverted double pendulum: test_brax.py.)
+
+A file of its own so that, under `pytest -n 2 --dist loadfile`, its MJX compilations run
+beside test_brax.py's on the other worker.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+
+pytest.importorskip("brax")
+
+from brax.envs.reacher import Reacher
+from test_brax import TINY, _check_trained, _quiet
+
+from distillax.config import Config
+from distillax.envs import TASKS, ant_goal, reacher_target
+from distillax.envs import brax as dbrax
+from distillax.run import train
+
+pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
+
+
+def _stub_pipeline(env):
+    """`env` whose MJX calls are replaced by records of their arguments: its reset and
+    step logic run eagerly in milliseconds, without compiling MJX."""
+    from types import SimpleNamespace
+
+    env.pipeline_init = lambda q, qd, *a: SimpleNamespace(q=q, qd=qd)
+    env._get_obs = lambda ps: jnp.concatenate([ps.q, ps.qd])
+    return env
+
+
+def test_reacher_target_reset_draws_as_brax_given_brax_target():
+    """reset_task with the target brax itself would draw (from the first third of the key)
+    hands MJX the same q and qd as brax's reacher reset, and q[2:] (the target joints) is
+    the context."""
+    env = _stub_pipeline(reacher_target.ReacherTarget())
+    ref = _stub_pipeline(Reacher(backend="mjx"))
+    key = jax.random.PRNGKey(3)
+    _, target = ref._random_target(jax.random.split(key, 3)[0])
+    ours, theirs = env.reset_task(key, target), ref.reset(key)
+    np.testing.assert_array_equal(ours.pipeline_state.q, theirs.pipeline_state.q)
+    np.testing.assert_array_equal(ours.pipeline_state.qd, theirs.pipeline_state.qd)
+    np.testing.assert_array_equal(ours.pipeline_state.q[2:], target)
+    mine = env.reset_task(key, jnp.asarray([0.1, -0.05]))
+    np.testing.assert_allclose(mine.pipeline_state.q[2:], [0.1, -0.05])
+    np.testing.assert_array_equal(mine.pipeline_state.q[:2], theirs.pipeline_state.q[:2])
+
+
+@struct.dataclass
+class _FakeX:
+    pos: jax.Array
+
+
+@struct.dataclass
+class _FakePipeline:
+    """The three fields of an MJX pipeline state that AntGoal.step reads."""
+
+    x: _FakeX
+    q: jax.Array
+    qd: jax.Array
+
+
+def test_ant_reward_is_dnc_reward_of_the_clipped_action():
+    """DnC's r = 1 - |xy - g| / 5 - 0.005 sum(a^2), the action clipped by the env, by hand.
+
+    The MJX step is stubbed to put the torso at (1, 2, 0.5) (the ant's own physics is
+    brax's, untouched): with goal angle pi/2, g = (0, 5), |xy - g| = sqrt(1 + 9) = 3.16228;
+    a = 2 in all 8 joints is clipped to 1: cost 0.005 * 8 = 0.04, so
+    r = 1 - 3.16228 / 5 - 0.04 = 0.327544 (unclipped it would be 1 - 0.632456 - 0.16).
+    A torso at z = 0.1 < 0.2 terminates; a NaN state terminates with reward 0."""
+    task = ant_goal.make()
+    env = task.env.brax_env
+    q = jnp.zeros(15).at[:3].set(jnp.asarray([1.0, 2.0, 0.5]))
+
+    def fake(z=0.5, bad=False):
+        pos = jnp.zeros((9, 3)).at[0].set(jnp.asarray([1.0, 2.0, z]))
+        qq = q.at[2].set(jnp.nan if bad else z)
+        return _FakePipeline(_FakeX(pos), qq, jnp.zeros(14))
+
+    ctx = jnp.asarray([math.pi / 2])
+    np.testing.assert_allclose(ant_goal.goal_of(ctx), [0.0, 5.0], atol=1e-6)
+    params = task.to_params(ctx)
+    inner = dbrax.BraxInnerState(fake(), jnp.zeros(29), jnp.zeros(()), jnp.zeros(()),
+                                 {"distance": jnp.zeros(())}, {"goal": params.task})
+    state = dbrax.BraxState(inner, jnp.zeros((), jnp.int32))
+    for z, bad, reward, done in [(0.5, False, 1 - math.sqrt(10) / 5 - 0.04, False),
+                                 (0.1, False, 1 - math.sqrt(10) / 5 - 0.04, True),
+                                 (0.5, True, 0.0, True)]:
+        # the stub pipeline state has 3 fields, not MJX Data's: no zero-size fields to
+        # strip / fill either (instance attributes, deleted after)
+        stub = fake(z, bad)
+        env.pipeline_step = lambda ps, a, _f=stub: _f
+        task.env._fill = task.env._strip = lambda inner: inner
+        try:
+            # the unjitted step (the jitted one would reuse its trace of the first stub)
+            obs, nxt, r, term = task.env._step_impl(state, jnp.full((8,), 2.0), params.context)
+        finally:
+            del env.pipeline_step, task.env._fill, task.env._strip  # back to brax's own
+        np.testing.assert_allclose(r, reward, rtol=1e-6)
+        assert bool(term) == done
+    # the observation is q and qd, never the goal
+    np.testing.assert_array_equal(obs[:15], fake(0.5, True).q)
+    assert obs.shape == (29,) and int(nxt.time) == 1
+
+
+@pytest.mark.parametrize("task", ["reacher-target", "ant-goal"])
+def test_goal_tasks_train(task):
+    """Two iterations of 2 teachers (method central) on a goal task: finite losses, moved
+    params, and every env's goal is its context's (ant: 5 (cos, sin); reacher: the target)."""
+    cfg = Config(task=task, method="central", partitions=2, total_steps=4 * 8 * 3, **TINY)
+    state, summary = train(cfg, log=_quiet, stop_after=2)
+    _check_trained(cfg, state, summary)
+    ctx = np.asarray(state.env.context)  # [P, B, d]
+    if task == "ant-goal":
+        goal = np.asarray(state.env.state.inner.info["goal"])
+        np.testing.assert_allclose(goal, 5 * np.stack([np.cos(ctx[..., 0]),
+                                                       np.sin(ctx[..., 0])], -1), atol=1e-5)
+    else:
+        target = np.asarray(state.env.state.inner.pipeline_state.q[..., 2:])
+        np.testing.assert_allclose(target, ctx, atol=1e-6)
+    assert task in TASKS
+
+
+def test_gpu_ant_goal_script_runs_small(tmp_path):
+    """benchmarks/gpu_ant_goal.py --small: its one tiny run (the config of the ant-goal smoke
+    run above, so the compiled programs are reused) writes speeds and a learning curve."""
+    import importlib.util
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_ant_goal.py")
+    spec = importlib.util.spec_from_file_location("gpu_ant_goal", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs = script.main(["--small", "--out", str(tmp_path)])
+    saved = json.load(open(tmp_path / "gpu_ant_goal.json"))
+    assert [(r["method"], r["partitions"]) for r in saved["runs"]] == [("central", 2)]
+    r = runs[0]
+    assert r["iterations"] == 2 and r["env_steps"] == 2 * 4 * 8 and r["steps_per_s"] > 0
+    assert len(r["curve"]) == 1 and np.isfinite(r["curve"][0]["teacher_return"])
+    assert (tmp_path / "gpu_ant_goal.md").read_text().count("| central | 2 |") == 1
