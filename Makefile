@@ -57,8 +57,9 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
 
 # Every method on every experiment task, 5 seeds each: experiments/results/<task>.{md,json,png}
-# (experiments/results/README.md collects them); about 35 min on 2 cores.
-EXPERIMENTS := cartpole pendulum pointgoal fourrooms
+# (experiments/results/README.md collects them), then the alpha / lambda sweeps
+# (experiments/results/sensitivity.{md,json,png}); the README there gives the times.
+EXPERIMENTS := cartpole pendulum pointgoal fourrooms sensitivity
 experiments: $(STAMP)
 	@start=$$(date +%s); for t in $(EXPERIMENTS); do $(PY) experiments/$$t.py $(ARGS) || exit 1; done; \
 	  echo "experiments took $$(( $$(date +%s) - start )) s"

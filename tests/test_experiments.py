@@ -116,3 +116,48 @@ def test_merge_replaces_rows_by_name_keeps_table_order_and_both_commands():
     assert got["command"] == "a && b"
     assert [(r["method"], r["v"]) for r in got["rows"]] == [("ppo-blind", 4), ("central", 2),
                                                             ("extra", 3)]
+
+
+def _sensitivity(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import sensitivity
+
+    return sensitivity
+
+
+def test_sensitivity_members_take_curve_means_per_run_and_keep_final_intervals(monkeypatch):
+    """2 values x 2 seeds: run r = k S + s. Held-out evaluations (per run) [1, 2, 3, 4] and
+    [3, 4, 5, 8]: per-run curve means 2, 3, 4, 6, so value 0.1 has seeds (2, 3), mean 2.5,
+    and value 1 has (4, 6), mean 5 with t_{0.975,1} 12.706 x sd 1.414 / sqrt 2 = 12.706."""
+    sens = _sensitivity(monkeypatch)
+    config = Config(method="central", seeds=2, sweep=(("coupling_coef", (0.1, 1.0)),))
+    finals = [{"central_greedy": v, "central_greedy_ci95": [v - 1, v + 1],
+               "central_greedy_seeds": [v, v], "teachers_greedy": 9.0,
+               "teachers_greedy_ci95": [8.0, 10.0], "teachers_greedy_seeds": [9.0, 9.0]}
+              for v in (10.0, 20.0)]
+    history = [{"env_steps": 1}, {"central_return_seeds": [1.0, 2.0, 3.0, 4.0]},
+               {"central_return_seeds": [3.0, 4.0, 5.0, 8.0]}]
+    summary = SimpleNamespace(final={"members": finals}, history=history)
+    got = sens.members(config, summary)
+    assert [m["value"] for m in got] == [0.1, 1.0]
+    assert [m["curve_mean_seeds"] for m in got] == [[2.0, 3.0], [4.0, 6.0]]
+    assert got[0]["curve_mean"] == pytest.approx(2.5)
+    assert got[1]["curve_mean_ci95"] == pytest.approx([5 - 12.7062, 5 + 12.7062], rel=1e-4)
+    assert got[1]["central_greedy"] == 20.0 and got[1]["central_greedy_ci95"] == [19.0, 21.0]
+    assert sens.default_of("dnc", "coupling_coef") == 0.01
+    assert sens.default_of("central", "distill_coef") == 1.0
+
+
+def test_sensitivity_script_writes_its_tables_and_plot(tmp_path, monkeypatch, compile_cache):
+    sens = _sensitivity(monkeypatch)
+    result = sens.main(["--small", "--total-steps", "256", "--seeds", "2", "--tasks",
+                        "pointgoal", "--sweeps", "3", "--out", str(tmp_path)])
+    (s,) = result["sweeps"]
+    assert (s["task"], s["method"], s["field"], s["default"]) == ("pointgoal", "central",
+                                                                  "distill_coef", 1.0)
+    assert [m["value"] for m in s["members"]] == [0.01, 0.1, 1.0, 10.0]
+    assert all(len(m["central_greedy_seeds"]) == 2 for m in s["members"])
+    assert json.loads((tmp_path / "sensitivity.json").read_text())["sweeps"][0]["field"] == \
+        "distill_coef"
+    assert "| **1** |" in (tmp_path / "sensitivity.md").read_text()
+    assert (tmp_path / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
