@@ -9,7 +9,7 @@ a sweep at 3M would show nothing). Besides the final held-out return, each value
 mean over its learning curve (~10 evaluations), which tells apart values that all
 saturate by the end.
 
-    .venv/bin/python experiments/sensitivity.py          # ~25 min on a 2-core CPU
+    .venv/bin/python experiments/sensitivity.py          # ~25 min on a 2-core CPU (1467 s of runs)
 
 Writes experiments/results/sensitivity.{json,md,png}; `--render` redraws them from the JSON.
 """

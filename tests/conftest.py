@@ -41,3 +41,16 @@ def compile_cache(tmp_path_factory):
     for k, v in old.items():
         jax.config.update(k, v)
     compilation_cache.reset_cache()
+
+
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """Tasks and methods a test registers are gone after it: the registries are process-wide,
+    and a worker runs many test files in one process."""
+    from distillax import envs, methods
+
+    tasks, specs = dict(envs.TASKS), dict(methods.METHODS)
+    yield
+    for registry, saved in ((envs.TASKS, tasks), (methods.METHODS, specs)):
+        registry.clear()
+        registry.update(saved)
