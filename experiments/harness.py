@@ -48,6 +48,10 @@ RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("distral2col", dict(method="distral2col")),
 )
 
+# `--small`: tiny networks and batches, a smoke run of a script (every script's), not a result
+SMALL: dict[str, Any] = dict(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
+                             hidden_sizes=(8,), kmeans_samples=200, eval_contexts=4)
+
 # An extra row for tasks whose episodes end at a goal. Distral's regularised reward pays
 # (1/beta)(alpha log pi_c - log pi_i) every step; at the default beta = 5 that outweighs the
 # goal (the task scripts give the per-step figure), so its teachers learn to avoid the goal.
@@ -78,8 +82,7 @@ def configs(task: str, base: dict[str, Any], a: argparse.Namespace,
     unknown = [m for m in wanted if m not in names]
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; valid: {names}")
-    small = dict(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
-                 hidden_sizes=(8,), kmeans_samples=200, eval_contexts=4) if a.small else {}
+    small = SMALL if a.small else {}
     out = []
     for name, changes in runs:
         if wanted and name not in wanted:

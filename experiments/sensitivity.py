@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from harness import SMALL, _ci
 
 from distillax import Config, methods, presets, train
 from distillax.evaluation import by_member, mean_ci95
@@ -52,9 +53,8 @@ def config_of(task: str, method: str, field: str, values: Sequence[float], steps
               seeds: int, small: bool) -> Config:
     base = presets.preset(task)
     base.update(total_steps=steps)
-    if small:  # a smoke run of the script, not a result
-        base.update(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
-                    hidden_sizes=(8,), kmeans_samples=200, eval_contexts=4)
+    if small:
+        base.update(SMALL)
     config = Config(**{**base, "method": method, "seeds": seeds,
                        "sweep": ((field, tuple(values)),)})
     every = max(1, config.num_iterations // 10)
@@ -81,10 +81,6 @@ def members(config: Config, summary: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _ci(m: float, ci: Sequence[float]) -> str:
-    return f"{m:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
-
-
 def table(result: dict[str, Any]) -> str:
     lines = ["# Sensitivity to alpha and lambda", "",
              f"Command: `{result['command']}`. Per task: {result['seeds']} seeds per value "
@@ -98,9 +94,9 @@ def table(result: dict[str, Any]) -> str:
                   "| teachers (own cells) |", "|---|---|---|---|"]
         for m in s["members"]:
             v = f"**{m['value']:g}**" if m["value"] == s["default"] else f"{m['value']:g}"
-            lines.append(f"| {v} | {_ci(m['central_greedy'], m['central_greedy_ci95'])} | "
-                         f"{_ci(m['curve_mean'], m['curve_mean_ci95'])} | "
-                         f"{_ci(m['teachers_greedy'], m['teachers_greedy_ci95'])} |")
+            lines.append(f"| {v} | {_ci(m['central_greedy'], m['central_greedy_ci95'], 1)} | "
+                         f"{_ci(m['curve_mean'], m['curve_mean_ci95'], 1)} | "
+                         f"{_ci(m['teachers_greedy'], m['teachers_greedy_ci95'], 1)} |")
         lines.append("")
     return "\n".join(lines)
 
