@@ -2,7 +2,7 @@
 actions), Distral's multitask setting in miniature: every method, 5 seeds, 1M env steps per
 run, the `tasks` partitioner giving one teacher per goal.
 
-    .venv/bin/python experiments/fourrooms.py     # ~7 min on a 2-core CPU (395 s of runs)
+    .venv/bin/python experiments/fourrooms.py    # the time it takes: experiments/results/README.md
 
 Writes experiments/results/fourrooms.{json,md,png}. `--help` lists the options.
 """

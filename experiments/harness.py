@@ -10,8 +10,9 @@ the runs of `RUNS` (plus a task's extra rows), then writes
 - the teachers' mean held-out return, each teacher on contexts of its own cell;
 - the distillation gap: central - teachers, and central / teachers where both are > 0
   (for a negative return a ratio reads backwards, so it is left out there);
-- learning curves: held-out central return (mean and 95% band over seeds) and the
-  teachers' training return, against env steps per seed.
+- learning curves: held-out central return against env steps per seed and against wall
+  time, and the teachers' training return against env steps (each the mean and 95% band
+  over seeds).
 
 For `ppo` there is no central policy: its single policy fills the central columns, and the
 teacher and gap columns stay empty.
@@ -34,6 +35,14 @@ from distillax import Config, methods, presets, train
 from distillax.evaluation import mean_ci95
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# the tasks of the results tables, in the order of the summary
+TABLES = ("cartpole", "pendulum", "pointgoal", "fourrooms", "double-pendulum-physics")
+
+
+def script(task: str) -> str:
+    """The file name of `task`'s table script in experiments/ (a task name may hold `-`)."""
+    return task.replace("-", "_") + ".py"
+
 
 # (row name, config changes): the runs of every table, in table order
 RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -172,45 +181,64 @@ def table(task: str, rows: list[dict[str, Any]], command: str, digits: int) -> s
     return "\n".join(lines) + "\n"
 
 
+def wall_clock(r: dict[str, Any], env_steps: Any) -> np.ndarray:
+    """Seconds from the start of row `r`'s compilation to the point where its runs reached
+    `env_steps` (per run): its compile time plus the env steps of all its seeds (one program)
+    at its training throughput. Evaluation time is left out, and the throughput taken as
+    constant over the run (the same program every iteration)."""
+    seeds = r["config"]["seeds"]
+    return r["compile_s"] + np.asarray(env_steps, np.float64) * seeds / r["steps_per_s"]
+
+
 def plot(task: str, rows: list[dict[str, Any]], path: str) -> None:
+    """Three panels: the central policy's held-out return against env steps and against
+    wall-clock seconds (`wall_clock`), and the teachers' training return against env steps;
+    each the mean over seeds with a 95% band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, (ax_c, ax_w, ax_t) = plt.subplots(1, 3, figsize=(16, 4), sharey=True)
     for i, r in enumerate(rows):
         color = plt.get_cmap("tab10")(i)
         pts = [p for p in r["curve"] if "central_return" in p]
-        x = np.asarray([p["env_steps"] for p in pts]) / 1e6
+        steps = np.asarray([p["env_steps"] for p in pts])
         ci = np.asarray([mean_ci95(p["central_return_seeds"]) for p in pts])
-        ax_c.plot(x, ci[:, 0], color=color, label=r["method"])
-        ax_c.fill_between(x, ci[:, 1], ci[:, 2], color=color, alpha=0.15)
+        for ax, x in ((ax_c, steps / 1e6), (ax_w, wall_clock(r, steps))):
+            ax.plot(x, ci[:, 0], color=color, label=r["method"])
+            ax.fill_between(x, ci[:, 1], ci[:, 2], color=color, alpha=0.15)
         x_t = np.asarray([p["env_steps"] for p in r["curve"]]) / 1e6
-        ax_t.plot(x_t, [p["teacher_return"] for p in r["curve"]], color=color,
-                  label=r["method"])
-    ax_c.set(title=f"{task}: central policy, held-out contexts (greedy; 95% band)",
-             xlabel="env steps per run (millions)", ylabel="return")
+        ci_t = np.asarray([mean_ci95(p["teacher_return_seeds"]) for p in r["curve"]])
+        ax_t.plot(x_t, ci_t[:, 0], color=color, label=r["method"])
+        ax_t.fill_between(x_t, ci_t[:, 1], ci_t[:, 2], color=color, alpha=0.15)
+    ax_c.set(title=f"{task}: central policy, held-out (greedy)",
+             xlabel="env steps per run (millions)", ylabel="return (mean, 95% band)")
+    ax_w.set(title="the same against wall time",
+             xlabel="s from the start of compilation (all seeds: one program)")
     ax_t.set(title="teachers' training return (ppo: its one policy)",
              xlabel="env steps per run (millions)")
     ax_t.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def main(task: str, argv: Sequence[str] | None = None, digits: int = 1,
-         extra: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[dict[str, Any]]:
+         extra: Sequence[tuple[str, dict[str, Any]]] = (),
+         total_steps: int | None = None) -> list[dict[str, Any]]:
     """Train every run of `task` with its preset (`distillax.presets`: the settings and the
     env-step budget, the same as `python -m distillax.train --preset <task>`; `extra`: more
-    (row name, config changes) after those of every table) and write
+    (row name, config changes) after those of every table; `total_steps`: a budget other
+    than the preset's, the default of `--total-steps`) and write
     `<out>/<task>.{json,md,png}`. Returns the rows."""
     base = presets.preset(task)
     base.pop("task")
-    a = parse(argv, base.pop("total_steps"))
+    preset_steps = base.pop("total_steps")
+    a = parse(argv, total_steps or preset_steps)
     # every config is validated by `train` before it compiles
     runs = configs(task, base, a, extra)
-    command = shlex.join(["python", f"experiments/{task}.py",
+    command = shlex.join(["python", f"experiments/{script(task)}",
                           *(sys.argv[1:] if argv is None else argv)])
     rows = []
     for name, config in runs:
@@ -275,7 +303,7 @@ def summary(results: Sequence[dict[str, Any]]) -> str:
 
 if __name__ == "__main__":  # re-render tables, plots and the summary from the JSON results
     found = []
-    for t in sys.argv[1:] or ["cartpole", "pendulum", "pointgoal", "fourrooms"]:
+    for t in sys.argv[1:] or TABLES:
         if os.path.exists(os.path.join(RESULTS, t + ".json")):
             print(render(os.path.join(RESULTS, t)))
             with open(os.path.join(RESULTS, t + ".json")) as f:

@@ -2,7 +2,7 @@
 continuous actions), the miniature of DnC's "Ant position": every method, 5 seeds, 1M env
 steps per run. Teachers are context-blind, so each has to find the goals of its own arc.
 
-    .venv/bin/python experiments/pointgoal.py     # ~6 min on a 2-core CPU (361 s of runs)
+    .venv/bin/python experiments/pointgoal.py    # the time it takes: experiments/results/README.md
 
 Writes experiments/results/pointgoal.{json,md,png}. `--help` lists the options.
 """

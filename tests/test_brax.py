@@ -368,12 +368,12 @@ def test_readme_brax_example_makes_an_unshipped_env_contextual():
     ctx = jnp.asarray([[9.81, 1.0], [9.81 * 1.5, 1.0]], jnp.float32)
     keys = jnp.broadcast_to(jax.random.PRNGKey(1), (2, 2))
 
-    @jax.jit  # one program: reset, then 10 unforced steps, in both contexts
-    def hinge_after_10(keys, ctx):
+    @jax.jit  # one program: reset, then 10 unforced steps, in both contexts (transitions:
+    def hinge_after_10(keys, ctx):  # an episode end would not be reset, and compiles none)
         _, st = jax.vmap(task.reset)(keys, ctx)
 
         def body(st, _):
-            out = jax.vmap(task.step)(keys, st, jnp.zeros((2, 1)), ctx, ctx)
+            out = jax.vmap(task.transition)(keys, st, jnp.zeros((2, 1)), ctx)
             return out.state, out.obs[:, 1]
 
         return jax.lax.scan(body, st, None, length=10)[1][-1]

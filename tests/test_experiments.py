@@ -22,13 +22,19 @@ SMOKE = {"cartpole": "central", "pendulum": "ppo-context", "pointgoal": "dnc",
          "fourrooms": "distral"}
 
 
-@pytest.mark.parametrize("task", sorted(SMOKE))
+# every table's task (harness.TABLES); the brax one is validated and built, not smoke-run: its
+# script is harness.main like the others, and an MJX compile costs ~40 s
+@pytest.mark.parametrize("task", [*sorted(SMOKE), "double-pendulum-physics"])
 def test_every_row_of_every_script_validates_and_builds(task):
     from distillax import presets
     from distillax.config import validate
     from distillax.model import build_model
 
+    if task == "double-pendulum-physics":
+        pytest.importorskip("brax")
     names, harness = _harness()
+    assert set(harness.TABLES) == {*SMOKE, "double-pendulum-physics"}
+    assert (EXPERIMENTS / harness.script(task)).exists()
     base = presets.preset(task)
     base.pop("task")
     a = harness.parse(["--small"], base.pop("total_steps"))
@@ -161,3 +167,54 @@ def test_sensitivity_script_writes_its_tables_and_plot(tmp_path, monkeypatch, co
         "distill_coef"
     assert "| **1** |" in (tmp_path / "sensitivity.md").read_text()
     assert (tmp_path / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_wall_clock_is_compile_plus_every_seeds_steps_at_the_row_throughput():
+    _, harness = _harness()
+    r = {"config": {"seeds": 5}, "compile_s": 20.0, "steps_per_s": 100_000.0}
+    # 200k steps per run x 5 seeds at 100k env-steps/s: 10 s after 20 s of compiling
+    np.testing.assert_allclose(harness.wall_clock(r, [0, 200_000]), [20.0, 30.0])
+    assert harness.script("double-pendulum-physics") == "double_pendulum_physics.py"
+
+
+def _dividing(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import dividing
+
+    return dividing
+
+
+def test_welch_interval_by_hand(monkeypatch):
+    """a = (0, 2), b = (1, 3): variances of the means 1 and 1, se = sqrt 2, Welch dof
+    (1 + 1)^2 / (1 + 1) = 2, t_{0.975,2} = 4.3027: -1 -/+ 6.0849."""
+    dv = _dividing(monkeypatch)
+    d, lo, hi = dv.welch_ci95([0.0, 2.0], [1.0, 3.0])
+    assert d == -1.0
+    assert (lo, hi) == pytest.approx((-1 - 4.30265 * 2 ** 0.5, -1 + 4.30265 * 2 ** 0.5),
+                                     rel=1e-5)
+    assert dv.welch_ci95([1.0, 1.0], [0.0, 0.0]) == (1.0, 1.0, 1.0)  # no spread
+
+
+def test_dividing_marks_where_teachers_beat_the_context_aware_policy(tmp_path, monkeypatch):
+    """Hand-made curves at 100k and 1M steps (5 seeds): the teachers of every divided method
+    ahead by ~100 at 100k (an interval excluding 0: bold), level at 1M (not bold)."""
+    dv = _dividing(monkeypatch)
+    noise = np.asarray([-2.0, -1.0, 0.0, 1.0, 2.0])
+
+    def row(method, early):
+        curve = [{"env_steps": s, "teacher_return_seeds": list(v + noise),
+                  "central_return_seeds": list(v + noise)}
+                 for s, v in ((100_000, early), (1_000_000, 500.0))]
+        return {"method": method, "curve": curve,
+                "config": {"total_steps": 1_000_000, "seeds": 5}}
+
+    rows = [row("ppo-context", 200.0)] + [row(m, 300.0) for m in dv.DIVIDED]
+    (tmp_path / "t.json").write_text(json.dumps({"task": "t", "command": "c", "rows": rows}))
+    monkeypatch.setattr(dv, "FRACTIONS", (0.1, 1.0))
+    md = dv.main(("t",), str(tmp_path))
+    early, late = [ln for ln in md.splitlines() if ln.startswith("| 100,000")], \
+        [ln for ln in md.splitlines() if ln.startswith("| 1,000,000")]
+    assert len(early) == len(late) == 2  # training and held-out tables
+    assert all(ln.count("**+100.0 [") == 3 for ln in early)
+    assert all("**" not in ln and ln.count("+0.0 [") == 3 for ln in late)
+    assert (tmp_path / "dividing.png").read_bytes()[:4] == b"\x89PNG"
