@@ -7,11 +7,11 @@ run, the `tasks` partitioner giving one teacher per goal.
 Writes experiments/results/fourrooms.{json,md,png}. `--help` lists the options.
 """
 
-from harness import DISTRAL_BETA100, main
+from harness import DISTRAL2COL_BETA100, DISTRAL_BETA100, main
 
 # At beta = 5, for uniform policies over the 4 actions, Distral's bonus is about +0.14 per
 # step, +14 over a 100-step episode, against +1 for reaching the goal.
-EXTRA = [DISTRAL_BETA100]
+EXTRA = [DISTRAL_BETA100, DISTRAL2COL_BETA100]
 
 if __name__ == "__main__":
     main("fourrooms", digits=2, extra=EXTRA)

@@ -65,7 +65,9 @@ SMALL: dict[str, Any] = dict(num_envs=8, num_steps=8, num_minibatches=2, update_
 # (1/beta)(alpha log pi_c - log pi_i) every step; at the default beta = 5 that outweighs the
 # goal (the task scripts give the per-step figure), so its teachers learn to avoid the goal.
 # This row gives Distral a beta that suits a reward scale of ~1 per episode.
+# Distral 2-column's teachers get the same regularised reward, so the same row for it.
 DISTRAL_BETA100 = ("distral-beta100", dict(method="distral", distral_beta=100.0))
+DISTRAL2COL_BETA100 = ("distral2col-beta100", dict(method="distral2col", distral_beta=100.0))
 
 
 def parse(argv: Sequence[str] | None, total_steps: int) -> argparse.Namespace:
