@@ -3,9 +3,9 @@
 
 Each (task, method, field) is one program: the 4 values x 3 seeds are vmapped (`--sweep`),
 so every value sees the same seeds, partitions and initial params. Each task keeps its
-preset (`distillax.presets`); the budget is the preset's for pointgoal (1M env steps) and a
-third of it for cartpole (1M instead of 3M, where every method is at 500 from ~1.5M on, so
-a sweep at 3M would show nothing). Besides the final held-out return, each value gets the
+preset (`distillax.presets`) and the tables' budget, 1M env steps (cartpole's preset was at
+3M when the sweeps were first run; every method is at 500 from ~1.5M on there, so a sweep at
+3M would show nothing). Besides the final held-out return, each value gets the
 mean over its learning curve (~10 evaluations), which tells apart values that all
 saturate by the end.
 
