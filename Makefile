@@ -62,8 +62,12 @@ bench: $(BENCH_STAMP)
 # (dividing.{md,png}), then the alpha / lambda sweeps (sensitivity.{md,json,png}); the README
 # there gives the times.
 EXPERIMENTS := cartpole pendulum pointgoal fourrooms double_pendulum_physics dividing sensitivity
+# ... and cartpole's divided methods against one context-aware policy at a 200k budget
+# (experiments/results/budget-200k; dividing, in experiments/results/README.md)
 experiments: $(STAMP)
 	@start=$$(date +%s); for t in $(EXPERIMENTS); do $(PY) experiments/$$t.py $(ARGS) || exit 1; done; \
+	  $(PY) experiments/cartpole.py --total-steps 200000 --methods ppo-context,independent,central,dnc \
+	    --out experiments/results/budget-200k $(ARGS) || exit 1; \
 	  echo "experiments took $$(( $$(date +%s) - start )) s"
 
 clean:

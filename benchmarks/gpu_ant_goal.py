@@ -29,8 +29,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The size of the CPU smoke run: the same as tests/test_brax.py's goal-task smoke run, so
-# the test reuses its compiled training program.
+# The size of the CPU smoke run: tests/test_brax_tasks.py's ant-goal smoke run is this run.
 SMALL = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=1, hidden_sizes=(8,),
              kmeans_samples=200, context_candidates=4, eval_contexts=2, eval_every=1000,
              log_every=2, normalize_obs=True, seed=3, total_steps=4 * 8 * 3)

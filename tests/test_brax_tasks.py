@@ -20,7 +20,7 @@ from brax.envs.reacher import Reacher
 from test_brax import TINY, _check_trained, _quiet
 
 from distillax.config import Config
-from distillax.envs import TASKS, ant_goal, reacher_target
+from distillax.envs import ant_goal, reacher_target
 from distillax.envs import brax as dbrax
 from distillax.run import train
 
@@ -111,36 +111,47 @@ def test_ant_reward_is_dnc_reward_of_the_clipped_action():
     assert obs.shape == (29,) and int(nxt.time) == 1
 
 
-@pytest.mark.parametrize("task", ["reacher-target", "ant-goal"])
-def test_goal_tasks_train(task):
-    """Two iterations of 2 teachers (method central) on a goal task: finite losses, moved
-    params, and every env's goal is its context's (ant: 5 (cos, sin); reacher: the target)."""
-    cfg = Config(task=task, method="central", partitions=2, total_steps=4 * 8 * 3, **TINY)
+def test_reacher_target_trains():
+    """Two iterations of 2 teachers (method central): finite losses, moved params, and every
+    env's target is its context."""
+    cfg = Config(task="reacher-target", method="central", partitions=2, total_steps=4 * 8 * 3,
+                 **TINY)
     state, summary = train(cfg, log=_quiet, stop_after=2)
     _check_trained(cfg, state, summary)
-    ctx = np.asarray(state.env.context)  # [P, B, d]
-    if task == "ant-goal":
-        goal = np.asarray(state.env.state.inner.info["goal"])
-        np.testing.assert_allclose(goal, 5 * np.stack([np.cos(ctx[..., 0]),
-                                                       np.sin(ctx[..., 0])], -1), atol=1e-5)
-    else:
-        target = np.asarray(state.env.state.inner.pipeline_state.q[..., 2:])
-        np.testing.assert_allclose(target, ctx, atol=1e-6)
-    assert task in TASKS
+    target = np.asarray(state.env.state.inner.pipeline_state.q[..., 2:])
+    np.testing.assert_allclose(target, np.asarray(state.env.context), atol=1e-6)
 
 
-def test_gpu_ant_goal_script_runs_small(tmp_path):
-    """benchmarks/gpu_ant_goal.py --small: its one tiny run (the config of the ant-goal smoke
-    run above, so the compiled programs are reused) writes speeds and a learning curve."""
+def test_ant_goal_trains_through_the_gpu_script_run_small(tmp_path, monkeypatch):
+    """benchmarks/gpu_ant_goal.py --small is the ant-goal smoke run (one MJX ant compile for
+    both): two iterations of 2 teachers (method central) with finite losses, moved params and
+    every env's goal 5 (cos, sin) of its context; and the script writes speeds and a learning
+    curve."""
     import importlib.util
     import json
     import os
 
+    from distillax import run
+
+    trained, real = [], run.train
+
+    def recording(config, **kw):  # the script's `train`, keeping its state for the checks
+        trained.append((config, *real(config, **kw)))
+        return trained[-1][1:]
+
+    monkeypatch.setattr(run, "train", recording)
     path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_ant_goal.py")
     spec = importlib.util.spec_from_file_location("gpu_ant_goal", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     runs = script.main(["--small", "--out", str(tmp_path)])
+    ((cfg, state, summary),) = trained
+    assert (cfg.task, cfg.method, cfg.partitions) == ("ant-goal", "central", 2)
+    _check_trained(cfg, state, summary)
+    ctx = np.asarray(state.env.context)  # [P, B, d]
+    goal = np.asarray(state.env.state.inner.info["goal"])
+    np.testing.assert_allclose(goal, 5 * np.stack([np.cos(ctx[..., 0]),
+                                                   np.sin(ctx[..., 0])], -1), atol=1e-5)
     saved = json.load(open(tmp_path / "gpu_ant_goal.json"))
     assert [(r["method"], r["partitions"]) for r in saved["runs"]] == [("central", 2)]
     r = runs[0]
