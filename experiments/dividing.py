@@ -79,27 +79,29 @@ def table(result: dict[str, Any]) -> str:
                                           f"cells, {BASELINE} on the whole space)"),
                       ("central_return", "Held-out return (greedy; the distilled central "
                                          f"policy, {BASELINE} its own policy)")):
-        head = [f"env steps ({BASELINE} / divided)"] + [BASELINE] + [
+        head = ["env steps"] + [BASELINE] + [
             f"{m}: value, Δ" for m in DIVIDED]
         lines += [f"{what}:", "", "| " + " | ".join(head) + " |",
                   "|" + "---|" * len(head)]
         for fr in FRACTIONS:
             s0, v0 = at(base, key, fr)
-            cells = [f"{s0:,}", _ci(*_as_ci(mean_ci95(v0)), d)]
+            cells = [f"{s0:,}", _interval(v0, d)]
             for m in DIVIDED:
                 s, v = at(rows[m], key, fr)
+                assert s == s0, (m, s, s0)  # the same budget: the same evaluation points
                 diff, lo, hi = welch_ci95(v, v0)
                 mark = "**" if lo > 0 or hi < 0 else ""
-                cells.append(f"{_ci(*_as_ci(mean_ci95(v)), d)}, {mark}{diff:+.{d}f} "
+                cells.append(f"{_interval(v, d)}, {mark}{diff:+.{d}f} "
                              f"[{lo:.{d}f}, {hi:.{d}f}]{mark}")
-            cells[0] = f"{s0:,} / {s:,}"
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _as_ci(mci: tuple[float, float, float]) -> tuple[float, list[float]]:
-    return mci[0], [mci[1], mci[2]]
+def _interval(values: Any, digits: int) -> str:
+    """"mean [low, high]" of per-seed values (95% Student t)."""
+    m, lo, hi = mean_ci95(values)
+    return _ci(m, [lo, hi], digits)
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:
