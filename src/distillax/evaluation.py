@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distillax import parallel
+from distillax import parallel, programs
 from distillax.config import Config
 from distillax.envs.base import ContextualEnv
 from distillax.model import Model
@@ -127,12 +127,15 @@ class Evaluator:
 
         return jax.jit(run)
 
-    def compile(self, policies: Policies) -> Evaluator:
-        """Compile for `policies` (`run_policies` of a state; only shapes are read)."""
+    def compile(self, policies: Policies, directory: str | None = None) -> bool:
+        """Compile for `policies` (`run_policies` of a state; only shapes are read), or load
+        from the program cache in `directory` (`programs`); returns whether it was loaded."""
         flag = jnp.asarray(True)
-        self.program = self._fn().lower(policies, jnp.asarray(self.contexts), self.keys, flag,
-                                        flag).compile()
-        return self
+        args = (policies, jnp.asarray(self.contexts), self.keys, flag, flag)
+        key = programs.program_key("evaluation", self.model.config, args)
+        self.program, loaded = programs.load_or_compile(directory, key,
+                                                        lambda: self._fn().lower(*args))
+        return loaded
 
     def returns(self, policies: Policies, greedy: bool, teachers: bool) -> np.ndarray:
         if self.program is None:

@@ -102,6 +102,10 @@ def default_cache_dir() -> str:
     return os.path.join(root, "distillax", "jax")
 
 
+# The program cache's directory (`programs`), inside the compilation cache's.
+PROGRAMS = "programs"
+
+
 def use_compile_cache(directory: str | None) -> str | None:
     """Point JAX's persistent compilation cache at `directory` (None: leave JAX's settings as
     they are). A cache directory the user set already (`jax_compilation_cache_dir`, e.g. by
@@ -337,19 +341,20 @@ class Run:
         self._stack.__exit__(*exc)
 
 
-def _compile(runner: Runner, state: TrainState, evaluator: Evaluator | None,
-             model: Model) -> tuple[Runner, float]:
-    """The training and evaluation programs, compiled side by side (XLA compiles without the
-    GIL, so the two share the cores); returns the compiled runner and the seconds taken.
+def _compile(runner: Runner, state: TrainState, evaluator: Evaluator | None, model: Model,
+             programs_dir: str | None) -> tuple[Runner, float, int]:
+    """The training and evaluation programs, loaded from the program cache in `programs_dir`
+    (`programs`) or compiled side by side (XLA compiles without the GIL, so the two share
+    the cores); returns the compiled runner, the seconds taken and how many were loaded.
     `evaluator` None: this segment of the run evaluates nothing, so it is not compiled."""
     t = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        evaluating = (pool.submit(evaluator.compile, run_policies(model, state))
+        evaluating = (pool.submit(evaluator.compile, run_policies(model, state), programs_dir)
                       if evaluator is not None else None)
-        runner = runner.compile(state)
+        runner, loaded = runner.compile(state, programs_dir)
         if evaluating is not None:
-            evaluating.result()
-    return runner, time.perf_counter() - t
+            loaded += evaluating.result()
+    return runner, time.perf_counter() - t, int(loaded)
 
 
 def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: int | None,
@@ -376,7 +381,8 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                 f"checkpoint {os.path.join(directory, str(restore.step))} is at iteration "
                 f"{restore.step}, past total_steps = {config.total_steps} ({total} iterations); "
                 "pass a larger --total-steps")
-    use_compile_cache(default_cache_dir() if compile_cache == "default" else compile_cache)
+    cache = use_compile_cache(default_cache_dir() if compile_cache == "default" else compile_cache)
+    programs_dir = os.path.join(cache, PROGRAMS) if cache else None
     mesh = parallel.make_mesh(config.num_devices)
     model = build_model(config)
     state = init_run_state(model)  # a leading seed axis [S, ...] when config.seeds > 1
@@ -400,12 +406,13 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
         log = _silent
     with Run(config, restore, start, log, primary) as run, \
             _StopRequest(handle_signals, log) as stop:
-        compile_s = 0.0
+        compile_s, loaded = 0.0, 0
         if start < stop_at:  # a finished run, or one resumed at its stop_after, compiles nothing
             # (a segment that stops before its first evaluation, e.g. --stop-after, does not
             # compile the evaluation program: it costs as much as training's on MJX tasks)
             evaluates = stop_at // every > start // every or stop_at == total
-            runner, compile_s = _compile(runner, state, evaluator if evaluates else None, model)
+            runner, compile_s, loaded = _compile(runner, state, evaluator if evaluates else None,
+                                                 model, programs_dir)
         where = (f"resumed {directory} from iteration {start}"
                  + (f" ({run.dropped} later records dropped from metrics.jsonl)"
                     if run.dropped else "") if restore is not None else "")
@@ -415,6 +422,7 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
             + (f" x {config.seeds} seeds" if config.seeds > 1 else "")
             + (f" x {len(config.members)} sweep members" if config.sweep else "") + "; "
             f"started in {startup_s:.1f} s, compiled in {compile_s:.1f} s"
+            + (f" ({loaded} program{'s' * (loaded > 1)} from the cache)" if loaded else "")
             + (f"; {where}" if where else ""))
 
         history: list[dict[str, Any]] = []

@@ -20,7 +20,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from distillax import losses, normalizer, parallel
+from distillax import losses, normalizer, parallel, programs
 from distillax.config import Config, ConfigError, leaf_fields
 from distillax.contexts import Partition, make_partition
 from distillax.model import Model
@@ -333,10 +333,16 @@ class Runner:
         """The traced trip count `n` of `step`, placed as every process needs it."""
         return parallel.put(jnp.asarray(n, jnp.int32), self.mesh, parallel.PS())
 
-    def compile(self, state: TrainState) -> Runner:
-        """Compile `step` ahead of time for `state` (only its shapes and shardings are read)."""
-        compiled = self.step.lower(state, self.count(self.iterations)).compile()
-        return dataclasses.replace(self, step=compiled)
+    def compile(self, state: TrainState, directory: str | None = None) -> tuple[Runner, bool]:
+        """Compile `step` ahead of time for `state` (only its shapes and shardings are read),
+        or load it from the program cache in `directory` (`programs`); returns the compiled
+        runner and whether it was loaded."""
+        n = self.count(self.iterations)
+        key = programs.program_key(f"train_chunk x {self.iterations}", self.model.config,
+                                   (state, n))
+        compiled, loaded = programs.load_or_compile(directory, key,
+                                                    lambda: self.step.lower(state, n))
+        return dataclasses.replace(self, step=compiled), loaded
 
 
 def make_runner(model: Model, state: TrainState, mesh: Mesh, iterations: int) -> Runner:

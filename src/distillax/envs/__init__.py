@@ -41,6 +41,7 @@ TASKS: dict[str, Callable[[], ContextualEnv]] = {
     "reacher-target": _lazy("reacher_target"),
     "ant-goal": _lazy("ant_goal"),
 }
+_SHIPPED = dict(TASKS)
 
 
 def build(config: Any) -> ContextualEnv:
@@ -84,10 +85,16 @@ def register(name: str, make: Callable[[], ContextualEnv]) -> None:
     TASKS[name] = make
 
 
+def shipped(name: str) -> bool:
+    """Whether task `name` is one distillax ships (not one `register`-ed over or beside them):
+    its code is distillax's and its libraries' (`programs.program_key` relies on this)."""
+    return name in _SHIPPED and TASKS.get(name) is _SHIPPED[name]
+
+
 def make_task(name: str) -> ContextualEnv:
     if name not in TASKS:
         raise ValueError(f"unknown task `{name}`; valid: {sorted(TASKS)}")
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "ContextualEnv", "Step", "build", "make_task", "register"]
+__all__ = ["TASKS", "ContextualEnv", "Step", "build", "make_task", "register", "shipped"]
