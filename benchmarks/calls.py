@@ -36,11 +36,12 @@ def main() -> None:
     config = bench.distillax_config("ppo", 1, envs, steps, a.budget, task="cartpole-v1",
                                     anneal_lr=False, **bench.PEER_HP)
     _, runner, state = bench.distillax_runner(config, a.iters, 0)
-    compiled = runner.step.lower(state).compile()
+    compiled, _ = runner.compile(state)
+    n = compiled.count(a.iters)
     calls = []
     for _ in range(config.num_iterations // a.iters):
         t = time.perf_counter()
-        state, metrics = bench._block(compiled(state))
+        state, metrics = bench._block(compiled.step(state, n))
         calls.append({"ms_per_iteration": 1e3 * (time.perf_counter() - t) / a.iters,
                       "episodes_per_env": float(np.asarray(metrics.episodes)[-1].sum()) / envs,
                       "teacher_return": float(np.asarray(metrics.teacher_return)[-1].mean())})

@@ -14,8 +14,10 @@ for a bad config or checkpoint, 3 when the numerical guard stops the run (a non-
 reward, loss term, gradient or parameter; the faulty state is not saved).
 
 Compiled programs are cached on disk (JAX's persistent compilation cache, in
-`$XDG_CACHE_HOME/distillax/jax` or `~/.cache/distillax/jax`), so a second run of the same
-config starts at once; `--no-compile-cache` leaves JAX's own settings (no cache) instead.
+`$XDG_CACHE_HOME/distillax/jax` or `~/.cache/distillax/jax`, and the training and
+evaluation executables whole in its `programs/`, `distillax.programs`), so a second run of
+the same config starts at once; `--no-compile-cache` leaves JAX's own settings (no cache)
+instead.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                           "(continue later with --resume)")
     run.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=True,
                      help="cache compiled programs on disk (default: on, in "
-                          "~/.cache/distillax/jax)")
+                          "~/.cache/distillax/jax; the training and evaluation programs "
+                          "whole in its programs/)")
     run.add_argument("--preset", metavar="NAME", default=None,
                      help="the settings the experiments use for a shipped task (sets --task "
                           f"too): one of {', '.join(PRESETS)} (distillax.presets)")

@@ -6,7 +6,8 @@
 
 A run compiles one training program and one evaluation program, ahead of time and side by
 side, through JAX's persistent compilation cache (on by default, in the user's cache
-directory: a second run of the same config loads them instead of compiling). The loop runs up
+directory); both are also stored whole in its `programs/` (`distillax.programs`), so a
+second run of the same config loads them without tracing, lowering or compiling. The loop runs up
 to `config.report_every` iterations per host call; the last, shorter call runs in the same
 program. Calls end at multiples of it counted from iteration 0 (and at the end, or at
 `stop_after`), checkpoints are taken only between calls, and the RNG key lives in the state:
