@@ -402,14 +402,22 @@ def _total_steps(a) -> int:
     return a.envs * a.steps * a.iters * (a.reps + 2)
 
 
+# Where the distillation overhead goes: besides the targets' three, `independent` (the
+# central policy distilled, no coupling) and `central` with the central policy trained in
+# 1 of the 4 epochs (`distill_epochs=1`: the other epochs skip its passes).
+OVERHEAD_CASES = {"ppo": ("ppo", 1, {}), "central": ("central", 4, {}), "dnc": ("dnc", 4, {}),
+                  "independent": ("independent", 4, {}),
+                  "central, distill_epochs=1": ("central", 4, {"distill_epochs": 1})}
+
+
 def section_overhead(a) -> dict[str, Any]:
-    cases = {m: prepare_distillax(distillax_config(m, P, a.envs, a.steps, _total_steps(a)),
-                                  a.iters)
-             for m, P in (("ppo", 1), ("central", 4), ("dnc", 4))}
+    cases = {name: prepare_distillax(distillax_config(m, P, a.envs, a.steps, _total_steps(a),
+                                                      **kw), a.iters)
+             for name, (m, P, kw) in OVERHEAD_CASES.items()}
     out = {"envs": a.envs, "steps": a.steps, **run_interleaved(cases, a.reps)}
     for m in ("central", "dnc"):
         out[f"{m}_vs_ppo"] = out[m]["steps_per_s"] / out["ppo"]["steps_per_s"]
-    for m in ("ppo", "central", "dnc"):
+    for m in OVERHEAD_CASES:
         log(f"overhead {m}: {out[m]['steps_per_s']:,.0f}/s (compile {out[m]['compile_s']:.1f} s)")
     return out
 
@@ -634,10 +642,12 @@ def markdown(r: dict[str, Any]) -> str:
         lines += ["", f"## 3. Distillation overhead (cartpole, {o['envs']} envs x {o['steps']} "
                   "steps in total)", "", "| method | P | env-steps/s | vs ppo | compile s |",
                   "|---|---|---|---|---|"]
-        for meth, P in (("ppo", 1), ("central", 4), ("dnc", 4)):
-            ratio = o[meth]["steps_per_s"] / o["ppo"]["steps_per_s"]
-            lines.append(f"| {meth} | {P} | {_k(o[meth]['steps_per_s'])} | {ratio:.2f}x | "
-                         f"{o[meth]['compile_s']:.1f} |")
+        for name, (_, P, _) in OVERHEAD_CASES.items():
+            if name not in o:
+                continue
+            ratio = o[name]["steps_per_s"] / o["ppo"]["steps_per_s"]
+            lines.append(f"| {name} | {P} | {_k(o[name]['steps_per_s'])} | {ratio:.2f}x | "
+                         f"{o[name]['compile_s']:.1f} |")
     if "scaling" in r:
         s = r["scaling"]
         lines += ["", f"## 4. Scaling in P (cartpole, {s['envs']} envs x {s['steps']} steps in "
