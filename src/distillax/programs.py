@@ -109,9 +109,7 @@ def load_or_compile(directory: str | None, key: str | None,
         # (a damaged executable that still unpickled would run garbage: check its bytes)
         if hashlib.sha256(data).hexdigest() == digest:
             return serialize_executable.deserialize_and_load(*pickle.loads(data)), True
-    except FileNotFoundError:
-        pass
-    except Exception:  # a damaged or incompatible entry: compiled again and replaced below
+    except Exception:  # none yet, or a damaged or incompatible one: compiled and stored below
         pass
     compiled = lower().compile()
     tmp = None

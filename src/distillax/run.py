@@ -7,9 +7,9 @@
 A run compiles one training program and one evaluation program, ahead of time and side by
 side, through JAX's persistent compilation cache (on by default, in the user's cache
 directory); both are also stored whole in its `programs/` (`distillax.programs`), so a
-second run of the same config loads them without tracing, lowering or compiling. The loop runs up
-to `config.report_every` iterations per host call; the last, shorter call runs in the same
-program. Calls end at multiples of it counted from iteration 0 (and at the end, or at
+second run of the same config loads them without tracing, lowering or compiling. The loop
+runs up to `config.report_every` iterations per host call; the last, shorter call runs in
+the same program. Calls end at multiples of it counted from iteration 0 (and at the end, or at
 `stop_after`), checkpoints are taken only between calls, and the RNG key lives in the state:
 so a resumed run executes the same compiled steps on the same state as an uninterrupted one
 and reproduces it bit for bit (on CPU, with the same device count). A non-finite reward, loss
