@@ -181,3 +181,18 @@ def test_wandb_offline_logs_the_records_and_a_resume_continues_the_same_run(tmp_
     for row, rec in zip(rows, records):
         assert row["teacher_return/0"] == pytest.approx(rec["teacher_return"][0])
         assert row["loss"] == pytest.approx(rec["loss"])
+
+
+def test_write_atomic_writes_text_or_bytes_whole_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "f"
+    logs.write_atomic(str(path), "old")
+    logs.write_atomic(str(path), b"\x00new")
+    assert path.read_bytes() == b"\x00new"
+
+    class Unwritable:  # fails midway, as a kill or a full disk would
+        pass
+
+    with pytest.raises(TypeError):
+        logs.write_atomic(str(path), Unwritable())
+    assert path.read_bytes() == b"\x00new"  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

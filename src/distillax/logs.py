@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -86,13 +87,20 @@ def truncate_jsonl(path: str, last_iteration: int) -> int:
     return len(lines) - len(keep)
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: a reader (or a kill)
-    sees the old file or the new one, never half of one."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_atomic(path: str, data: str | bytes) -> None:
+    """Write `data` (text or bytes) to `path` through a temporary file and a rename: a reader
+    (or a kill) sees the old file or the new one, never half of one. The temporary file's
+    name is unique, so two processes writing the same path do not write into one file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                               prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:

@@ -23,12 +23,12 @@ import importlib.metadata
 import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import jax
 
+from distillax import envs, logs
 from distillax.config import Config
 
 # Config fields that only the host reads (where files go, how often it checkpoints or
@@ -81,8 +81,6 @@ def program_key(name: str, config: Config, args: Any) -> str | None:
     """The cache key of program `name` of `config` called with `args` (arrays or
     `jax.ShapeDtypeStruct`s); None where it cannot be keyed safely: a task not shipped with
     distillax, or a multi-process run (its executables are made for one process's view)."""
-    from distillax import envs
-
     if not envs.shipped(config.task) or jax.process_count() > 1:
         return None
     fields = {k: v for k, v in config.to_dict().items() if k not in HOST_ONLY}
@@ -112,15 +110,11 @@ def load_or_compile(directory: str | None, key: str | None,
     except Exception:  # none yet, or a damaged or incompatible one: compiled and stored below
         pass
     compiled = lower().compile()
-    tmp = None
     try:
         data = pickle.dumps(serialize_executable.serialize(compiled))
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump((hashlib.sha256(data).hexdigest(), data), f)
-        os.replace(tmp, path)  # whole or not at all: a killed run leaves no partial entry
+        # whole or not at all: a killed run leaves no partial entry
+        logs.write_atomic(path, pickle.dumps((hashlib.sha256(data).hexdigest(), data)))
     except Exception:  # not serializable, or the directory not writable: only not stored
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+        pass
     return compiled, False
