@@ -65,9 +65,11 @@ EXPERIMENTS := cartpole pendulum pointgoal fourrooms double_pendulum_physics div
 # ... and cartpole's divided methods against one context-aware policy at a 200k budget
 # (experiments/results/budget-200k; dividing, in experiments/results/README.md)
 experiments: $(STAMP)
-	@start=$$(date +%s); for t in $(EXPERIMENTS); do $(PY) experiments/$$t.py $(ARGS) || exit 1; done; \
+	@start=$$(date +%s); for t in $(EXPERIMENTS); do s=$$(date +%s); \
+	    $(PY) experiments/$$t.py $(ARGS) || exit 1; echo "$$t took $$(( $$(date +%s) - s )) s"; done; \
+	  s=$$(date +%s); \
 	  $(PY) experiments/cartpole.py --total-steps 200000 --methods ppo-context,independent,central,dnc \
-	    --out experiments/results/budget-200k $(ARGS) || exit 1; \
+	    --out experiments/results/budget-200k $(ARGS) || exit 1; echo "budget-200k took $$(( $$(date +%s) - s )) s"; \
 	  echo "experiments took $$(( $$(date +%s) - start )) s"
 
 clean:

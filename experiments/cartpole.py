@@ -1,5 +1,5 @@
-"""CartPole with a sign-flipping gain (the default experiment): every method, 5 seeds, 1M env
-steps per run (a third of the default budget: see `distillax.presets`). The context is (pole
+"""CartPole with a sign-flipping gain (the default experiment): every method, 5 seeds, 500k env
+steps per run (`harness.TABLE_STEPS`; half the preset's budget). The context is (pole
 length, pole mass, |gain|, gain sign); a context-blind policy cannot tell the sign, so it can
 solve one half of the space only.
 

@@ -1,6 +1,6 @@
 """FourRooms as a multi-task problem (one goal per room; the goal is the context; discrete
-actions), Distral's multitask setting in miniature: every method, 5 seeds, 1M env steps per
-run, the `tasks` partitioner giving one teacher per goal.
+actions), Distral's multitask setting in miniature: every method, 5 seeds, 500k env steps per
+run (`harness.TABLE_STEPS`), the `tasks` partitioner giving one teacher per goal.
 
     .venv/bin/python experiments/fourrooms.py    # the time it takes: experiments/results/README.md
 

@@ -35,6 +35,10 @@ from distillax import Config, methods, presets, train
 from distillax.evaluation import mean_ci95
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# Env steps per run of every classic table: half the presets' 1M, so that `make experiments`
+# fits its 75 minutes on 2 cores (experiments/results/README.md gives the times). fourrooms
+# has converged by 500k; cartpole at 1M had every method but ppo-blind at 478-500.
+TABLE_STEPS = 500_000
 # the tasks of the results tables, in the order of the summary
 TABLES = ("cartpole", "pendulum", "pointgoal", "fourrooms", "double-pendulum-physics")
 
@@ -85,8 +89,10 @@ def parse(argv: Sequence[str] | None, total_steps: int) -> argparse.Namespace:
 
 
 def configs(task: str, base: dict[str, Any], a: argparse.Namespace,
-            extra: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[tuple[str, Config]]:
-    """The runs to train: (row name, config), the `RUNS` and a task's `extra` rows."""
+            extra: Sequence[tuple[str, dict[str, Any]]] = (),
+            points: int = 20) -> list[tuple[str, Config]]:
+    """The runs to train: (row name, config), the `RUNS` and a task's `extra` rows, each
+    evaluated at about `points` points of its learning curve (and at the end)."""
     wanted = [m.strip() for m in a.methods.split(",") if m.strip()]
     runs = tuple(RUNS) + tuple(extra)
     names = [n for n, _ in runs]
@@ -102,8 +108,8 @@ def configs(task: str, base: dict[str, Any], a: argparse.Namespace,
         if methods.get(changes["method"]).single_teacher:  # the whole space: one k-means "cell"
             kw.update(partitioner="kmeans", partitions=1)
         config = Config(task=task, total_steps=a.total_steps, seeds=a.seeds, seed=a.seed, **kw)
-        # ~20 points per learning curve (each evaluates every seed on every held-out context)
-        every = max(1, config.num_iterations // 20)
+        # each point evaluates every seed on every held-out context
+        every = max(1, config.num_iterations // points)
         out.append((name, config.replace(eval_every=every, log_every=min(every, 5))))
     return out
 
@@ -228,18 +234,18 @@ def plot(task: str, rows: list[dict[str, Any]], path: str) -> None:
 
 def main(task: str, argv: Sequence[str] | None = None, digits: int = 1,
          extra: Sequence[tuple[str, dict[str, Any]]] = (),
-         total_steps: int | None = None) -> list[dict[str, Any]]:
-    """Train every run of `task` with its preset (`distillax.presets`: the settings and the
-    env-step budget, the same as `python -m distillax.train --preset <task>`; `extra`: more
-    (row name, config changes) after those of every table; `total_steps`: a budget other
-    than the preset's, the default of `--total-steps`) and write
+         total_steps: int = TABLE_STEPS, points: int = 20) -> list[dict[str, Any]]:
+    """Train every run of `task` with its preset's settings (`distillax.presets`, as
+    `python -m distillax.train --preset <task>` but for the budget; `extra`: more (row name,
+    config changes) after those of every table; `total_steps`: the default of
+    `--total-steps`; `points`: evaluations per learning curve) and write
     `<out>/<task>.{json,md,png}`. Returns the rows."""
     base = presets.preset(task)
     base.pop("task")
-    preset_steps = base.pop("total_steps")
-    a = parse(argv, total_steps or preset_steps)
+    base.pop("total_steps")
+    a = parse(argv, total_steps)
     # every config is validated by `train` before it compiles
-    runs = configs(task, base, a, extra)
+    runs = configs(task, base, a, extra, points)
     command = shlex.join(["python", f"experiments/{script(task)}",
                           *(sys.argv[1:] if argv is None else argv)])
     rows = []

@@ -1,5 +1,5 @@
 """Pendulum with contextual mass, length and gravity (continuous torque): every method,
-5 seeds, 1M env steps per run.
+5 seeds, 500k env steps per run (`harness.TABLE_STEPS`).
 
 Pendulum's reward (down to ~-16 per step) is scaled by 0.1 for learning (returns are
 reported unscaled) and discounted with gamma 0.95, without an entropy bonus. With the
