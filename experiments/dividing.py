@@ -9,7 +9,9 @@ evaluation point of the curves, over the 5 seeds:
   cells) with `ppo-context`'s training return (sampled actions, the whole space): how fast
   each learns the task it is given;
 - the distilled central policy's held-out return (greedy) with `ppo-context`'s held-out
-  return (greedy): whether the central policy keeps what the teachers gained.
+  return (greedy): whether the central policy keeps what the teachers gained;
+- at the end of the budget, the teachers' held-out return (greedy, each teacher on the
+  held-out contexts of its own cell) and the central policy's, with `ppo-context`'s.
 Differences are Welch 95% intervals (the runs of two methods are independent).
 
     .venv/bin/python experiments/dividing.py      # seconds; after the tables' scripts
@@ -30,7 +32,9 @@ from distillax.evaluation import mean_ci95
 
 BASELINE = "ppo-context"
 DIVIDED = ("independent", "central", "dnc")  # teachers in cells, distilled into a central
-TASKS = ("cartpole", "pendulum")  # a conflict across the space, and none (the docstrings)
+# cartpole's gain sign and pointgoal's goal direction make the best actions conflict across
+# the space; on pendulum one swing-up serves it all (the task scripts' docstrings)
+TASKS = ("cartpole", "pointgoal", "pendulum")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 1.0)  # of the budget: the table's points
 
 
@@ -89,13 +93,28 @@ def table(result: dict[str, Any]) -> str:
             for m in DIVIDED:
                 s, v = at(rows[m], key, fr)
                 assert s == s0, (m, s, s0)  # the same budget: the same evaluation points
-                diff, lo, hi = welch_ci95(v, v0)
-                mark = "**" if lo > 0 or hi < 0 else ""
-                cells.append(f"{_interval(v, d)}, {mark}{diff:+.{d}f} "
-                             f"[{lo:.{d}f}, {hi:.{d}f}]{mark}")
+                cells.append(_versus(v, v0, d))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    v0 = base["central_greedy_seeds"]
+    lines += [f"At the end of the budget, held-out (greedy), against {BASELINE}'s "
+              f"{_interval(v0, d)}:", "",
+              "| method | teachers (own cells): value, Δ | central: value, Δ |",
+              "|---|---|---|"]
+    for m in DIVIDED:
+        lines.append(f"| {m} | " + " | ".join(_versus(rows[m][f"{k}_greedy_seeds"], v0, d)
+                                             for k in ("teachers", "central")) + " |")
+    lines.append("")
     return "\n".join(lines)
+
+
+def _versus(values: Any, baseline: Any, digits: int) -> str:
+    """"mean [interval], Δ [Welch interval]" of per-seed values against the baseline's, the
+    Δ in bold where its interval excludes 0."""
+    diff, lo, hi = welch_ci95(values, baseline)
+    mark = "**" if lo > 0 or hi < 0 else ""
+    return (f"{_interval(values, digits)}, {mark}{diff:+.{digits}f} "
+            f"[{lo:.{digits}f}, {hi:.{digits}f}]{mark}")
 
 
 def _interval(values: Any, digits: int) -> str:

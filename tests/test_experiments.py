@@ -197,7 +197,8 @@ def test_welch_interval_by_hand(monkeypatch):
 
 def test_dividing_marks_where_teachers_beat_the_context_aware_policy(tmp_path, monkeypatch):
     """Hand-made curves at 100k and 1M steps (5 seeds): the teachers of every divided method
-    ahead by ~100 at 100k (an interval excluding 0: bold), level at 1M (not bold)."""
+    ahead by ~100 at 100k (an interval excluding 0: bold), level at 1M (not bold); at the end
+    their held-out return is ahead by 20 (bold), their central policy's level."""
     dv = _dividing(monkeypatch)
     noise = np.asarray([-2.0, -1.0, 0.0, 1.0, 2.0])
 
@@ -206,7 +207,9 @@ def test_dividing_marks_where_teachers_beat_the_context_aware_policy(tmp_path, m
                   "central_return_seeds": list(v + noise)}
                  for s, v in ((100_000, early), (1_000_000, 500.0))]
         return {"method": method, "curve": curve,
-                "config": {"total_steps": 1_000_000, "seeds": 5}}
+                "config": {"total_steps": 1_000_000, "seeds": 5},
+                "central_greedy_seeds": list(500.0 + noise),
+                "teachers_greedy_seeds": list(520.0 + noise)}
 
     rows = [row("ppo-context", 200.0)] + [row(m, 300.0) for m in dv.DIVIDED]
     (tmp_path / "t.json").write_text(json.dumps({"task": "t", "command": "c", "rows": rows}))
@@ -217,4 +220,7 @@ def test_dividing_marks_where_teachers_beat_the_context_aware_policy(tmp_path, m
     assert len(early) == len(late) == 2  # training and held-out tables
     assert all(ln.count("**+100.0 [") == 3 for ln in early)
     assert all("**" not in ln and ln.count("+0.0 [") == 3 for ln in late)
+    end = [ln for ln in md.splitlines() if ln.startswith(tuple(f"| {m} |" for m in dv.DIVIDED))]
+    assert len(end) == 3
+    assert all(ln.count("**+20.0 [") == 1 and ln.count(", +0.0 [") == 1 for ln in end)
     assert (tmp_path / "dividing.png").read_bytes()[:4] == b"\x89PNG"
