@@ -1,6 +1,7 @@
 """PointGoal (a point mass must reach a goal on a ring; the goal angle is the context;
 continuous actions), the miniature of DnC's "Ant position": every method, 5 seeds, 500k env
-steps per run (`harness.TABLE_STEPS`). Teachers are context-blind, so each has to find the goals of its own arc.
+steps per run (`harness.TABLE_STEPS`). Teachers are context-blind, so each has to find the
+goals of its own arc.
 
     .venv/bin/python experiments/pointgoal.py    # the time it takes: experiments/results/README.md
 
