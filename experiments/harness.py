@@ -36,8 +36,9 @@ from distillax.evaluation import mean_ci95
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # Env steps per run of every classic table: half the presets' 1M, so that `make experiments`
-# fits its 75 minutes on 2 cores (experiments/results/README.md gives the times). fourrooms
-# has converged by 500k; cartpole at 1M had every method but ppo-blind at 478-500.
+# fits its 75 minutes on 2 cores (experiments/results/README.md gives the times). At 1M
+# cartpole had every method but ppo-blind at 478-500; at 500k fourrooms ends within ~0.1 of
+# its 1M figures.
 TABLE_STEPS = 500_000
 # the tasks of the results tables, in the order of the summary
 TABLES = ("cartpole", "pendulum", "pointgoal", "fourrooms", "double-pendulum-physics")
