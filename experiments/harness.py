@@ -166,13 +166,14 @@ def curve_mean(r: dict[str, Any]) -> tuple[float, float, float]:
 
 def table(task: str, rows: list[dict[str, Any]], command: str, digits: int) -> str:
     c = rows[0]["config"]
+    evaluations = sum("central_return" in p for p in rows[0]["curve"])
     lines = [
         f"## {task}", "",
         f"{c['total_steps']:,} env steps per run, {c['seeds']} seeds (vmapped; seeds "
         f"{c['seed']}..{c['seed'] + c['seeds'] - 1}), {c['eval_contexts']} held-out contexts, "
         "mean over seeds with a 95% Student-t interval. Greedy actions unless marked; returns "
-        "at the end of the budget, except the curve mean (over the ~20 evaluations during "
-        f"training). Command: `{command}`", "",
+        f"at the end of the budget, except the curve mean (over the {evaluations} evaluations "
+        f"during training). Command: `{command}`", "",
         "| method | central (held-out) | central, sampled actions | central, mean over the "
         "curve | teachers (own cells) | gap: central − teachers | gap: central ÷ teachers "
         "| env-steps/s | wall s |",
