@@ -69,7 +69,9 @@ experiments: $(STAMP)
 	    $(PY) experiments/$$t.py $(ARGS) || exit 1; echo "$$t took $$(( $$(date +%s) - s )) s"; done; \
 	  s=$$(date +%s); \
 	  $(PY) experiments/cartpole.py --total-steps 200000 --methods ppo-context,independent,central,dnc \
-	    --out experiments/results/budget-200k $(ARGS) || exit 1; echo "budget-200k took $$(( $$(date +%s) - s )) s"; \
+	    --out experiments/results/budget-200k $(ARGS) || exit 1; \
+	  $(PY) experiments/dividing.py cartpole --out experiments/results/budget-200k || exit 1; \
+	  echo "budget-200k took $$(( $$(date +%s) - s )) s"; \
 	  echo "experiments took $$(( $$(date +%s) - start )) s"
 
 clean:

@@ -10,8 +10,9 @@ evaluation point of the curves, over the 5 seeds:
   each learns the task it is given;
 - the distilled central policy's held-out return (greedy) with `ppo-context`'s held-out
   return (greedy): whether the central policy keeps what the teachers gained;
-- at the end of the budget, the teachers' held-out return (greedy, each teacher on the
-  held-out contexts of its own cell) and the central policy's, with `ppo-context`'s.
+- at the end of the budget, for every row with a central policy (every method but `ppo`),
+  the teachers' held-out return (greedy, each teacher on the held-out contexts of its own
+  cell) and the central policy's, with `ppo-context`'s.
 Differences are Welch 95% intervals (the runs of two methods are independent).
 
     .venv/bin/python experiments/dividing.py      # seconds; after the tables' scripts
@@ -33,8 +34,9 @@ from distillax.evaluation import mean_ci95
 BASELINE = "ppo-context"
 DIVIDED = ("independent", "central", "dnc")  # teachers in cells, distilled into a central
 # cartpole's gain sign and pointgoal's goal direction make the best actions conflict across
-# the space; on pendulum one swing-up serves it all (the task scripts' docstrings)
-TASKS = ("cartpole", "pointgoal", "pendulum")
+# the space; on pendulum and the physics task one controller serves it all (the task
+# scripts' docstrings)
+TASKS = ("cartpole", "pointgoal", "pendulum", "double-pendulum-physics")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 1.0)  # of the budget: the table's points
 
 
@@ -101,9 +103,10 @@ def table(result: dict[str, Any]) -> str:
               f"{_interval(v0, d)}:", "",
               "| method | teachers (own cells): value, Δ | central: value, Δ |",
               "|---|---|---|"]
-    for m in DIVIDED:
-        lines.append(f"| {m} | " + " | ".join(_versus(rows[m][f"{k}_greedy_seeds"], v0, d)
-                                             for k in ("teachers", "central")) + " |")
+    for m, r in rows.items():
+        if r["gap_diff"] is not None:  # a row with a central policy and teachers
+            lines.append(f"| {m} | " + " | ".join(_versus(r[f"{k}_greedy_seeds"], v0, d)
+                                                 for k in ("teachers", "central")) + " |")
     lines.append("")
     return "\n".join(lines)
 

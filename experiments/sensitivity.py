@@ -85,20 +85,32 @@ def table(result: dict[str, Any]) -> str:
     lines = ["# Sensitivity to alpha and lambda", "",
              f"Command: `{result['command']}`. Per task: {result['seeds']} seeds per value "
              "(vmapped with the values in one program), greedy held-out returns, mean over "
-             "seeds [95% Student-t interval]; **bold**: the default value.", ""]
+             "seeds [95% Student-t interval]; **bold**: the default value. Every value has the "
+             "same seeds, so its central return is compared with the default's seed by seed "
+             "(the mean difference and its 95% Student-t interval).", ""]
     for s in result["sweeps"]:
         lines += [f"## {s['task']}, {s['method']}: {SYMBOL[s['field']]} (`{s['field']}`)",
                   "", f"{s['total_steps']:,} env steps per run, {s['wall_s']:.0f} s for the "
                   "program.", "",
-                  f"| {SYMBOL[s['field']]} | central (held-out) | central, mean over the curve "
-                  "| teachers (own cells) |", "|---|---|---|---|"]
+                  f"| {SYMBOL[s['field']]} | central (held-out) | central − default, paired "
+                  "| central, mean over the curve | teachers (own cells) |",
+                  "|---|---|---|---|---|"]
+        default = next((m for m in s["members"] if m["value"] == s["default"]), None)
         for m in s["members"]:
-            v = f"**{m['value']:g}**" if m["value"] == s["default"] else f"{m['value']:g}"
+            v = f"**{m['value']:g}**" if m is default else f"{m['value']:g}"
+            paired = "—" if default is None or m is default else _ci(*_paired(
+                m["central_greedy_seeds"], default["central_greedy_seeds"]), 1)
             lines.append(f"| {v} | {_ci(m['central_greedy'], m['central_greedy_ci95'], 1)} | "
-                         f"{_ci(m['curve_mean'], m['curve_mean_ci95'], 1)} | "
+                         f"{paired} | {_ci(m['curve_mean'], m['curve_mean_ci95'], 1)} | "
                          f"{_ci(m['teachers_greedy'], m['teachers_greedy_ci95'], 1)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _paired(values: Sequence[float], baseline: Sequence[float]) -> tuple[float, list[float]]:
+    """(mean, [low, high]) of the per-seed differences `values - baseline` (95% Student t)."""
+    m, lo, hi = mean_ci95(np.subtract(values, baseline))
+    return m, [lo, hi]
 
 
 def plot(result: dict[str, Any], path: str) -> None:

@@ -150,6 +150,9 @@ def test_sensitivity_members_take_curve_means_per_run_and_keep_final_intervals(m
     assert got[0]["curve_mean"] == pytest.approx(2.5)
     assert got[1]["curve_mean_ci95"] == pytest.approx([5 - 12.7062, 5 + 12.7062], rel=1e-4)
     assert got[1]["central_greedy"] == 20.0 and got[1]["central_greedy_ci95"] == [19.0, 21.0]
+    # seed by seed: (3 - 1, 5 - 2) = (2, 3), mean 2.5, half-width 12.706 x 0.7071 / sqrt 2
+    m, (lo, hi) = sens._paired([3.0, 5.0], [1.0, 2.0])
+    assert m == 2.5 and (lo, hi) == pytest.approx((2.5 - 6.3531, 2.5 + 6.3531), rel=1e-4)
     assert sens.default_of("dnc", "coupling_coef") == 0.01
     assert sens.default_of("central", "distill_coef") == 1.0
 
@@ -165,7 +168,9 @@ def test_sensitivity_script_writes_its_tables_and_plot(tmp_path, monkeypatch, co
     assert all(len(m["central_greedy_seeds"]) == 2 for m in s["members"])
     assert json.loads((tmp_path / "sensitivity.json").read_text())["sweeps"][0]["field"] == \
         "distill_coef"
-    assert "| **1** |" in (tmp_path / "sensitivity.md").read_text()
+    md = (tmp_path / "sensitivity.md").read_text()
+    assert "| **1** |" in md
+    assert md.count(" | — | ") == 1  # the default's row has no difference with itself
     assert (tmp_path / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -209,7 +214,8 @@ def test_dividing_marks_where_teachers_beat_the_context_aware_policy(tmp_path, m
         return {"method": method, "curve": curve,
                 "config": {"total_steps": 1_000_000, "seeds": 5},
                 "central_greedy_seeds": list(500.0 + noise),
-                "teachers_greedy_seeds": list(520.0 + noise)}
+                "teachers_greedy_seeds": list(520.0 + noise),
+                "gap_diff": None if method == "ppo-context" else -20.0}
 
     rows = [row("ppo-context", 200.0)] + [row(m, 300.0) for m in dv.DIVIDED]
     (tmp_path / "t.json").write_text(json.dumps({"task": "t", "command": "c", "rows": rows}))
