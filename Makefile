@@ -63,7 +63,7 @@ bench: $(BENCH_STAMP)
 # there gives the times.
 EXPERIMENTS := cartpole pendulum pointgoal fourrooms double_pendulum_physics dividing sensitivity
 # ... and cartpole's divided methods against one context-aware policy at a 200k budget
-# (experiments/results/budget-200k; dividing, in experiments/results/README.md)
+# (experiments/results/budget-200k, with its own dividing.md; experiments/results/README.md)
 experiments: $(STAMP)
 	@start=$$(date +%s); for t in $(EXPERIMENTS); do s=$$(date +%s); \
 	    $(PY) experiments/$$t.py $(ARGS) || exit 1; echo "$$t took $$(( $$(date +%s) - s )) s"; done; \
