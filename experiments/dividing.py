@@ -27,7 +27,7 @@ import os
 from typing import Any
 
 import numpy as np
-from harness import RESULTS, _ci
+from harness import RESULTS, interval
 
 from distillax.evaluation import mean_ci95
 
@@ -91,7 +91,7 @@ def table(result: dict[str, Any]) -> str:
                   "|" + "---|" * len(head)]
         for fr in FRACTIONS:
             s0, v0 = at(base, key, fr)
-            cells = [f"{s0:,}", _interval(v0, d)]
+            cells = [f"{s0:,}", interval(v0, d)]
             for m in DIVIDED:
                 s, v = at(rows[m], key, fr)
                 assert s == s0, (m, s, s0)  # the same budget: the same evaluation points
@@ -100,7 +100,7 @@ def table(result: dict[str, Any]) -> str:
         lines.append("")
     v0 = base["central_greedy_seeds"]
     lines += [f"At the end of the budget, held-out (greedy), against {BASELINE}'s "
-              f"{_interval(v0, d)}:", "",
+              f"{interval(v0, d)}:", "",
               "| method | teachers (own cells): value, Δ | central: value, Δ |",
               "|---|---|---|"]
     for m, r in rows.items():
@@ -116,14 +116,8 @@ def _versus(values: Any, baseline: Any, digits: int) -> str:
     Δ in bold where its interval excludes 0."""
     diff, lo, hi = welch_ci95(values, baseline)
     mark = "**" if lo > 0 or hi < 0 else ""
-    return (f"{_interval(values, digits)}, {mark}{diff:+.{digits}f} "
+    return (f"{interval(values, digits)}, {mark}{diff:+.{digits}f} "
             f"[{lo:.{digits}f}, {hi:.{digits}f}]{mark}")
-
-
-def _interval(values: Any, digits: int) -> str:
-    """"mean [low, high]" of per-seed values (95% Student t)."""
-    m, lo, hi = mean_ci95(values)
-    return _ci(m, [lo, hi], digits)
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:

@@ -40,6 +40,8 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # cartpole had every method but ppo-blind at 478-500; at 500k fourrooms ends within ~0.1 of
 # its 1M figures.
 TABLE_STEPS = 500_000
+# Evaluations per learning curve (each evaluates every seed on every held-out context)
+CURVE_POINTS = 20
 # the tasks of the results tables, in the order of the summary
 TABLES = ("cartpole", "pendulum", "pointgoal", "fourrooms", "double-pendulum-physics")
 
@@ -91,9 +93,10 @@ def parse(argv: Sequence[str] | None, total_steps: int) -> argparse.Namespace:
 
 def configs(task: str, base: dict[str, Any], a: argparse.Namespace,
             extra: Sequence[tuple[str, dict[str, Any]]] = (),
-            points: int = 20) -> list[tuple[str, Config]]:
+            points: int = CURVE_POINTS) -> list[tuple[str, Config]]:
     """The runs to train: (row name, config), the `RUNS` and a task's `extra` rows, each
-    evaluated at about `points` points of its learning curve (and at the end)."""
+    evaluated every `num_iterations // points` iterations (at least `points` times) and at
+    the end."""
     wanted = [m.strip() for m in a.methods.split(",") if m.strip()]
     runs = tuple(RUNS) + tuple(extra)
     names = [n for n, _ in runs]
@@ -109,7 +112,6 @@ def configs(task: str, base: dict[str, Any], a: argparse.Namespace,
         if methods.get(changes["method"]).single_teacher:  # the whole space: one k-means "cell"
             kw.update(partitioner="kmeans", partitions=1)
         config = Config(task=task, total_steps=a.total_steps, seeds=a.seeds, seed=a.seed, **kw)
-        # each point evaluates every seed on every held-out context
         every = max(1, config.num_iterations // points)
         out.append((name, config.replace(eval_every=every, log_every=min(every, 5))))
     return out
@@ -155,6 +157,12 @@ def _ci(m: float, ci: list[float] | None, digits: int) -> str:
     return f"{m:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def interval(values: Any, digits: int) -> str:
+    """"mean [low, high]" of per-seed values (95% Student t)."""
+    m, lo, hi = mean_ci95(values)
+    return _ci(m, [lo, hi], digits)
+
+
 def curve_mean(r: dict[str, Any]) -> tuple[float, float, float]:
     """Mean and 95% interval over seeds of each seed's mean held-out central return over the
     learning curve's evaluations: the area under the curve / its length, which tells apart
@@ -176,8 +184,8 @@ def table(task: str, rows: list[dict[str, Any]], command: str, digits: int) -> s
         f"during training). Command: `{command}`", "",
         "| method | central (held-out) | central, sampled actions | central, mean over the "
         "curve | teachers (own cells) | gap: central − teachers | gap: central ÷ teachers "
-        "| env-steps/s | wall s |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "| env-steps/s | compile s | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ppo = r["gap_diff"] is None
         m, lo, hi = curve_mean(r)
@@ -187,7 +195,7 @@ def table(task: str, rows: list[dict[str, Any]], command: str, digits: int) -> s
             "—" if ppo else _ci(r["teachers_greedy"], r["teachers_greedy_ci95"], digits),
             "—" if ppo else _ci(r["gap_diff"], r["gap_diff_ci95"], digits),
             "—" if r["gap_ratio"] is None else f"{r['gap_ratio']:.2f}",
-            f"{r['steps_per_s']:,.0f}", f"{r['wall_s']:.0f} |"]))
+            f"{r['steps_per_s']:,.0f}", f"{r['compile_s']:.0f}", f"{r['wall_s']:.0f} |"]))
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +244,7 @@ def plot(task: str, rows: list[dict[str, Any]], path: str) -> None:
 
 def main(task: str, argv: Sequence[str] | None = None, digits: int = 1,
          extra: Sequence[tuple[str, dict[str, Any]]] = (),
-         total_steps: int = TABLE_STEPS, points: int = 20) -> list[dict[str, Any]]:
+         total_steps: int = TABLE_STEPS, points: int = CURVE_POINTS) -> list[dict[str, Any]]:
     """Train every run of `task` with its preset's settings (`distillax.presets`, as
     `python -m distillax.train --preset <task>` but for the budget; `extra`: more (row name,
     config changes) after those of every table; `total_steps`: the default of

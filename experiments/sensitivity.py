@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from harness import SMALL, _ci
+from harness import SMALL, _ci, interval
 
 from distillax import Config, methods, presets, train
 from distillax.evaluation import by_member, mean_ci95
@@ -98,19 +98,13 @@ def table(result: dict[str, Any]) -> str:
         default = next((m for m in s["members"] if m["value"] == s["default"]), None)
         for m in s["members"]:
             v = f"**{m['value']:g}**" if m is default else f"{m['value']:g}"
-            paired = "—" if default is None or m is default else _ci(*_paired(
-                m["central_greedy_seeds"], default["central_greedy_seeds"]), 1)
+            paired = "—" if default is None or m is default else interval(
+                np.subtract(m["central_greedy_seeds"], default["central_greedy_seeds"]), 1)
             lines.append(f"| {v} | {_ci(m['central_greedy'], m['central_greedy_ci95'], 1)} | "
                          f"{paired} | {_ci(m['curve_mean'], m['curve_mean_ci95'], 1)} | "
                          f"{_ci(m['teachers_greedy'], m['teachers_greedy_ci95'], 1)} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def _paired(values: Sequence[float], baseline: Sequence[float]) -> tuple[float, list[float]]:
-    """(mean, [low, high]) of the per-seed differences `values - baseline` (95% Student t)."""
-    m, lo, hi = mean_ci95(np.subtract(values, baseline))
-    return m, [lo, hi]
 
 
 def plot(result: dict[str, Any], path: str) -> None:

@@ -150,9 +150,15 @@ def test_sensitivity_members_take_curve_means_per_run_and_keep_final_intervals(m
     assert got[0]["curve_mean"] == pytest.approx(2.5)
     assert got[1]["curve_mean_ci95"] == pytest.approx([5 - 12.7062, 5 + 12.7062], rel=1e-4)
     assert got[1]["central_greedy"] == 20.0 and got[1]["central_greedy_ci95"] == [19.0, 21.0]
-    # seed by seed: (3 - 1, 5 - 2) = (2, 3), mean 2.5, half-width 12.706 x 0.7071 / sqrt 2
-    m, (lo, hi) = sens._paired([3.0, 5.0], [1.0, 2.0])
-    assert m == 2.5 and (lo, hi) == pytest.approx((2.5 - 6.3531, 2.5 + 6.3531), rel=1e-4)
+    # the table compares each value with the default seed by seed: (3 - 1, 5 - 2) = (2, 3),
+    # mean 2.5, half-width t_{0.975,1} 12.706 x sd 0.7071 / sqrt 2 = 6.353
+    for m, seeds in zip(got, ([3.0, 5.0], [1.0, 2.0])):
+        m["central_greedy_seeds"] = seeds
+    md = sens.table({"command": "c", "seeds": 2, "sweeps": [
+        {"task": "t", "method": "central", "field": "coupling_coef", "default": 1.0,
+         "total_steps": 8, "wall_s": 1.0, "members": got}]})
+    assert "| 0.1 | 10.0 [9.0, 11.0] | 2.5 [-3.9, 8.9] | 2.5 [" in md
+    assert "| **1** | 20.0 [19.0, 21.0] | — | 5.0 [" in md
     assert sens.default_of("dnc", "coupling_coef") == 0.01
     assert sens.default_of("central", "distill_coef") == 1.0
 
