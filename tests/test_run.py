@@ -89,7 +89,7 @@ def test_evaluations_keep_their_own_interval_whatever_the_checkpoint_interval():
 def test_the_persistent_cache_serves_a_second_run_with_the_same_results(tmp_path):
     from jax.experimental.compilation_cache import compilation_cache
 
-    from distillax.run import use_compile_cache
+    from distillax.cache import use_compile_cache
 
     config = Config(total_steps=8 * 8 * 3, log_every=2, **SMALL)
     old = jax.config.jax_compilation_cache_dir

@@ -127,13 +127,13 @@ class Evaluator:
 
         return jax.jit(run)
 
-    def compile(self, policies: Policies, directory: str | None = None) -> bool:
+    def compile(self, policies: Policies, store: programs.Store | None = None) -> bool:
         """Compile for `policies` (`run_policies` of a state; only shapes are read), or load
-        from the program cache in `directory` (`programs`); returns whether it was loaded."""
+        from the program `store`; returns whether it was loaded."""
         flag = jnp.asarray(True)
         args = (policies, jnp.asarray(self.contexts), self.keys, flag, flag)
         key = programs.program_key("evaluation", self.model.config, args)
-        self.program, loaded = programs.load_or_compile(directory, key,
+        self.program, loaded = programs.load_or_compile(store, key,
                                                         lambda: self._fn().lower(*args))
         return loaded
 

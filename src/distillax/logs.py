@@ -23,6 +23,11 @@ from typing import Any, TextIO
 import numpy as np
 
 
+class Note(UserWarning):
+    """Something a user should know that changes no result; the command lines print it as
+    the one line `note: <message>` (`checkpoint.cli_notes`)."""
+
+
 def to_python(x: Any) -> Any:
     """Arrays and numpy scalars -> JSON-friendly floats / lists (NaN -> None)."""
     if isinstance(x, dict):

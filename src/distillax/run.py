@@ -40,7 +40,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from distillax import logs, parallel
+from distillax import cache, logs, parallel, programs
 from distillax.config import Config, ConfigError, validate
 from distillax.evaluation import (
     Evaluator,
@@ -95,32 +95,6 @@ class Summary:
     startup_s: float = 0.0
     eval_s: float = 0.0
     wall_s: float = 0.0  # the whole call
-
-
-def default_cache_dir() -> str:
-    """`$XDG_CACHE_HOME/distillax/jax` (default `~/.cache/distillax/jax`)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "distillax", "jax")
-
-
-# The program cache's directory (`programs`), inside the compilation cache's.
-PROGRAMS = "programs"
-
-
-def use_compile_cache(directory: str | None) -> str | None:
-    """Point JAX's persistent compilation cache at `directory` (None: leave JAX's settings as
-    they are). A cache directory the user set already (`jax_compilation_cache_dir`, e.g. by
-    JAX_COMPILATION_CACHE_DIR) wins. Every program is cached, however quick to compile: on a
-    2-core CPU the run's few programs take most of a short run. Returns the directory in use.
-    The cache only stores executables keyed by the exact program, so results are the same
-    bit for bit with or without it."""
-    if directory is None:
-        return jax.config.jax_compilation_cache_dir
-    if not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", directory)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return jax.config.jax_compilation_cache_dir
 
 
 def eval_interval(config: Config, max_episode_steps: int) -> int:
@@ -211,7 +185,7 @@ def train(config: Config, log: Callable[[str], None] = print, *, stop_after: int
     the directory must not already hold checkpoints (continue those with `resume`).
     `stop_after`: stop once the run reaches this iteration, with a checkpoint.
     `compile_cache`: the persistent compilation cache's directory ("default":
-    `default_cache_dir()`; None: JAX's own settings, by default no cache).
+    `cache.default_cache_dir()`; None: JAX's own settings, by default no cache).
     """
     return _run(config, log, None, stop_after, handle_signals, compile_cache)
 
@@ -343,16 +317,16 @@ class Run:
 
 
 def _compile(runner: Runner, state: TrainState, evaluator: Evaluator | None, model: Model,
-             programs_dir: str | None) -> tuple[Runner, float, int]:
-    """The training and evaluation programs, loaded from the program cache in `programs_dir`
+             store: programs.Store | None) -> tuple[Runner, float, int]:
+    """The training and evaluation programs, loaded from the program `store`
     (`programs`) or compiled side by side (XLA compiles without the GIL, so the two share
     the cores); returns the compiled runner, the seconds taken and how many were loaded.
     `evaluator` None: this segment of the run evaluates nothing, so it is not compiled."""
     t = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        evaluating = (pool.submit(evaluator.compile, run_policies(model, state), programs_dir)
+        evaluating = (pool.submit(evaluator.compile, run_policies(model, state), store)
                       if evaluator is not None else None)
-        runner, loaded = runner.compile(state, programs_dir)
+        runner, loaded = runner.compile(state, store)
         if evaluating is not None:
             loaded += evaluating.result()
     return runner, time.perf_counter() - t, int(loaded)
@@ -382,8 +356,10 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                 f"checkpoint {os.path.join(directory, str(restore.step))} is at iteration "
                 f"{restore.step}, past total_steps = {config.total_steps} ({total} iterations); "
                 "pass a larger --total-steps")
-    cache = use_compile_cache(default_cache_dir() if compile_cache == "default" else compile_cache)
-    programs_dir = os.path.join(cache, PROGRAMS) if cache else None
+    directory_in_use = cache.use_compile_cache(
+        cache.default_cache_dir() if compile_cache == "default" else compile_cache)
+    store = programs.Store(directory=os.path.join(directory_in_use, cache.PROGRAMS),
+                           max_bytes=cache.max_bytes() // 2) if directory_in_use else None
     mesh = parallel.make_mesh(config.num_devices)
     model = build_model(config)
     state = init_run_state(model)  # a leading seed axis [S, ...] when config.seeds > 1
@@ -413,7 +389,7 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
             # compile the evaluation program: it costs as much as training's on MJX tasks)
             evaluates = stop_at // every > start // every or stop_at == total
             runner, compile_s, loaded = _compile(runner, state, evaluator if evaluates else None,
-                                                 model, programs_dir)
+                                                 model, store)
         where = (f"resumed {directory} from iteration {start}"
                  + (f" ({run.dropped} later records dropped from metrics.jsonl)"
                     if run.dropped else "") if restore is not None else "")

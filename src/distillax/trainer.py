@@ -333,14 +333,15 @@ class Runner:
         """The traced trip count `n` of `step`, placed as every process needs it."""
         return parallel.put(jnp.asarray(n, jnp.int32), self.mesh, parallel.PS())
 
-    def compile(self, state: TrainState, directory: str | None = None) -> tuple[Runner, bool]:
+    def compile(self, state: TrainState,
+                store: programs.Store | None = None) -> tuple[Runner, bool]:
         """Compile `step` ahead of time for `state` (only its shapes and shardings are read),
-        or load it from the program cache in `directory` (`programs`); returns the compiled
-        runner and whether it was loaded."""
+        or load it from the program `store`; returns the compiled runner and whether it was
+        loaded."""
         n = self.count(self.iterations)
         key = programs.program_key(f"train_chunk x {self.iterations}", self.model.config,
                                    (state, n))
-        compiled, loaded = programs.load_or_compile(directory, key,
+        compiled, loaded = programs.load_or_compile(store, key,
                                                     lambda: self.step.lower(state, n))
         return dataclasses.replace(self, step=compiled), loaded
 
