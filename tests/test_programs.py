@@ -16,6 +16,7 @@ from jax.experimental import serialize_executable
 from jax.experimental.compilation_cache import compilation_cache
 
 from distillax import Config, envs, programs
+from distillax.config import leaf_fields
 from distillax.programs import HOST_ONLY, Store, load_or_compile, program_key, seal, unseal
 
 ARGS = (jnp.zeros((3, 2)), jnp.int32(1))
@@ -260,3 +261,36 @@ def test_a_stored_program_that_cannot_run_is_compiled_again_with_one_note(tmp_pa
     notes = eval(lines[1])  # a printed list of strings
     assert len(notes) == 1 and notes[0].startswith("a stored program could not run (")
     assert "not found" in notes[0] and notes[0].endswith("); compiled it again")
+
+
+def test_coefficients_do_not_change_the_programs():
+    """Why the key leaves coefficients out: the training and evaluation programs read them
+    from their arguments (`TrainState.hparams`), so two configs that differ only in their
+    values lower to the same programs."""
+    from distillax import parallel
+    from distillax.evaluation import make_evaluator, run_policies
+    from distillax.model import build_model
+    from distillax.trainer import init_run_state, make_runner
+
+    def lowered(config):
+        model = build_model(config)
+        state = init_run_state(model)
+        runner = make_runner(model, state, parallel.make_mesh(0), 2)
+        state = runner.place(state)
+        evaluator = make_evaluator(model)
+        policies = run_policies(model, state)
+        flag = jnp.asarray(True)
+        return (runner.step.lower(state, runner.count(2)).as_text(),
+                evaluator._fn().lower(policies, jnp.asarray(evaluator.contexts),
+                                      evaluator.keys, flag, flag).as_text())
+
+    small = dict(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
+                 hidden_sizes=(8,), kmeans_samples=500, partitions=2, eval_contexts=4,
+                 method="distral", coupling_coef=0.01)
+    changed = {name: 0.5 * value for name, value in Config(**small).to_dict().items()
+               if name in leaf_fields() and isinstance(value, float)}
+    assert {"learning_rate", "gamma", "coupling_coef", "distral_alpha"} <= set(changed)
+    base, other = lowered(Config(**small)), lowered(Config(**{**small, **changed}))
+    assert base[0] == other[0] and base[1] == other[1]
+    # (the comparison can fail: a static field changes them)
+    assert lowered(Config(**{**small, "activation": "relu"}))[0] != base[0]

@@ -16,8 +16,9 @@ reward, loss term, gradient or parameter; the faulty state is not saved).
 Compiled programs are cached on disk (JAX's persistent compilation cache, in
 `$XDG_CACHE_HOME/distillax/jax` or `~/.cache/distillax/jax`, and the training and
 evaluation executables whole in its `programs/`, `distillax.programs`), so a second run of
-the same config starts at once; `--no-compile-cache` leaves JAX's own settings (no cache)
-instead.
+the same config (or of one that changes only coefficients) starts at once;
+`--no-compile-cache` leaves JAX's own settings (no cache) instead. `python -m
+distillax.cache clear` empties the cache; `DISTILLAX_CACHE_BYTES` caps it (`distillax.cache`).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=True,
                      help="cache compiled programs on disk (default: on, in "
                           "~/.cache/distillax/jax; the training and evaluation programs "
-                          "whole in its programs/)")
+                          "whole in its programs/; capped by DISTILLAX_CACHE_BYTES, default "
+                          "2G; emptied by: python -m distillax.cache clear)")
     run.add_argument("--preset", metavar="NAME", default=None,
                      help="the settings the experiments use for a shipped task (sets --task "
                           f"too): one of {', '.join(PRESETS)} (distillax.presets)")
