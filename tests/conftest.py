@@ -54,3 +54,24 @@ def _registries_restored():
     for registry, saved in ((envs.TASKS, tasks), (methods.METHODS, specs)):
         registry.clear()
         registry.update(saved)
+
+
+@pytest.fixture(scope="module")
+def standin_run(tmp_path_factory):
+    """A checkpoint (step 1) that `checkpoint.read_run` accepts: a default config and a
+    stand-in state, for tests that stop an evaluation before it restores anything."""
+    import jax.numpy as jnp
+    from flax import struct
+
+    from distillax import checkpoint
+    from distillax.config import Config
+
+    @struct.dataclass
+    class State:
+        iteration: jnp.ndarray
+        w: jnp.ndarray
+
+    d = str(tmp_path_factory.mktemp("standin") / "run")
+    with checkpoint.Saver(d, 1) as saver:
+        saver.save(State(jnp.asarray(1, jnp.int32), jnp.zeros(2)), Config(), 1)
+    return d

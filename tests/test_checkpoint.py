@@ -8,6 +8,7 @@ trained once per module and is the reference "uninterrupted run". A persistent c
 cache shared with the subprocesses keeps the repeated compiles of the same programs cheap.
 """
 
+import concurrent.futures
 import glob
 import hashlib
 import io
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import jax
@@ -643,3 +645,76 @@ def test_saver_errors_leave_one_line_and_a_committed_or_no_checkpoint(tmp_path, 
     assert lines[0] == "error: boom while the save is in flight"
     assert re.match(r"error: saving a checkpoint \(step 4\) into .*b' failed: it is no "
                     r"longer a directory", lines[1]), lines[1]
+
+
+# --- multi-process saves: one verdict for every process (checkpoint.agree, _Processes) ---------
+
+
+def test_agree_gives_every_process_the_first_failure_in_process_order():
+    def two(other):  # process 0's view of a two-process gather; `other` is process 1's text
+        return lambda mine: [mine, other]
+
+    assert checkpoint.agree(False, None, two("done")) == (False, None)
+    assert checkpoint.agree(False, None, two("running")) == (True, None)  # wait for 1
+    # 1's write failed while 0's still waits for it (at orbax's barrier): 0 stops as well
+    assert checkpoint.agree(True, None, two("failed:disk full on 1")) == (True, "disk full on 1")
+    assert checkpoint.agree(False, "on 0", two("failed:on 1")) == (False, "on 0")
+    assert checkpoint.agree(False, "alone", lambda mine: [mine]) == (False, "alone")
+
+
+class _KeyValueStore:
+    """The part of jax.distributed's client that `_Processes` uses, in memory, shared by the
+    threads that stand for the processes."""
+
+    def __init__(self):
+        self.data, self.cv = {}, threading.Condition()
+
+    def key_value_set(self, key, value):
+        with self.cv:
+            assert key not in self.data, key  # the service refuses to overwrite
+            self.data[key] = value
+            self.cv.notify_all()
+
+    def blocking_key_value_get(self, key, timeout_ms):
+        with self.cv:
+            assert self.cv.wait_for(lambda: key in self.data, timeout_ms / 1000), key
+            return self.data[key]
+
+    def key_value_dir_get(self, prefix):
+        with self.cv:
+            return [(k, v) for k, v in self.data.items() if k.startswith(prefix)]
+
+    def key_value_delete(self, key):
+        with self.cv:
+            del self.data[key]
+
+
+def test_processes_gather_alike_and_an_abort_ends_a_barrier_waiting_for_a_failed_one():
+    store = _KeyValueStore()
+    procs = [checkpoint._Processes("t", store, index=i, count=2) for i in range(2)]
+
+    def together(fn):  # run fn(process) in two threads at once: [result of 0, result of 1]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            return [f.result(timeout=30) for f in [pool.submit(fn, p) for p in procs]]
+
+    # each process's (still writing, failure) -> the verdict both get
+    for states, verdict in ((((True, None), (False, None)), (True, None)),
+                            (((False, None), (False, "full")), (False, "full")),
+                            (((False, None), (False, None)), (False, None))):
+        got = together(lambda p, s=states: checkpoint.agree(*s[p.index], p.gather))
+        assert got == [verdict] * 2
+    # round 1 went in round 3: a process in round 3 knows every one has read round 1
+    assert sorted(k for k in store.data if "/gather/" in k) == [
+        "t/gather/2/0", "t/gather/2/1", "t/gather/3/0", "t/gather/3/1"]
+    for _ in range(2):  # orbax reuses a barrier's key on every save
+        together(lambda p: p.barrier(key="write", timeout_ms=30_000))
+    assert procs[0]._uses["write"] == procs[1]._uses["write"] == 2
+
+    # process 1's write failed: it never reaches the barrier, where process 0 waits
+    threading.Timer(0.2, procs[0].aborted.set).start()
+    t = time.perf_counter()
+    with pytest.raises(CheckpointError, match="barrier 'write' abandoned: a save failed"):
+        procs[0].barrier(key="write", timeout_ms=30_000)
+    assert 0.2 <= time.perf_counter() - t < 5
+    with pytest.raises(TimeoutError, match="not every process arrived"):
+        procs[1].barrier(key="commit", timeout_ms=50)  # (never aborted: orbax's timeout)

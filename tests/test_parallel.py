@@ -6,6 +6,7 @@ failure."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -103,3 +104,66 @@ def test_more_devices_than_visible_is_a_config_error():
                          capture_output=True, text=True, timeout=120, env=_env(2))
     assert out.returncode == 2
     assert "`num_devices`" in out.stderr and "Traceback" not in out.stderr
+
+
+SAVE_FAILS_ON_0 = """
+import errno, os, sys, time
+import jax
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+import numpy as np
+from etils import epath
+from flax import struct
+from distillax import checkpoint
+from distillax.config import Config
+
+if jax.process_index() == 0:  # its writes into the unfinished step fail, as on a full disk
+    real = epath.gpath.PosixGPath.open
+    def open_(path, mode="r", **kw):
+        if "w" in mode and ".orbax-checkpoint-tmp" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, mode, **kw)
+    epath.gpath.PosixGPath.open = open_
+
+@struct.dataclass
+class State:
+    iteration: jax.Array
+    w: jax.Array
+
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))  # both processes' devices
+rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+put = lambda x: jax.make_array_from_callback(x.shape, rep, lambda i: x[i])
+try:
+    with checkpoint.Saver(sys.argv[3], 2) as saver:
+        saver.save(State(put(np.asarray(3, np.int32)), put(np.ones(1000, np.float32))),
+                   Config(), 2)
+        for _ in range(1000):  # as the training loop: a check after every call
+            saver.check()
+            time.sleep(0.01)
+except checkpoint.CheckpointError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_a_save_failed_on_one_process_stops_every_process_with_the_same_line(tmp_path):
+    """Process 0's write fails; process 1's own write went through and waits at orbax's
+    barrier for process 0's. Both stop at the same check, with process 0's message."""
+    address = f"127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen([sys.executable, "-c", SAVE_FAILS_ON_0, address, str(i),
+                               str(tmp_path / "run")], env=_env(1), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    errors = [[line for line in err.splitlines() if line.startswith("error: ")]
+              for _, err in outs]
+    assert [p.returncode for p in procs] == [2, 2], [err[-2000:] for _, err in outs]
+    assert errors[0] == errors[1] and len(errors[0]) == 1, errors
+    assert re.match(r"error: saving a checkpoint \(step 3\) into .*run' failed: OSError: "
+                    r"\[Errno 28\] No space left on device.*; no checkpoint is complete$",
+                    errors[0][0]), errors[0][0]
+    assert not any("Traceback" in err for _, err in outs)

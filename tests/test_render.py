@@ -167,6 +167,9 @@ def test_recorded_returns_are_the_evaluators():
         np.testing.assert_array_equal(rec.returns[who], np.asarray(want))
     # cartpole pays 1 per step: each return is its episode's recorded length
     np.testing.assert_array_equal(rec.returns, rec.lengths)
+    # the estimate `evaluate --video` checks: the recording on device and host, one video
+    recorded = sum(x.nbytes for x in jax.tree.leaves((rec.frames, rec.alive)))
+    assert render.recording_bytes(model.env, 3) == 2 * recorded + render.MAX_FRAMES * 560 * 560
 
 
 def test_video_contexts_take_each_cell_in_turn():
@@ -197,6 +200,7 @@ def test_evaluate_cli_writes_videos(tmp_path, capsys):
     assert evaluate.main(argv + ["--video", "0"]) == 2
     assert "--video = 0 is invalid" in capsys.readouterr().err
     assert evaluate.main(argv + ["--video", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"and 2 GIFs in videos/ to {out}")
     assert sorted(os.listdir(os.path.join(out, "videos"))) == ["video_0.gif", "video_1.gif"]
     rep = json.load(open(os.path.join(out, "eval.json")))
     assert [v["teacher"] for v in rep["videos"]] in ([0, 1], [1, 0])  # one per partition

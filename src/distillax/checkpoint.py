@@ -53,14 +53,17 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -68,7 +71,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from distillax import parallel
+from distillax import logs, parallel
 from distillax.config import Config, ConfigError
 from distillax.contexts import Partition
 from distillax.normalizer import RunningStats
@@ -97,7 +100,7 @@ class CheckpointError(ValueError):
     the config it is resumed with. The message names the directory, the step and what differs."""
 
 
-class UnverifiedCheckpointWarning(UserWarning):
+class UnverifiedCheckpointWarning(logs.Note):
     """A checkpoint saved before distillax stored digests was restored without an integrity
     check (its arrays may still be sound; nothing can tell)."""
 
@@ -203,15 +206,16 @@ def _unverified_note(where: str) -> None:
 
 @contextlib.contextmanager
 def cli_notes(file: Any = None) -> Iterator[None]:
-    """For command lines: inside, an `UnverifiedCheckpointWarning` prints as the one line
-    `note: <message>` on `file` (default stderr), once per message, instead of Python's
-    two-line `path:line: Category: ...` form. Other warnings are shown as before."""
+    """For command lines: inside, a `logs.Note` (an `UnverifiedCheckpointWarning`, a stored
+    program compiled again) prints as the one line `note: <message>` on `file` (default
+    stderr), once per message, instead of Python's two-line `path:line: Category: ...` form.
+    Other warnings are shown as before."""
     with warnings.catch_warnings():
-        warnings.simplefilter("once", UnverifiedCheckpointWarning)
+        warnings.simplefilter("once", logs.Note)
         show = warnings.showwarning
 
         def one_line(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-            if issubclass(category, UnverifiedCheckpointWarning):
+            if issubclass(category, logs.Note):
                 print(f"note: {message}", file=file if file is not None else sys.stderr)
             else:
                 show(message, category, *args, **kwargs)
@@ -271,11 +275,82 @@ class _OrbaxErrorLogs(logging.Filter):
     """Drops orbax's own ERROR records: each failed background write logs one, with the thread's
     traceback, before orbax raises it again from `wait_until_finished` or the next `save`, where
     `Saver` turns it into the one `CheckpointError` the caller reports. Active only while a
-    `Saver` is open."""
+    `Saver` is open.
+
+    Keeps the first record's exception as `failure`: the earliest sign that a write of this
+    process failed. In a multi-process run it is the only one in time: orbax's finalize thread
+    holds the error until every process has passed a barrier, which the others reach only once
+    their own writes are done (`_Processes`)."""
+
+    failure: BaseException | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR
-                    and f"{os.sep}orbax{os.sep}" in record.pathname)
+        if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        if self.failure is None and record.exc_info:
+            self.failure = record.exc_info[1]
+        return False
+
+
+def agree(running: bool, failure: str | None,
+          gather: Callable[[str], list[str]]) -> tuple[bool, str | None]:
+    """One verdict on the latest save, the same on every process of a run, from each process's
+    own (still being written, why it failed or None): (any process still writing, the failure
+    of the first process in process order that has one, or None). `gather(text)` is every
+    process's `text` in process order (`_Processes.gather`; `[text]` in a single process)."""
+    states = gather(f"failed:{failure}" if failure else "running" if running else "done")
+    failures = [s.removeprefix("failed:") for s in states if s.startswith("failed:")]
+    return "running" in states, (failures[0] if failures else None)
+
+
+_SAVERS = itertools.count()  # numbers each process's Savers alike: their keys in `_Processes`
+
+
+class _Processes:
+    """How the processes of a multi-process run agree on their saves: through the key-value
+    store of jax.distributed's coordination service (where orbax keeps its own barriers), under
+    the key prefix `prefix`. `client`, `index` and `count` default to this run's.
+
+    orbax writes each process's shards in a background thread, which waits at a barrier for
+    the other processes before the primary commits the step. A process whose write failed
+    never arrives, so `barrier`, given to orbax as its `barrier_sync_fn`, polls and gives up
+    once `aborted` is set (after `agree` found a failure): every background thread ends, and
+    no process waits for orbax's 20-minute timeout."""
+
+    def __init__(self, prefix: str, client: Any = None, index: int | None = None,
+                 count: int | None = None):
+        self.client = client or ocp.multihost.get_jax_distributed_client()
+        self.index = jax.process_index() if index is None else index
+        self.count = jax.process_count() if count is None else count
+        self.prefix, self.aborted = prefix, threading.Event()
+        self._round, self._uses, self._lock = 0, Counter(), threading.Lock()
+        self._timeout_ms = ocp.multihost.coordination_timeout() * 1000
+
+    def gather(self, text: str) -> list[str]:
+        """Every process's `text`, in process order; every process calls it together."""
+        self._round += 1
+        key = f"{self.prefix}/gather/{self._round}"
+        self.client.key_value_set(f"{key}/{self.index}", text)
+        if self._round > 2:  # every process has read round r - 2: it has set its round r - 1
+            self.client.key_value_delete(f"{self.prefix}/gather/{self._round - 2}/{self.index}")
+        return [self.client.blocking_key_value_get(f"{key}/{i}", self._timeout_ms)
+                for i in range(self.count)]
+
+    def barrier(self, *, key: str, timeout_ms: int) -> None:
+        """Return once every process has called it with `key` as often as this one (orbax
+        reuses keys); raise `CheckpointError` once `aborted` is set, `TimeoutError` after
+        `timeout_ms`."""
+        with self._lock:  # orbax calls from its background threads
+            self._uses[key] += 1
+            where = f"{self.prefix}/barrier/{key}/{self._uses[key]}/"
+        self.client.key_value_set(f"{where}{self.index}", "")
+        deadline = time.monotonic() + timeout_ms / 1000
+        while len(self.client.key_value_dir_get(where)) < self.count:
+            if self.aborted.wait(0.01):
+                raise CheckpointError(f"barrier {key!r} abandoned: a save failed")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"barrier {key!r}: not every process arrived in "
+                                   f"{timeout_ms / 1000:.0f} s")
 
 
 def _step_path(directory: str, step: int) -> epath.Path:
@@ -442,15 +517,23 @@ class Saver:
     `max_to_keep`, the oldest checkpoints. Use it as a context manager (or call `close` on
     every path): a save still being written when the process ends otherwise fails in orbax's
     background threads at interpreter exit, with a screen of their tracebacks.
+
+    In a multi-process run every process calls `save`, `check` and `close` together, and a
+    save that failed on any process raises the same `CheckpointError` on every one (`agree`),
+    so that all of them stop there with the same message.
     """
 
     def __init__(self, directory: str, max_to_keep: int):
         self.directory = directory
+        self._processes = (_Processes(f"distillax/saver{next(_SAVERS)}")
+                           if jax.process_count() > 1 else None)
         self._mngr = ocp.CheckpointManager(
             os.path.abspath(directory), item_names=ITEMS,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, enable_async_checkpointing=True,
-                cleanup_tmp_directories=True, create=True))
+                cleanup_tmp_directories=True, create=True,
+                async_options=ocp.AsyncOptions(barrier_sync_fn=self._processes.barrier)
+                if self._processes else None))
         _silence_orphaned_callbacks()  # a failed background write leaves them too
         self._quiet = _OrbaxErrorLogs()
         logging.getLogger("absl").addFilter(self._quiet)  # orbax logs through absl
@@ -468,7 +551,7 @@ class Saver:
             self.close()
             return
         try:  # an error is on its way out: finish the writes quietly, let that error speak
-            self.close()
+            self._release()
         except CheckpointError:
             pass
 
@@ -483,19 +566,46 @@ class Saver:
         return CheckpointError(f"saving a checkpoint{at} into {self.directory!r} failed: "
                                f"{_why(e)}; {kept}")
 
-    def _wait(self) -> None:
-        """Wait for the latest save's background write; its failure names that save's step."""
-        try:
-            self._mngr.wait_until_finished()
-        except Exception as e:
-            raise self._failed(e, self._last) from e
+    def _local(self, block: bool) -> tuple[bool, str | None]:
+        """This process's latest save: (still being written, why it failed or None); with
+        `block`, once its write is finished. The failure names that save's step."""
+        failure = self._quiet.failure
+        if self._last is None:
+            return False, None
+        if failure is None:
+            if not block and self._mngr.is_saving_in_progress():
+                return True, None
+            try:
+                self._mngr.wait_until_finished()
+                return False, None
+            except Exception as e:
+                failure = e
+        return False, str(self._failed(failure, self._last))
+
+    def _settle(self, wait: bool, failure: str | None = None) -> None:
+        """Raise `CheckpointError` if the latest save failed, or with `failure` (found before a
+        save), on any process: the same message on every process. With `wait`, first wait
+        until every process has written it (polling together: a process that waited on its
+        own write alone would wait for ever on one whose write failed)."""
+        gather = self._processes.gather if self._processes else lambda text: [text]
+        while True:
+            running, mine = self._local(block=wait and self._processes is None)
+            running, failure = agree(running, failure or mine, gather)
+            if failure:
+                if self._processes:  # end the background writes still waiting for the others
+                    self._processes.aborted.set()
+                raise CheckpointError(failure)
+            if not (wait and running):
+                return
+            time.sleep(0.02)
 
     def check(self) -> None:
         """Raise `CheckpointError` if the latest save's background write failed (e.g. the disk
-        filled up); returns at once while it is still being written. Called after every call
-        of the training loop, so a failed save stops the run there, not at the next save."""
-        if self._last is not None and not self._mngr.is_saving_in_progress():
-            self._wait()
+        filled up) on any process; returns at once while it is still being written. Called
+        after every call of the training loop, so a failed save stops the run there, not at
+        the next save."""
+        if self._last is not None:  # (the same on every process: saves are collective)
+            self._settle(wait=False)
 
     def save(self, state: Any, config: Config, devices: int) -> bool:
         """Start saving `state` (at step `state.iteration`); returns False if that step exists.
@@ -506,13 +616,14 @@ class Saver:
         background write failed.
         """
         it = parallel.host_iteration(state)
-        if not os.path.isdir(self.directory):
-            # Checked here because orbax, when it cannot create the step directory, raises but
-            # leaves threads waiting for that directory, which hold the process at exit.
-            raise CheckpointError(f"saving a checkpoint (step {it}) into {self.directory!r} "
-                                  "failed: it is no longer a directory")
+        # Checked here because orbax, when it cannot create the step directory, raises but
+        # leaves threads waiting for that directory, which hold the process at exit.
+        gone = (None if os.path.isdir(self.directory) else
+                f"saving a checkpoint (step {it}) into {self.directory!r} failed: it is no "
+                "longer a directory")
         waited = time.perf_counter()
-        self._wait()  # for the previous write (orbax's save would, and blame its error on `it`)
+        # Waits for the previous write (orbax's save would, and blame its error on `it`).
+        self._settle(wait=True, failure=gone)
         self.blocking_s += time.perf_counter() - waited
         if it in self._mngr.all_steps():  # a run resumed at its last step has nothing new
             return False
@@ -543,15 +654,27 @@ class Saver:
         released all the same)."""
         if self._closed:
             return 0.0
-        self._closed = True
         t = time.perf_counter()
         try:
-            self._mngr.close()  # waits for the background writes first
+            self._settle(wait=True)
+        except CheckpointError:
+            with contextlib.suppress(CheckpointError):  # (this process's own view of it)
+                self._release()
+            raise
+        self._release()
+        return time.perf_counter() - t
+
+    def _release(self) -> None:
+        """Release the manager, once: waits for this process's background writes."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._mngr.close()
         except Exception as e:
             raise self._failed(e, self._last) from e
         finally:
             logging.getLogger("absl").removeFilter(self._quiet)
-        return time.perf_counter() - t
 
 
 def require_empty(directory: str) -> None:

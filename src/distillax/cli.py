@@ -70,7 +70,7 @@ def _default_text(f: dataclasses.Field) -> str:
     return str(d)
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors (an unknown flag, a value of the wrong type, a choice not
     offered) are one line, as every other error here: the usage of ~70 flags buries it."""
 
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     """Config flags default to SUPPRESS, so the parse holds only the flags actually given:
     a fresh run fills the rest from `Config`'s defaults (then a preset, then a config file),
     a resume from the stored config. Every config flag's help is its field's metadata."""
-    p = _Parser(prog="python -m distillax.train", description=__doc__,
+    p = OneLineParser(prog="python -m distillax.train", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     from distillax.checkpoint import RESUME_MAY_CHANGE
     from distillax.presets import PRESETS

@@ -30,19 +30,26 @@ import math
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import jax
 import numpy as np
 
-from distillax import logs
+from distillax import limits, logs
 from distillax.checkpoint import CheckpointError, cli_notes
-from distillax.config import ConfigError
+from distillax.cli import OneLineParser
+from distillax.config import Config, ConfigError
 from distillax.contexts import ContextSpace
 from distillax.evaluation import grid_returns
 from distillax.model import Model
-from distillax.paths import check_output_dir
+from distillax.paths import check_output_dir, removing_unused
 from distillax.policy import load
+
+# Above this many env steps an evaluation notes its size before it starts (its one program
+# call shows no progress): on the 2-core CPU cartpole's evaluation runs ~1e6 env steps/s
+# (`--contexts 100000`: 2.3e8 steps in 235 s), brax tasks 20-50x slower.
+LONG_STEPS = 1e8
 
 # --- contexts ------------------------------------------------------------------------------
 
@@ -70,7 +77,7 @@ def grid_contexts(space: ContextSpace, n: int) -> tuple[np.ndarray, dict[str, An
     if space.tasks is not None:
         return np.asarray(space.tasks, np.float32), {"tasks": len(space.tasks)}
     cont, disc, combos = _split_dims(space)
-    k = max(2, int(math.floor((n / len(combos)) ** (1 / len(cont)) + 1e-9))) if cont else 1
+    k = _grid_points(n, len(cont), len(combos))
     axes = {space.names[j]: np.linspace(space.low[j], space.high[j], k) for j in cont}
     rows = []
     for combo in combos:
@@ -82,6 +89,23 @@ def grid_contexts(space: ContextSpace, n: int) -> tuple[np.ndarray, dict[str, An
     shape = {space.names[j]: k for j in cont} | {space.names[j]: len(space.values[j])
                                                   for j in disc}
     return np.asarray(rows, np.float32), shape
+
+
+def _grid_points(n: int, continuous: int, combos: int) -> int:
+    """k, the grid's points per continuous dimension: the largest with combos x k^continuous
+    <= n, at least 2 (1 without continuous dimensions)."""
+    return max(2, int(math.floor((n / combos) ** (1 / continuous) + 1e-9))) if continuous else 1
+
+
+def context_counts(space: ContextSpace, contexts: int, resolution: int) -> tuple[int, int]:
+    """(grid contexts, slice contexts) that `grid_contexts(space, contexts)`, `slices_2d(space,
+    resolution)` and `slices_1d(space, 2 resolution - 1)` make, counted without making them."""
+    if space.tasks is not None:
+        return len(space.tasks), 0
+    cont, _, combos = _split_dims(space)
+    c, n = len(cont), len(combos)
+    return (n * _grid_points(contexts, c, n) ** c,
+            n * (c * (c - 1) // 2 * resolution**2 + c * (2 * resolution - 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +162,34 @@ def _fmt(x: float) -> str:
 # --- report --------------------------------------------------------------------------------
 
 
+def _check_sizes(config: Config, contexts: int, resolution: int, videos: int) -> None:
+    """Refuse (`ConfigError`) an evaluation whose episodes or videos cannot fit this
+    machine's memory, or more videos than grid contexts; note one of over `LONG_STEPS` env
+    steps. Builds the env (cached) but nothing else."""
+    from distillax import envs
+
+    env = envs.build(config)
+    grid, sliced = context_counts(env.space, contexts, resolution)
+    name, value = ("--contexts", contexts) if grid >= sliced else ("--resolution", resolution)
+    limits.require_fits(limits.evaluation(config, env, grid + sliced, name, value))
+    work = (grid + sliced) * (config.partitions + 1) * env.max_steps
+    if work > LONG_STEPS:
+        warnings.warn(logs.Note(
+            f"{name} {value}: {grid + sliced:,} contexts x {config.partitions + 1} policies x "
+            f"up to {env.max_steps} steps = {work:.1e} env steps in one program call: minutes "
+            "to hours"), stacklevel=2)
+    if videos > grid:
+        raise ConfigError(f"--video = {videos} is invalid: at most {grid}, the contexts of "
+                          f"the evaluation grid (--contexts {contexts}), which the videos show")
+    if videos:
+        from distillax import render
+
+        limits.require_fits(limits.Estimate(
+            name="--video", value=videos, bytes=render.recording_bytes(env, videos),
+            what=f"recording {videos} contexts x 2 policies"))
+
+
+@removing_unused()  # `out` goes again if the evaluation stops before writing
 def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 512,
                         resolution: int = 11, step: int | None = None, greedy: bool = True,
                         seed: int = 0, plots: bool = True, seed_index: int | None = None,
@@ -160,6 +212,7 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
         member = member or 0
     out = out or os.path.join(directory, "eval")
     check_output_dir(out, "--out")  # before the restore and the episodes, not after them
+    _check_sizes(stored, contexts, resolution, videos)
     info, model, policies = load(directory, step, seed_index, member)
     run_seeds = info.config.seeds
     t_restore = time.perf_counter() - t0
@@ -484,7 +537,7 @@ def _plot_learning_curves(out: str, records: list[dict[str, Any]],
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m distillax.evaluate", description=__doc__,
+    p = OneLineParser(prog="python -m distillax.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
     p.add_argument("--out", default=None, help="output directory (default CHECKPOINT_DIR/eval)")
@@ -539,7 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  central mean return {o['central']['mean']:.1f}; teachers in their own cells "
           f"{o['teachers_own_cell']['mean']:.1f}; best single teacher "
           f"{o['best_single_teacher']['mean']:.1f}")
-    print(f"  wrote {', '.join(rep['files'])} to {out}")
+    files = [f for f in rep["files"] if not f.startswith("videos")]
+    videos = len(rep["files"]) - len(files)
+    print(f"  wrote {', '.join(files)}" + (f" and {videos} GIFs in videos/" if videos else "")
+          + f" to {out}")
     return 0
 
 

@@ -219,6 +219,12 @@ def grid_returns(model: Model, policies: Policies, contexts: np.ndarray, key: ja
     partition of each context) and own `[N]` (each context by its own cell's teacher). All
     policies use the same key, hence the same initial states.
     """
+    run = grid_program(model, greedy)
+    return jax.tree.map(np.asarray, run(policies, jnp.asarray(contexts), key))
+
+
+def grid_program(model: Model, greedy: bool) -> Any:
+    """`grid_returns`' jitted program `(policies, contexts [N, d], key) -> returns`."""
     from distillax.contexts import assign
 
     P = model.config.partitions
@@ -238,4 +244,4 @@ def grid_returns(model: Model, policies: Policies, contexts: np.ndarray, key: ja
         own = teachers[cell, jnp.arange(contexts.shape[0])]
         return {"central": central, "teachers": teachers, "cell": cell, "own": own}
 
-    return jax.tree.map(np.asarray, run(policies, jnp.asarray(contexts), key))
+    return run

@@ -24,6 +24,8 @@ import dataclasses
 import functools
 import math
 import os
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distillax import logs
 from distillax.contexts import ContextSpace, Partition, assign
 from distillax.envs.base import ContextualEnv
 from distillax.trainer import RUN_ONCE
@@ -450,6 +453,21 @@ def video_contexts(space: ContextSpace, partition: Partition, candidates: np.nda
     return np.asarray(out, np.float32).reshape(-1, space.dim)
 
 
+def recording_bytes(env: ContextualEnv, k: int, steps: int | None = None,
+                    size: int = 280) -> int:
+    """About the memory `record` and `write_videos` take for K contexts: every step's drawn
+    state of the 2K episodes (`Drawer.pick`, its shapes traced, not run) and their alive
+    flags, on the device and again on the host, and one video's images."""
+    def picked(key, context):
+        return drawer_for(env).pick(env, env.reset(key, context)[1], context)
+
+    shapes = jax.eval_shape(picked, jax.ShapeDtypeStruct((2,), jnp.uint32),
+                            jax.ShapeDtypeStruct((env.space.dim,), jnp.float32))
+    per_step = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes)) + 1
+    images = MAX_FRAMES * (2 * size) * 2 * size  # palette bytes, panels plus margins
+    return 2 * int(steps or env.max_steps) * 2 * k * per_step + images
+
+
 def write_videos(out: str, model: Any, policies: Any, contexts: np.ndarray, key: jax.Array,
                  greedy: bool = True, steps: int | None = None, size: int = 280,
                  max_frames: int = MAX_FRAMES) -> list[dict[str, Any]]:
@@ -460,8 +478,13 @@ def write_videos(out: str, model: Any, policies: Any, contexts: np.ndarray, key:
     os.makedirs(out, exist_ok=True)
     space = model.env.space
     cname = "central" if model.has_central else "ppo policy"
-    videos = []
+    videos, start = [], time.perf_counter()
     for i in range(len(contexts)):
+        first = time.perf_counter() - start
+        if i == 1 and first * (len(contexts) - 1) > 60:  # a soft limit: time, noted
+            warnings.warn(logs.Note(f"writing {len(contexts)} videos: about "
+                                    f"{logs.format_duration(first * (len(contexts) - 1))} "
+                                    f"more (the first took {first:.1f} s)"), stacklevel=2)
         j = int(rec.teacher[i])
         name = f"video_{i}.gif"
         write_gif(os.path.join(out, name),

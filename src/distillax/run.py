@@ -40,7 +40,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from distillax import cache, logs, parallel, programs
+from distillax import cache, limits, logs, parallel, programs
 from distillax.config import Config, ConfigError, validate
 from distillax.evaluation import (
     Evaluator,
@@ -51,7 +51,7 @@ from distillax.evaluation import (
     run_policies,
 )
 from distillax.model import Model, build_model
-from distillax.paths import check_output_dir
+from distillax.paths import check_output_dir, removing_unused
 from distillax.trainer import (
     IterationMetrics,
     NumericalError,
@@ -332,6 +332,7 @@ def _compile(runner: Runner, state: TrainState, evaluator: Evaluator | None, mod
     return runner, time.perf_counter() - t, int(loaded)
 
 
+@removing_unused()  # the directories checked below go again if the run writes nothing
 def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: int | None,
          handle_signals: bool, compile_cache: str | None) -> tuple[TrainState, Summary]:
     t_call = time.perf_counter()
@@ -345,6 +346,9 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
         if config.tensorboard:
             check_output_dir(os.path.join(directory, "tensorboard"),
                              "config field `tensorboard` (events in checkpoint_dir/tensorboard)")
+        if config.wandb:  # wandb writes under checkpoint_dir/wandb (else in its own place)
+            check_output_dir(os.path.join(directory, "wandb"),
+                             "config field `wandb` (its files in checkpoint_dir/wandb)")
     total = config.num_iterations
     if directory or restore is not None:
         from distillax import checkpoint
@@ -362,6 +366,8 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                            max_bytes=cache.max_bytes() // 2) if directory_in_use else None
     mesh = parallel.make_mesh(config.num_devices)
     model = build_model(config)
+    # before the state is made: `--seeds 100000` made states for minutes, then failed
+    limits.require_fits(limits.training(config, model.env))
     state = init_run_state(model)  # a leading seed axis [S, ...] when config.seeds > 1
     chunk = min(config.report_every, total)
     runner = make_runner(model, state, mesh, chunk)
