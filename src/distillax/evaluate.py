@@ -171,11 +171,14 @@ def _check_sizes(config: Config, contexts: int, resolution: int, videos: int) ->
     env = envs.build(config)
     grid, sliced = context_counts(env.space, contexts, resolution)
     name, value = ("--contexts", contexts) if grid >= sliced else ("--resolution", resolution)
-    limits.require_fits(limits.evaluation(config, env, grid + sliced, name, value))
-    work = (grid + sliced) * (config.partitions + 1) * env.max_steps
+    policies = config.partitions + 1
+    limits.require_fits(limits.evaluation(
+        config, env, (grid + sliced) * policies, name=name, value=value,
+        what=f"{grid + sliced:,} contexts x {policies} policies"))
+    work = (grid + sliced) * policies * env.max_steps
     if work > LONG_STEPS:
         warnings.warn(logs.Note(
-            f"{name} {value}: {grid + sliced:,} contexts x {config.partitions + 1} policies x "
+            f"{name} {value}: {grid + sliced:,} contexts x {policies} policies x "
             f"up to {env.max_steps} steps = {work:.1e} env steps in one program call: minutes "
             "to hours"), stacklevel=2)
     if videos > grid:

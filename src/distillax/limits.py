@@ -121,13 +121,12 @@ def training(config: Config, env: Any) -> Estimate:
                          f"envs x {config.num_steps} steps (hidden {list(hidden)})")
 
 
-def evaluation(config: Config, env: Any, contexts: int, name: str, value: Any) -> Estimate:
-    """One episode in each of `contexts` contexts for the central policy and each of the P
-    teachers at once: per episode, the env's state three times (state, step, reset choice),
-    a step's floats, two passes through the hidden layers and a copy of its actor's
+def evaluation(config: Config, env: Any, episodes: int, *, name: str, value: Any,
+               what: str) -> Estimate:
+    """`episodes` episodes run at once (held-out contexts x runs, or an evaluation's contexts
+    x its P + 1 policies): per episode, the env's state three times (state, step, reset
+    choice), a step's floats, two passes through the hidden layers and a copy of its actor's
     parameters (`policy.teacher_policy` gathers each row's teacher)."""
     floats = _step_floats(env) + 2 * sum(config.hidden_sizes) + _actor_floats(config, env)
     per = 3 * state_bytes(env) + F32 * floats
-    episodes = contexts * (config.partitions + 1)
-    return Estimate(name=name, value=value, bytes=int(episodes * per),
-                    what=f"{contexts:,} contexts x {config.partitions + 1} policies")
+    return Estimate(name=name, value=value, bytes=int(episodes * per), what=what)

@@ -368,6 +368,11 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
     model = build_model(config)
     # before the state is made: `--seeds 100000` made states for minutes, then failed
     limits.require_fits(limits.training(config, model.env))
+    limits.require_fits(limits.evaluation(
+        config, model.env, config.eval_contexts * config.num_runs,
+        name="config field `eval_contexts`", value=config.eval_contexts,
+        what=f"held-out episodes in {config.eval_contexts:,} contexts x {config.num_runs} "
+             f"run{'s' * (config.num_runs > 1)}"))
     state = init_run_state(model)  # a leading seed axis [S, ...] when config.seeds > 1
     chunk = min(config.report_every, total)
     runner = make_runner(model, state, mesh, chunk)
