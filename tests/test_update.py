@@ -184,6 +184,7 @@ def test_feature_distillation_is_an_explicit_loop_and_never_moves_teachers(task,
 def test_feature_distillation_fits_the_maps():
     """A few steps on one minibatch (teachers all but frozen) cut the feature error 2x."""
     model = _model(method="central", feature_coef=1.0, learning_rate=1e-9, anneal_lr=False,
+                   anneal_central_lr=False,
                    central_learning_rate=1e-2)
     params, ts, cs, mb = _setup(model, 5)
     opt = upd.OptState(model.teacher_tx.init(params.teacher),

@@ -106,8 +106,10 @@ class Config:
     # --- optimisation ------------------------------------------------------------------------
     learning_rate: float = leaf(2.5e-3, GROUPS[3], "the teachers' Adam step size")
     central_learning_rate: float = leaf(1e-3, GROUPS[3], "the central policy's Adam step size")
-    anneal_lr: bool = static(True, GROUPS[3], "decay both step sizes linearly to 0 at each "
-                             "optimizer's last step")
+    anneal_lr: bool = static(True, GROUPS[3], "decay the teachers' step size linearly to 0 "
+                             "at their optimizer's last step")
+    anneal_central_lr: bool = static(True, GROUPS[3], "decay the central policy's step size "
+                                     "linearly to 0 at its optimizer's last step")
     max_grad_norm: float = leaf(0.5, GROUPS[3], "clip of each teacher's own (unweighted) loss "
                                 "gradient, and of the central policy's")
     reward_scale: float = leaf(1.0, GROUPS[3], "rewards (Distral's regularised ones included) "
@@ -329,7 +331,7 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
      lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 switches it off / means every epoch / auto)"),
     (("teacher_sees_context", "central_sees_context", "normalize_obs", "anneal_lr",
-      "tensorboard", "wandb"), lambda v: isinstance(v, bool), "True or False"),
+      "anneal_central_lr", "tensorboard", "wandb"), lambda v: isinstance(v, bool), "True or False"),
     (("wandb_project", "wandb_name"), lambda v: isinstance(v, str), "a string"),
     (("wandb_mode",), lambda v: v in WANDB_MODES, f"one of {list(WANDB_MODES)}"),
     (("checkpoint_dir",), lambda v: isinstance(v, str), "a directory path (a string; '' = none)"),

@@ -35,8 +35,9 @@ class Model:
         sweep runs each member's values."""
         return dataclasses.replace(self, config=self.config.replace(**hparams))
 
-    def _adam(self, lr: Any, steps: int) -> optax.GradientTransformation:
-        if self.config.anneal_lr:  # to 0 at the optimizer's own last step
+    @staticmethod
+    def _adam(lr: Any, steps: int, anneal: bool) -> optax.GradientTransformation:
+        if anneal:  # to 0 at the optimizer's own last step
             lr = optax.linear_schedule(lr, 0.0, steps)
         return optax.adam(lr, eps=1e-5)
 
@@ -44,7 +45,8 @@ class Model:
     def teacher_tx(self) -> optax.GradientTransformation:
         """The teachers' Adam. Their gradients are clipped per teacher in the update (see
         `update.clip_per_teacher`), not here."""
-        return self._adam(self.config.learning_rate, self.config.num_updates)
+        return self._adam(self.config.learning_rate, self.config.num_updates,
+                          self.config.anneal_lr)
 
     @property
     def central_tx(self) -> optax.GradientTransformation:
@@ -54,7 +56,7 @@ class Model:
         c = self.config
         steps = c.num_iterations * c.central_epochs * c.num_minibatches
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm),
-                           self._adam(c.central_learning_rate, steps))
+                           self._adam(c.central_learning_rate, steps, c.anneal_central_lr))
 
     @property
     def has_central(self) -> bool:
