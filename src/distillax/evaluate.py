@@ -246,7 +246,13 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
             "partition": j, "weight": float(weights[j]), "contexts": int(m.sum()),
             "centre": dict(zip(space.names, centres[j].tolist())),
             "central": float(g["central"][m].mean()) if m.any() else None,
-            "own_teacher": float(g["own"][m].mean()) if m.any() else None})
+            "own_teacher": float(g["own"][m].mean()) if m.any() else None,
+            # the central policy's fit to this teacher (evaluation.fit_watch), per step of
+            # the teacher's own episodes here and of the central policy's
+            **{f"{k}_{who}_states": (float(g[f"{w}_{k}"][m].sum() / g[f"{w}_steps"][m].sum())
+                                     if m.any() and model.has_central else None)
+               for k in ("kl", "action_gap") for who, w in (("teacher", "own"),
+                                                            ("central", "central"))}})
         cross.append([float(g["teachers"][i][m].mean()) if m.any() else None for i in range(P)])
     best = int(np.argmax(g["teachers"].mean(axis=1)))
     report: dict[str, Any] = {
@@ -324,14 +330,22 @@ def markdown(report: dict[str, Any], space: ContextSpace) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(s[k]) for k in
                                                    ("mean", "std", "min", "median", "max")) + " |")
     lines += ["", "## Per partition", "",
+              "KL and gap: how the central policy follows the partition's teacher, per step "
+              "of the teacher's episodes (teacher states) and of its own (central states): "
+              "KL(teacher || central), and the distance between their greedy actions "
+              "(discrete actions: how often they differ).", "",
               "| partition | weight | grid contexts | centre (" + ", ".join(space.names) +
-              ") | central | own teacher |", "|---:|---:|---:|---|---:|---:|"]
+              ") | central | own teacher | KL, teacher states | KL, central states | gap, "
+              "teacher states | gap, central states |",
+              "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for p in report["per_partition"]:
         centre = ", ".join(f"{v:.2f}" for v in p["centre"].values())
-        c = "-" if p["central"] is None else _fmt(p["central"])
-        t = "-" if p["own_teacher"] is None else _fmt(p["own_teacher"])
+        cells = [_fmt(p[k]) if p[k] is not None else "-" for k in ("central", "own_teacher")]
+        cells += [f"{p[k]:.3g}" if p.get(k) is not None else "-"
+                  for k in ("kl_teacher_states", "kl_central_states",
+                            "action_gap_teacher_states", "action_gap_central_states")]
         lines.append(f"| {p['partition']} | {p['weight']:.3f} | {p['contexts']} | {centre} | "
-                     f"{c} | {t} |")
+                     + " | ".join(cells) + " |")
     P = report["partitions"]
     lines += ["", "## Every teacher on every partition's contexts", "",
               "Mean return of teacher i (rows) on the grid contexts of partition j (columns); "

@@ -10,18 +10,27 @@ report (all four) run the same executable, compiled once, ahead of time.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from distillax import parallel, programs
 from distillax.config import Config
 from distillax.envs.base import ContextualEnv
 from distillax.model import Model
-from distillax.policy import Policies, central_policy, own_cell, teacher_policy
+from distillax.policy import (
+    Policies,
+    central_dist,
+    central_policy,
+    own_cell,
+    teacher_dist,
+    teacher_policy,
+)
 
 VARIANTS = (("central", True), ("central", False), ("teachers", True), ("teachers", False))
 
@@ -51,50 +60,121 @@ def eval_keys(config: Config) -> jax.Array:
                       for _ in config.members for s in range(config.seeds)])
 
 
-def episode_returns(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
-                    env: ContextualEnv, contexts: jax.Array, key: jax.Array) -> jax.Array:
-    """Undiscounted return of one episode in each context `[N, d]` -> `[N]`.
+@struct.dataclass
+class Episodes:
+    """One episode per context, leaves `[N]` (`[R, N]` from the `Evaluator`): its return, its
+    steps until its first end, the sums over those steps of what a `watch` measured (`fit`:
+    name -> `[N]`, empty without one), and the cell of its context (-1 where not known)."""
+
+    returns: jax.Array
+    steps: jax.Array
+    fit: dict[str, jax.Array]
+    cell: jax.Array
+
+
+def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+             env: ContextualEnv, contexts: jax.Array, key: jax.Array,
+             watch: Callable[[jax.Array, jax.Array], dict[str, jax.Array]] | None = None
+             ) -> Episodes:
+    """One episode in each context `[N, d]`, undiscounted.
 
     `policy(obs [N, obs], context [N, d], key) -> action [N, ...]`. Counts reward up to each
     episode's first termination or truncation, and stops stepping once every episode has
     ended (at most the env's maximum episode length): a policy that fails fast is evaluated
-    fast. Step t acts with `fold_in(key_run, t)`.
+    fast. Step t acts with `fold_in(key_run, t)`. `watch(obs, context) -> {name: [N]}` is
+    measured at every state acted on before the episode's end, and summed.
     """
     n = contexts.shape[0]
     key_reset, key_run = jax.random.split(key)
     obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, n), contexts)
+    seen = jax.eval_shape(watch, obs, contexts) if watch else {}
 
     def running(carry):
-        t, _, _, _, alive = carry
+        t, alive = carry[0], carry[-1]
         return jnp.logical_and(t < env.max_steps, jnp.any(alive))
 
     def step(carry):
-        t, obs, state, total, alive = carry
+        t, obs, state, total, steps, fit, alive = carry
+        if watch:
+            fit = {k: v + jnp.where(alive, watch(obs, contexts)[k], 0.0) for k, v in fit.items()}
         k_act, k_env = jax.random.split(jax.random.fold_in(key_run, t))
         action = policy(obs, contexts, k_act)
         # no reset: an ended episode's later steps are never counted
         out = jax.vmap(env.transition)(jax.random.split(k_env, n), state, action, contexts)
         total = total + jnp.where(alive, out.reward, 0.0)
+        steps = steps + alive
         alive = alive & ~(out.terminated | out.truncated)
-        return t + 1, out.obs, out.state, total, alive
+        return t + 1, out.obs, out.state, total, steps, fit, alive
 
-    init = (jnp.zeros((), jnp.int32), obs, state, jnp.zeros(n), jnp.ones(n, bool))
-    return jax.lax.while_loop(running, step, init)[3]
+    init = (jnp.zeros((), jnp.int32), obs, state, jnp.zeros(n), jnp.zeros(n, jnp.int32),
+            {k: jnp.zeros(n) for k in seen}, jnp.ones(n, bool))
+    _, _, _, total, steps, fit, _ = jax.lax.while_loop(running, step, init)
+    return Episodes(returns=total, steps=steps, fit=fit, cell=jnp.full(n, -1, jnp.int32))
+
+
+def episode_returns(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+                    env: ContextualEnv, contexts: jax.Array, key: jax.Array) -> jax.Array:
+    """The returns `[N]` of `episodes(policy, env, contexts, key)`."""
+    return episodes(policy, env, contexts, key).returns
+
+
+# Who acts in `policy_episodes` (a traced int in the evaluator's one program)
+CENTRAL, TEACHERS, RANDOM = 0, 1, 2
+
+
+def fit_watch(model: Model, policies: Policies
+              ) -> Callable[[jax.Array, jax.Array], dict[str, jax.Array]]:
+    """How closely the central policy follows each context's own-cell teacher i at a state:
+    `kl` = KL(pi_i || pi_c), and `action_gap`, the distance between their greedy actions
+    (Euclidean, in the action space; for discrete actions 1 where they differ, so its mean is
+    the disagreement rate). `(obs [N, obs], context [N, d]) -> {name: [N]}`."""
+    teacher = teacher_dist(model, policies, own_cell(model, policies.partition))
+    central = central_dist(model, policies)
+
+    def watch(obs, context):
+        t, c = teacher(obs, context), central(obs, context)
+        a, b = t.mode(), c.mode()
+        gap = ((a != b).astype(jnp.float32) if model.env.discrete
+               else jnp.linalg.norm(a - b, axis=-1))
+        return {"kl": t.kl(c), "action_gap": gap}
+
+    return watch
+
+
+def random_policy(env: ContextualEnv) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """Actions drawn uniformly from the env's action space (the floor of the kept fraction)."""
+    space = env.env.action_space(env.env.default_params)
+
+    def policy(obs, context, key):
+        return jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
+
+    return policy
+
+
+def policy_episodes(model: Model, policies: Policies, contexts: jax.Array, key: jax.Array,
+                    greedy: Any, who: Any, fit: bool = False) -> Episodes:
+    """`episodes` on `contexts [N, d]` of the central policy, each context's own-cell teacher
+    or a random policy (`who`: CENTRAL, TEACHERS, RANDOM; `greedy` and `who` may be traced).
+    With `fit` (and a central policy) they carry `fit_watch`'s sums; `cell` is each context's.
+    For a method without a central policy its single teacher acts as the central policy."""
+    acting = [central_policy(model, policies, greedy),
+              teacher_policy(model, policies, own_cell(model, policies.partition), greedy),
+              random_policy(model.env)]
+
+    def act(obs, context, k):
+        return jax.lax.switch(who, acting, obs, context, k)
+
+    watch = fit_watch(model, policies) if fit and model.has_central else None
+    out = episodes(act, model.env, contexts, key, watch)
+    return out.replace(cell=own_cell(model, policies.partition)(contexts))
 
 
 def policy_returns(model: Model, policies: Policies, contexts: jax.Array, key: jax.Array,
                    greedy: Any, teachers: Any) -> jax.Array:
     """Returns `[N]` on `contexts [N, d]` of the central policy, or (`teachers`) of each
-    context's own-cell teacher; `greedy` and `teachers` may be traced bools. For a method
-    without a central policy its single teacher acts either way."""
-    central = central_policy(model, policies, greedy)
-    own = teacher_policy(model, policies, own_cell(model, policies.partition), greedy)
-    if isinstance(teachers, bool):
-        act = own if teachers else central
-    else:
-        def act(obs, context, k):
-            return jax.lax.cond(teachers, own, central, obs, context, k)
-    return episode_returns(act, model.env, contexts, key)
+    context's own-cell teacher; `greedy` and `teachers` may be traced bools."""
+    who = jnp.where(teachers, TEACHERS, CENTRAL)
+    return policy_episodes(model, policies, contexts, key, greedy, who).returns
 
 
 def run_policies(model: Model, state: Any) -> Policies:
@@ -112,56 +192,130 @@ def run_policies(model: Model, state: Any) -> Policies:
 
 @dataclasses.dataclass
 class Evaluator:
-    """The run's held-out evaluation, compiled once: `returns(policies, greedy, teachers)` ->
-    `[S, N]`, every seed's returns on the held-out contexts with its own key."""
+    """The run's held-out evaluation, compiled once: `episodes(policies, greedy, who)` ->
+    `Episodes` of leaves `[R, N]`, every run's episodes on the held-out contexts with its own
+    key, with the central policy's fit to its teachers (`fit_watch`) where there is one."""
 
     model: Model
     contexts: np.ndarray  # [N, d]
-    keys: jax.Array  # [S, 2]
+    keys: jax.Array  # [R, 2]
     program: Any = None  # the compiled executable, set by `compile`
+    floor: np.ndarray | None = None  # [R] a random policy's mean return, once played
 
     def _fn(self) -> Callable:
-        def run(policies, contexts, keys, greedy, teachers):
-            return jax.vmap(lambda p, k: policy_returns(self.model, p, contexts, k, greedy,
-                                                        teachers))(policies, keys)
+        def run(policies, contexts, keys, greedy, who):
+            return jax.vmap(lambda p, k: policy_episodes(self.model, p, contexts, k, greedy,
+                                                         who, fit=True))(policies, keys)
 
         return jax.jit(run)
+
+    def _args(self, policies: Policies, greedy: Any, who: Any) -> tuple[Any, ...]:
+        return (policies, jnp.asarray(self.contexts), self.keys, jnp.asarray(greedy),
+                jnp.asarray(who, jnp.int32))
 
     def compile(self, policies: Policies, store: programs.Store | None = None) -> bool:
         """Compile for `policies` (`run_policies` of a state; only shapes are read), or load
         from the program `store`; returns whether it was loaded."""
-        flag = jnp.asarray(True)
-        args = (policies, jnp.asarray(self.contexts), self.keys, flag, flag)
+        args = self._args(policies, True, CENTRAL)
         key = programs.program_key("evaluation", self.model.config, args)
         self.program, loaded = programs.load_or_compile(store, key,
                                                         lambda: self._fn().lower(*args))
         return loaded
 
-    def returns(self, policies: Policies, greedy: bool, teachers: bool) -> np.ndarray:
+    def episodes(self, policies: Policies, greedy: bool, who: int) -> Episodes:
         if self.program is None:
             self.compile(policies)
-        return np.asarray(self.program(policies, jnp.asarray(self.contexts), self.keys,
-                                       jnp.asarray(greedy), jnp.asarray(teachers)))
+        return jax.tree.map(np.asarray, self.program(*self._args(policies, greedy, who)))
+
+    def returns(self, policies: Policies, greedy: bool, teachers: bool) -> np.ndarray:
+        """Returns `[R, N]` of the central policy or (`teachers`) the own-cell teachers."""
+        return self.episodes(policies, greedy, TEACHERS if teachers else CENTRAL).returns
 
 
 def make_evaluator(model: Model) -> Evaluator:
     return Evaluator(model, heldout_contexts(model), eval_keys(model.config))
 
 
+# The states the fit is measured on: (name, who acts, greedy). The teachers' greedy states in
+# their own cells, their sampled states (the training distribution), and the central
+# policy's own greedy states (which it never trains on).
+FIT_STATES = (("teacher_greedy", TEACHERS, True), ("teacher_sampled", TEACHERS, False),
+              ("central_greedy", CENTRAL, True))
+
+
+def fit_by_cell(ep: Episodes, partitions: int) -> dict[str, np.ndarray]:
+    """Each fit measure per cell `[R, P]`: its sum over the steps of the cell's episodes over
+    their number of steps (NaN for a cell without held-out contexts). `ep` leaves `[R, N]`."""
+    onehot = ep.cell[..., None] == np.arange(partitions)  # [R, N, P]
+    steps = (ep.steps[..., None] * onehot).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {k: np.where(steps > 0, (v[..., None] * onehot).sum(axis=1) / steps, np.nan)
+                for k, v in ep.fit.items()}
+
+
+def kept(central: np.ndarray, teachers: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """How much of its teachers' return the central policy keeps, per run: (central - floor)
+    / (teachers - floor), with `floor` a random policy's return (so a negative-return task
+    reads on the same scale as a positive one); NaN where the teachers are at the floor."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(teachers != floor, (central - floor) / (teachers - floor), np.nan)
+
+
+def fit_fields(evaluator: Evaluator, policies: Policies,
+               done: dict[tuple[bool, int], Episodes]) -> list[dict[str, Any]]:
+    """Per run: `kept` (of the greedy returns), the random floor `random_return`, and per
+    state of `FIT_STATES` the cells' `kl_<state>` and `action_gap_<state>` `[P]`. Runs the
+    variants `done` (keyed (greedy, who)) does not hold yet, and adds them to it. Empty dicts
+    for a method without a central policy."""
+    R = evaluator.keys.shape[0]
+    if not evaluator.model.has_central:
+        return [{} for _ in range(R)]
+    for _, who, greedy in FIT_STATES:
+        if (greedy, who) not in done:
+            done[greedy, who] = evaluator.episodes(policies, greedy, who)
+    if evaluator.floor is None:  # the same for every evaluation of the run: played once
+        evaluator.floor = evaluator.episodes(policies, False, RANDOM).returns.mean(axis=1)
+    central, teachers = (done[True, w].returns.mean(axis=1) for w in (CENTRAL, TEACHERS))
+    out = [{"kept": float(k), "random_return": float(f)}
+           for k, f in zip(kept(central, teachers, evaluator.floor), evaluator.floor)]
+    P = evaluator.model.config.partitions
+    for name, who, greedy in FIT_STATES:
+        for measure, cells in fit_by_cell(done[greedy, who], P).items():
+            for r, rep in enumerate(out):
+                rep[f"{measure}_{name}"] = cells[r].tolist()
+    return out
+
+
 def summarise(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """One run's report as it is; several runs' (seeds): the means under the same keys, and
-    per return `<key>_seeds` (per run) and `<key>_ci95` ([low, high], `mean_ci95`), with the
-    runs' own reports as `per_seed`."""
+    """One run's report as it is; several runs' (seeds): the means under the same keys (per
+    cell for the fit's lists, NaN-free cells only), and per return and `kept`
+    `<key>_seeds` (per run) and `<key>_ci95` ([low, high], `mean_ci95`), with the runs' own
+    reports as `per_seed`."""
     if len(reports) == 1:
         return reports[0]
     out: dict[str, Any] = {"contexts": reports[0]["contexts"], "seeds": len(reports),
                            "interval": "95% Student-t over seeds"}
-    for who, greedy in VARIANTS:
-        k = f"{who}_{'greedy' if greedy else 'sampled'}"
-        per = [r[k] for r in reports]
-        m, lo, hi = mean_ci95(per)
-        out[k], out[f"{k}_seeds"], out[f"{k}_ci95"] = m, per, [lo, hi]
+    keys = [f"{who}_{'greedy' if greedy else 'sampled'}" for who, greedy in VARIANTS]
+    for k in keys + ["kept", "random_return"]:
+        if k in reports[0]:
+            per = [r[k] for r in reports]
+            m, lo, hi = mean_ci95(per)
+            out[k], out[f"{k}_seeds"], out[f"{k}_ci95"] = m, per, [lo, hi]
+    out.update({k: v for k, v in cell_means(reports).items() if isinstance(v, list)})
     out["per_seed"] = reports
+    return out
+
+
+def cell_means(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' mean of each number and, cell by cell, of each list (NaN-free cells only:
+    a cell without held-out contexts in one run), per-context lists left out."""
+    out: dict[str, Any] = {}
+    with warnings.catch_warnings():  # a cell empty in every run stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for k, v in reports[0].items():
+            if isinstance(v, float) or (isinstance(v, list) and not k.endswith("_per_context")):
+                mean = np.nanmean([r[k] for r in reports], axis=0)
+                out[k] = mean.tolist() if isinstance(v, list) else float(mean)
     return out
 
 
@@ -178,28 +332,31 @@ def member_values(config: Config) -> list[dict[str, float]]:
 
 
 def report(evaluator: Evaluator, policies: Policies) -> dict[str, Any]:
-    """Mean held-out returns of central and teachers, greedy (mode) and sampled actions.
+    """Mean held-out returns of central and teachers, greedy (mode) and sampled actions, and
+    the central policy's fit to its teachers (`fit_fields`).
 
     One run: `{central_greedy, central_sampled, teachers_greedy, teachers_sampled}`, plus the
-    greedy returns per context. Several seeds: `summarise`d over them. A sweep: the summary of
-    all its runs at the top level, and `members`, each member's summary over its seeds with
-    the values it was trained with.
+    greedy returns per context and the fit. Several seeds: `summarise`d over them. A sweep:
+    the summary of all its runs at the top level, and `members`, each member's summary over
+    its seeds with the values it was trained with.
     """
     R = evaluator.keys.shape[0]
     per_run: list[dict[str, Any]] = [{"contexts": int(evaluator.contexts.shape[0])}
                                      for _ in range(R)]
-    done: dict[tuple[bool, bool], np.ndarray] = {}
+    done: dict[tuple[bool, int], Episodes] = {}
     for who, greedy in VARIANTS:
         # without a central policy the single teacher is "central" too: played once
-        teachers = who == "teachers" and evaluator.model.has_central
-        if (greedy, teachers) not in done:
-            done[greedy, teachers] = evaluator.returns(policies, greedy, teachers)
-        r = done[greedy, teachers]  # [R, N]
+        acting = TEACHERS if who == "teachers" and evaluator.model.has_central else CENTRAL
+        if (greedy, acting) not in done:
+            done[greedy, acting] = evaluator.episodes(policies, greedy, acting)
+        r = done[greedy, acting].returns  # [R, N]
         name = f"{who}_{'greedy' if greedy else 'sampled'}"
         for s, rep in enumerate(per_run):
             rep[name] = float(r[s].mean())
             if greedy:
                 rep[f"{name}_per_context"] = r[s].tolist()
+    for rep, fit in zip(per_run, fit_fields(evaluator, policies, done)):
+        rep.update(fit)
     config = evaluator.model.config
     if not config.sweep:
         return summarise(per_run)
@@ -216,8 +373,11 @@ def grid_returns(model: Model, policies: Policies, contexts: np.ndarray, key: ja
     """One episode per context `[N, d]` for the central policy and each teacher.
 
     Returns central `[N]`, teachers `[P, N]` (teacher i in every context), cell `[N]` (the
-    partition of each context) and own `[N]` (each context by its own cell's teacher). All
-    policies use the same key, hence the same initial states.
+    partition of each context), own `[N]` (each context by its own cell's teacher), and the
+    central policy's fit (`fit_watch`) summed over the states of its own episodes and of the
+    own teachers' (`central_<measure>`, `own_<measure>` `[N]`), with the steps they sum over
+    (`central_steps`, `own_steps`). All policies use the same key, hence the same initial
+    states.
     """
     run = grid_program(model, greedy)
     return jax.tree.map(np.asarray, run(policies, jnp.asarray(contexts), key))
@@ -231,8 +391,9 @@ def grid_program(model: Model, greedy: bool) -> Any:
 
     @jax.jit
     def run(policies, contexts, key):
-        central = episode_returns(central_policy(model, policies, greedy), model.env,
-                                  contexts, key)
+        fit = {who: policy_episodes(model, policies, contexts, key, greedy, acting, fit=True)
+               for who, acting in (("central", CENTRAL), ("own", TEACHERS))}
+        central = fit["central"].returns
 
         def teacher(i):
             which = lambda c: jnp.full(c.shape[:-1], i, jnp.int32)  # noqa: E731
@@ -242,6 +403,8 @@ def grid_program(model: Model, greedy: bool) -> Any:
         teachers = jax.vmap(teacher)(jnp.arange(P))
         cell = assign(policies.partition, model.env.space, contexts)
         own = teachers[cell, jnp.arange(contexts.shape[0])]
-        return {"central": central, "teachers": teachers, "cell": cell, "own": own}
+        sums = {f"{who}_{k}": v for who, ep in fit.items()
+                for k, v in {**ep.fit, "steps": ep.steps}.items()}
+        return {"central": central, "teachers": teachers, "cell": cell, "own": own, **sums}
 
     return run

@@ -190,6 +190,8 @@ def progress_line(record: dict[str, Any], total_iterations: int) -> str:
             f"teacher return [{rets}]")
     if record.get("central_return") is not None:
         line += f" | central held-out return {record['central_return']:6.1f} (greedy)"
+    if record.get("kept") is not None:
+        line += f", keeps {record['kept']:.2f} of its teachers'"
     return line
 
 
@@ -219,6 +221,7 @@ class Progress:
         self._t0 = time.perf_counter()
         self._open = False  # a bar line is on screen without its newline
         self._central: float | None = None  # the last held-out return, shown until the next
+        self._kept: float | None = None  # and how much of its teachers' it kept
 
     def eta(self, iteration: int) -> float | None:
         done = iteration - self.start
@@ -242,8 +245,11 @@ class Progress:
                 f"{record['steps_per_s']:,.0f} steps/s | ETA {eta_s} | teachers {rets}")
         if record.get("central_return") is not None:
             self._central = float(record["central_return"])
+            self._kept = record.get("kept")
         if self._central is not None:
             text += f" | central {self._central:.1f}"
+        if self._kept is not None:
+            text += f" (keeps {self._kept:.2f})"
         self.stream.write("\r" + text[: width - 1].ljust(width - 1))
         self.stream.flush()
         self._open = True

@@ -57,42 +57,60 @@ def own_cell(model: Model, partition: Partition) -> Callable[[jax.Array], jax.Ar
     return lambda context: assign(partition, model.env.space, context)
 
 
+def central_dist(model: Model, policies: Policies) -> Callable[[jax.Array, jax.Array],
+                                                                 Distribution]:
+    """`dist(obs [N, obs], context [N, d])`: the central policy's action distribution `[N]`
+    (for a method without a central policy, the single teacher's)."""
+    if not model.has_central:
+        return teacher_dist(model, policies, own_cell(model, policies.partition))
+    model = _acting(model, policies)
+    return lambda obs, context: model.central_dist(policies.central, obs, context,
+                                                   policies.central_stats)
+
+
+def teacher_dist(model: Model, policies: Policies, which: Callable[[jax.Array], jax.Array]
+                 ) -> Callable[[jax.Array, jax.Array], Distribution]:
+    """`dist(obs [N, obs], context [N, d])`: row n's distribution from teacher
+    `which(context [N, d])[n]`, e.g. `own_cell`."""
+    model = _acting(model, policies)
+
+    def dist(obs, context):
+        idx = which(context)  # [N]
+        pick = lambda x: jnp.asarray(x)[idx]  # noqa: E731  N stacked teachers [N, ...], one each
+        acting = model.acting_params(jax.tree.map(pick, policies.teacher), policies.central)
+        d, _ = model.teachers(acting, obs[:, None], context[:, None],
+                              jax.tree.map(pick, policies.teacher_stats),
+                              policies.central_stats)
+        return jax.tree.map(lambda x: x[:, 0], d)
+
+    return dist
+
+
+def _acts(dist: Callable[[jax.Array, jax.Array], Distribution], greedy: Any) -> Policy:
+    """A policy over any leading axes (or none) from a distribution over a batch `[N]`."""
+
+    def policy(obs, context, key):
+        lead = obs.shape[:-1]
+        d = dist(obs.reshape(-1, obs.shape[-1]), context.reshape(-1, context.shape[-1]))
+        action = choose(d, key, greedy)
+        return action.reshape(lead + action.shape[1:])
+
+    return policy
+
+
 def central_policy(model: Model, policies: Policies, greedy: Any) -> Policy:
     """`policy(obs [..., obs], context [..., d], key) -> action [...]` of the central policy.
 
     For a method without a central policy (`ppo`) the single teacher acts instead.
     """
-    if not model.has_central:
-        return teacher_policy(model, policies, own_cell(model, policies.partition), greedy)
-    model = _acting(model, policies)
-
-    def policy(obs, context, key):
-        dist = model.central_dist(policies.central, obs, context, policies.central_stats)
-        return choose(dist, key, greedy)
-
-    return policy
+    return _acts(central_dist(model, policies), greedy)
 
 
 def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array], jax.Array],
                    greedy: Any) -> Policy:
     """Teachers acting on `obs [..., obs]`, `context [..., d]` (leading axes, or none, are a
     batch of N): row n by teacher `which(context [N, d])[n]`, e.g. `own_cell`."""
-    model = _acting(model, policies)
-
-    def policy(obs, context, key):
-        lead = obs.shape[:-1]
-        obs, context = obs.reshape(-1, obs.shape[-1]), context.reshape(-1, context.shape[-1])
-        idx = which(context)  # [N]
-        pick = lambda x: jnp.asarray(x)[idx]  # noqa: E731  N stacked teachers [N, ...], one each
-        acting = model.acting_params(jax.tree.map(pick, policies.teacher), policies.central)
-        dist, _ = model.teachers(acting, obs[:, None], context[:, None],
-                                 jax.tree.map(pick, policies.teacher_stats),
-                                 policies.central_stats)
-        dist = jax.tree.map(lambda x: x[:, 0], dist)
-        action = choose(dist, key, greedy)
-        return action.reshape(lead + action.shape[1:])
-
-    return policy
+    return _acts(teacher_dist(model, policies, which), greedy)
 
 
 def load(directory: str, step: int | None = None, seed: int | None = None,

@@ -43,8 +43,12 @@ import numpy as np
 from distillax import cache, limits, logs, parallel, programs
 from distillax.config import Config, ConfigError, validate
 from distillax.evaluation import (
+    CENTRAL,
+    FIT_STATES,
     Evaluator,
     by_member,
+    cell_means,
+    fit_fields,
     make_evaluator,
     mean_ci95,
     report,
@@ -441,8 +445,10 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
             # whether or not the run was resumed in between.
             if it // every > prev // every or it == total:
                 t = time.perf_counter()
-                r = evaluator.returns(run_policies(model, state), greedy=True,
-                                      teachers=False).mean(axis=1)
+                policies = run_policies(model, state)
+                done = {(True, CENTRAL): evaluator.episodes(policies, True, CENTRAL)}
+                record.update(cell_means(fit_fields(evaluator, policies, done)))
+                r = done[True, CENTRAL].returns.mean(axis=1)
                 eval_s += time.perf_counter() - t
                 record["central_return"] = float(np.mean(r))
                 if config.num_runs > 1:
@@ -514,6 +520,14 @@ def _log_final(log: Callable[[str], None], final: dict[str, Any], model: Model,
         f"{final['central_greedy']:.1f} greedy, {final['central_sampled']:.1f} sampled")
     log(f"teachers (each in its own cell) held-out return: {final['teachers_greedy']:.1f} "
         f"greedy, {final['teachers_sampled']:.1f} sampled")
+    if "kept" in final:
+        log(f"the central policy keeps {final['kept']:.2f} of its teachers' return (greedy; "
+            f"0 = a random policy's {final['random_return']:.1f}); per cell, on the states of")
+        cells = lambda v: "[" + " ".join(f"{x:.3g}" for x in v) + "]"  # noqa: E731
+        for name, _, _ in FIT_STATES:
+            log(f"  {name.replace('_', ' ')} episodes: KL(teacher || central) "
+                f"{cells(final[f'kl_{name}'])}, greedy-action gap "
+                f"{cells(final[f'action_gap_{name}'])}")
     if config.sweep:
         log(sweep_table(config, final))
     elif config.seeds > 1:
