@@ -141,6 +141,10 @@ def test_evaluate_cli_writes_the_table_and_the_plots(four, tmp_path, compile_cac
     assert len(cross) == P and all(len(row) == P for row in cross)
     for j, p in enumerate(rep["per_partition"]):
         assert p["own_teacher"] == pytest.approx(cross[j][j])
+        # the fit: a KL is >= 0; a discrete action gap is a rate of disagreement
+        for states in ("teacher", "central"):
+            assert p[f"kl_{states}_states"] >= 0
+            assert 0 <= p[f"action_gap_{states}_states"] <= 1
     assert sum(p["contexts"] for p in rep["per_partition"]) == len(grid)
     own = np.asarray(rep["per_context"]["own_teacher"])
     assert rep["overall"]["teachers_own_cell"]["mean"] == pytest.approx(own.mean())
@@ -149,6 +153,7 @@ def test_evaluate_cli_writes_the_table_and_the_plots(four, tmp_path, compile_cac
     for heading in ("## Return over the whole context space", "## Per partition",
                     "## Every teacher on every partition's contexts"):
         assert heading in md
+    assert "| KL, teacher states | KL, central states |" in md
     assert md.count("\n| ") >= 3 + P + P  # a row per policy, per partition, per teacher
 
 

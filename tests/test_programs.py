@@ -279,10 +279,8 @@ def test_coefficients_do_not_change_the_programs():
         state = runner.place(state)
         evaluator = make_evaluator(model)
         policies = run_policies(model, state)
-        flag = jnp.asarray(True)
         return (runner.step.lower(state, runner.count(2)).as_text(),
-                evaluator._fn().lower(policies, jnp.asarray(evaluator.contexts),
-                                      evaluator.keys, flag, flag).as_text())
+                evaluator._fn().lower(*evaluator._args(policies, True, 0)).as_text())
 
     small = dict(num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
                  hidden_sizes=(8,), kmeans_samples=500, partitions=2, eval_contexts=4,

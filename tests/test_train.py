@@ -3,6 +3,7 @@ and the command line prints its progress and fails clearly on bad input."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -67,6 +68,20 @@ def test_cli_prints_progress_and_held_out_return(tmp_path):
     # honest names: a divergence's loss and the method's coupling term, not "kl" for all
     assert {"distill_loss", "couple", "central_log_ratio"} <= set(records[-1])
     assert not {"distill_kl", "couple_kl"} & set(records[-1])
+    # the central policy's fit, at every held-out evaluation and in the final report
+    evaluated = [r for r in records if "central_return" in r]
+    fit = [f"{m}_{s}" for m in ("kl", "action_gap")
+           for s in ("teacher_greedy", "teacher_sampled", "central_greedy")]
+    for r in evaluated:
+        assert all(len(r[k]) == 4 for k in fit) and -5 < r["kept"] < 5
+    assert re.search(r"central held-out return +[\d.-]+ \(greedy\), keeps [\d.-]+ of its "
+                     "teachers'", out.stdout)
+    results = json.load(open(tmp_path / "results.json"))
+    assert set(fit) | {"kept", "random_return", "central_greedy_per_context"} <= set(results)
+    lines = out.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("the central policy keeps"))
+    assert [line.split(":")[0] for line in lines[at + 1:at + 4]] == [
+        "  teacher greedy episodes", "  teacher sampled episodes", "  central greedy episodes"]
 
 
 @pytest.mark.parametrize("args, field", [

@@ -96,7 +96,8 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     def step(carry):
         t, obs, state, total, steps, fit, alive = carry
         if watch:
-            fit = {k: v + jnp.where(alive, watch(obs, contexts)[k], 0.0) for k, v in fit.items()}
+            seen = watch(obs, contexts)
+            fit = {k: v + jnp.where(alive, seen[k], 0.0) for k, v in fit.items()}
         k_act, k_env = jax.random.split(jax.random.fold_in(key_run, t))
         action = policy(obs, contexts, k_act)
         # no reset: an ended episode's later steps are never counted
