@@ -85,6 +85,23 @@ def test_scale_and_features_map_bounds():
     np.testing.assert_allclose(PENDULUM.features(c), [[0.0, -0.6, 0.5]], atol=1e-6)
 
 
+def test_a_cyclic_dimension_is_a_point_on_the_circle():
+    """pointgoal's goal angle: 0 and 2 pi are one goal, so one input (a line put them at -1
+    and 1); a linear dimension beside it keeps its one feature."""
+    from distillax.envs.pointgoal import SPACE as RING
+
+    assert RING.feature_dim == 2
+    angles = jnp.asarray([[0.0], [np.pi / 2], [np.pi], [2 * np.pi]])
+    np.testing.assert_allclose(RING.features(angles), [[1, 0], [0, 1], [-1, 0], [1, 0]],
+                               atol=1e-6)
+    mixed = ContextSpace(names=("a", "angle"), low=(0.0, -1.0), high=(2.0, 1.0),
+                         cyclic=(False, True))
+    # a = 1.5 on [0, 2] -> 0.5; the angle -0.5 on a period of 2 -> phase pi / 2
+    np.testing.assert_allclose(mixed.features(jnp.asarray([1.5, -0.5])), [0.5, 0.0, 1.0],
+                               atol=1e-6)
+    assert mixed.feature_dim == 3
+
+
 def test_spread_is_a_latin_hypercube_over_continuous_dims():
     n = 37
     out = CARTPOLE.spread(n, jax.random.PRNGKey(5))

@@ -26,7 +26,8 @@ class ContextSpace:
 
     `values[k]` is None for a dimension uniform on [low[k], high[k]], or the finite set of
     values it takes with equal probability. `tasks`, if set, replaces the product: rho is
-    uniform over its rows.
+    uniform over its rows. `cyclic[k]`: dimension k is periodic with period high - low (an
+    angle), so its features are a point on a circle, not a line (`features`).
     """
 
     names: tuple[str, ...]
@@ -34,13 +35,17 @@ class ContextSpace:
     high: tuple[float, ...]
     values: tuple[tuple[float, ...] | None, ...] = ()
     tasks: tuple[tuple[float, ...], ...] | None = None
+    cyclic: tuple[bool, ...] = ()
 
     def __post_init__(self):
         if not self.values:
             object.__setattr__(self, "values", (None,) * len(self.names))
+        if not self.cyclic:
+            object.__setattr__(self, "cyclic", (False,) * len(self.names))
         d = len(self.names)
-        if not (len(self.low) == len(self.high) == len(self.values) == d):
-            raise ValueError(f"context space {self.names}: low/high/values need {d} entries")
+        if not (len(self.low) == len(self.high) == len(self.values) == len(self.cyclic) == d):
+            raise ValueError(f"context space {self.names}: low/high/values/cyclic need {d} "
+                             "entries")
         for n, lo, hi in zip(self.names, self.low, self.high):
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
                 raise ValueError(f"context dim `{n}`: bounds [{lo}, {hi}] need finite low < high")
@@ -56,9 +61,23 @@ class ContextSpace:
         low, high = jnp.asarray(self.low), jnp.asarray(self.high)
         return (c - low) / (high - low)
 
+    @property
+    def feature_dim(self) -> int:
+        """Entries of `features`: one per dimension, two per cyclic one."""
+        return self.dim + sum(self.cyclic)
+
     def features(self, c: jax.Array) -> jax.Array:
-        """Network input for a context `[..., d]`: each dimension mapped to [-1, 1]."""
-        return 2.0 * self.scale(c) - 1.0
+        """Network input for a context `[..., d]` -> `[..., feature_dim]`: each dimension
+        mapped to [-1, 1], a cyclic one to (cos, sin) of its phase, so that its two ends,
+        one and the same context, are one input (as a line they sat at -1 and 1)."""
+        u = self.scale(c)
+        if not any(self.cyclic):
+            return 2.0 * u - 1.0
+        cols = []
+        for k, cyclic in enumerate(self.cyclic):
+            phase = 2.0 * jnp.pi * u[..., k]
+            cols += [jnp.cos(phase), jnp.sin(phase)] if cyclic else [2.0 * u[..., k] - 1.0]
+        return jnp.stack(cols, axis=-1)
 
     def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
         """Draw contexts from rho: `[*shape, d]`."""

@@ -89,7 +89,7 @@ def _step_floats(env: Any) -> int:
 def _actor_floats(config: Config, env: Any) -> int:
     """Parameters of one actor (a mean and a log-std per action dimension; a critic has
     about as many)."""
-    sizes = (env.obs_dim + env.space.dim, *config.hidden_sizes, 2 * env.action_dim)
+    sizes = (env.obs_dim + env.space.feature_dim, *config.hidden_sizes, 2 * env.action_dim)
     return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
 
 

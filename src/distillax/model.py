@@ -64,11 +64,13 @@ class Model:
 
     @property
     def teacher_in_dim(self) -> int:
-        return self.env.obs_dim + (self.env.space.dim if self.config.teacher_sees_context else 0)
+        sees = self.config.teacher_sees_context
+        return self.env.obs_dim + (self.env.space.feature_dim if sees else 0)
 
     @property
     def central_in_dim(self) -> int:
-        return self.env.obs_dim + (self.env.space.dim if self.config.central_sees_context else 0)
+        sees = self.config.central_sees_context
+        return self.env.obs_dim + (self.env.space.feature_dim if sees else 0)
 
     def _input(self, obs: jax.Array, context: jax.Array, stats: RunningStats,
                with_context: bool, blind: bool = False) -> jax.Array:

@@ -5,7 +5,8 @@ on brax's MJX ant: the goal lies on a circle of radius 5 around the start, at an
 uniform in [0, 2π); the context is that angle, `(goal_angle,)` in [0, 2π), the goal
 `g = 5 (cos θ, sin θ)`. The observation is brax's ant observation with the torso position
 kept (`q [15]`, `qd [14]`: 29 numbers) and never the goal, so a context-blind teacher has to
-learn where its own cell's goals lie; the central policy gets the angle as context features.
+learn where its own cell's goals lie; the central policy gets the angle as context features,
+(cos θ, sin θ) (a cyclic dimension).
 (DnC's own observation also lists the goal; here the context is what only the central
 policy sees, as in distillax's other goal tasks.)
 
@@ -40,7 +41,8 @@ RADIUS = 5.0  # DnC: goals on a circle of radius 5 around the start
 CTRL_COST = 0.5 * 1e-2  # DnC's 0.5 * ctrl_cost_coeff
 HEALTHY_Z = (0.2, 1.0)
 
-SPACE = ContextSpace(names=("goal_angle",), low=(0.0,), high=(2 * math.pi,))
+SPACE = ContextSpace(names=("goal_angle",), low=(0.0,), high=(2 * math.pi,),
+                     cyclic=(True,))
 
 
 def goal_of(c: jax.Array) -> jax.Array:

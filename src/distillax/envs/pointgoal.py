@@ -4,7 +4,8 @@ The miniature of DnC's "Ant position". Context (goal_angle,) in [0, 2π); the go
 `goal_radius * (cos θ, sin θ)` with radius 1. The observation is the point's position and
 velocity only, never the goal: a context-blind teacher has to learn where the goals of its
 own partition lie, and one context-blind policy over the whole ring can do no better than
-stay near the centre, so dividing the ring helps. The central policy sees the angle.
+stay near the centre, so dividing the ring helps. The central policy sees the angle, as
+(cos θ, sin θ) (a cyclic context dimension: 0 and 2π are one goal, so one input).
 
 Dynamics: a damped double integrator, semi-implicit Euler with dt = 0.1,
 `v' = v + dt (max_force · clip(a, -1, 1) - damping · v)`, `x' = x + dt v'`; with unit force
@@ -113,7 +114,8 @@ def _distance(state: EnvState, params: EnvParams) -> jax.Array:
     return jnp.linalg.norm(state.pos - jnp.stack([params.goal_x, params.goal_y]))
 
 
-SPACE = ContextSpace(names=("goal_angle",), low=(0.0,), high=(2.0 * math.pi,))
+SPACE = ContextSpace(names=("goal_angle",), low=(0.0,), high=(2.0 * math.pi,),
+                     cyclic=(True,))
 DEFAULT = EnvParams()
 
 
