@@ -129,7 +129,11 @@ class Config:
     central_clip_eps: float = leaf(0.2, GROUPS[4], "eps_c: central-clip keeps pi_i / pi_c in "
                                    "[1 - eps_c, 1 + eps_c]")
     distill_coef: float = leaf(1.0, GROUPS[4], "lambda, weight of L_distill (at the start of "
-                               "its schedule)")
+                               "its schedule). Not a strength: the central loss has its own "
+                               "Adam, which divides out its scale; lambda weighs distillation "
+                               "against feature distillation, and only a very small one (<~ "
+                               "0.01, near Adam's eps) slows it. The distillation step size is "
+                               "central_learning_rate")
     distill_coef_end: float = leaf(1.0, GROUPS[4], "lambda at the last iteration, for "
                                    "distill_schedule linear")
     distral_alpha: float = leaf(0.5, GROUPS[4], "Distral's alpha = c_KL / (c_KL + c_ent) in "
