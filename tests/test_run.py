@@ -182,3 +182,34 @@ def test_sweep_flags_parse_into_the_config():
     assert len(c.members) == 4 and c.members[1].distill_coef == 1.0
     with pytest.raises(ConfigError, match="`sweep`"):
         config_from_args(["--sweep", "coupling_coef"])
+
+
+def test_a_distillation_tail_freezes_the_teachers_and_trains_the_central_policy():
+    """`independent` (teachers never read the central policy): 2 iterations, then a tail of 2
+    more. The teachers end exactly where a run without the tail ends; the central policy
+    went on learning; the tail's env steps are counted."""
+    base = Config(method="independent", total_steps=2 * 64, **SMALL)
+    tail = base.replace(distill_tail_steps=2 * 64)
+    plain_state, _ = train(base, log=lambda line: None, compile_cache=None)
+    lines = []
+    tail_state, summary = train(tail, log=lines.append, compile_cache=None)
+    assert "iterations=4 (64 env steps each; the last 2 with the teachers frozen)" in lines[0]
+    assert int(tail_state.iteration) == 4 and summary.history[-1]["env_steps"] == 4 * 64
+    for a, b in zip(jax.tree.leaves((plain_state.params.teacher, plain_state.teacher_stats)),
+                    jax.tree.leaves((tail_state.params.teacher, tail_state.teacher_stats))):
+        np.testing.assert_array_equal(a, b)
+    moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
+             zip(jax.tree.leaves(plain_state.params.central),
+                 jax.tree.leaves(tail_state.params.central))]
+    assert max(moved) > 1e-4
+
+
+@pytest.mark.parametrize("changes, why", [
+    (dict(method="ppo"), "0 for method `ppo`"),
+    (dict(method="distral2col"), "0 for method `distral2col`"),
+    (dict(distill_tail_steps=100), "a multiple of num_envs x num_steps = 64")])
+def test_a_tail_needs_a_central_policy_of_its_own_and_whole_iterations(changes, why):
+    from distillax.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="`distill_tail_steps`.*" + why.replace("`", ".")):
+        validate(Config(**{**SMALL, "distill_tail_steps": 128, **changes}))

@@ -150,6 +150,9 @@ class Config:
                                  "central policy's, through a learned linear map per teacher; "
                                  "0 = off (static: it decides whether the maps exist; "
                                  "Actor-Mimic used 0.01)")
+    distill_tail_steps: int = static(0, GROUPS[4], "env steps after total_steps in which the "
+                                     "teachers, frozen, still act and only the central policy "
+                                     "learns from them (counted as env steps; 0: none)")
     distill_epochs: int = static(0, GROUPS[4], "epochs per iteration that train the central "
                                  "policy, the first ones (0 = all); the others skip its "
                                  "passes, so fewer epochs cost less")
@@ -236,8 +239,14 @@ class Config:
         return self.num_envs * self.num_steps
 
     @property
-    def num_iterations(self) -> int:
+    def teacher_iterations(self) -> int:
+        """Iterations in which the teachers learn: `total_steps`' worth."""
         return max(1, self.total_steps // self.steps_per_iteration)
+
+    @property
+    def num_iterations(self) -> int:
+        """The teachers' iterations, then the distillation tail's."""
+        return self.teacher_iterations + self.distill_tail_steps // self.steps_per_iteration
 
     @property
     def report_every(self) -> int:
@@ -251,7 +260,8 @@ class Config:
 
     @property
     def num_updates(self) -> int:
-        return self.num_iterations * self.update_epochs * self.num_minibatches
+        """The teachers' optimizer steps (none in the distillation tail)."""
+        return self.teacher_iterations * self.update_epochs * self.num_minibatches
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -331,7 +341,7 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("num_devices",), lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 = every visible device)"),
     (("distill_epochs", "reset_every", "eval_every", "cross_steps", "log_every",
-      "checkpoint_every"),
+      "checkpoint_every", "distill_tail_steps"),
      lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 switches it off / means every epoch / auto)"),
     (("teacher_sees_context", "central_sees_context", "normalize_obs", "anneal_lr",
@@ -451,6 +461,13 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
                   "0 unless teachers and the central policy have the same input "
                   f"(teacher_sees_context = {c.teacher_sees_context}, central_sees_context = "
                   f"{c.central_sees_context})")
+    if c.distill_tail_steps and (not spec.has_central or spec.shares_central):
+        _fail("distill_tail_steps", c.distill_tail_steps,
+              f"0 for method `{c.method}` (its teachers cannot be frozen apart from a central "
+              "policy: it has none, or they share its network)")
+    if c.distill_tail_steps % c.steps_per_iteration:
+        _fail("distill_tail_steps", c.distill_tail_steps,
+              f"a multiple of num_envs x num_steps = {c.steps_per_iteration} (whole iterations)")
     if c.feature_coef > 0 and not spec.has_central:
         _fail("feature_coef", c.feature_coef, f"0 for method `{c.method}` (there is no central "
                                               "policy to distil features into)")

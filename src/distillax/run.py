@@ -410,7 +410,9 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                     if run.dropped else "") if restore is not None else "")
         log(f"distillax: task={config.task} method={config.method} partitions="
             f"{config.partitions} envs={config.num_envs} devices={mesh.size} "
-            f"iterations={total} ({config.steps_per_iteration:,} env steps each)"
+            f"iterations={total} ({config.steps_per_iteration:,} env steps each"
+            + (f"; the last {total - config.teacher_iterations} with the teachers frozen"
+               if total > config.teacher_iterations else "") + ")"
             + (f" x {config.seeds} seeds" if config.seeds > 1 else "")
             + (f" x {len(config.members)} sweep members" if config.sweep else "") + "; "
             f"started in {startup_s:.1f} s, compiled in {compile_s:.1f} s"

@@ -278,6 +278,13 @@ def iteration(model: Model, state: TrainState,
                                              params.teacher))
         opt = opt.replace(teacher=pick(reset_actor_momentum(opt.teacher), opt.teacher))
         teacher_stats = pick(reset_stats(teacher_stats, central_stats), teacher_stats)
+    if c.distill_tail_steps:  # the tail: the teachers, frozen, still act; the central learns
+        frozen = state.iteration >= c.teacher_iterations
+        keep = lambda old, new: jax.tree.map(  # noqa: E731
+            lambda o, n: jnp.where(frozen, o, n), old, new)
+        params = params.replace(teacher=keep(state.params.teacher, params.teacher))
+        opt = opt.replace(teacher=keep(state.opt.teacher, opt.teacher))
+        teacher_stats = keep(state.teacher_stats, teacher_stats)
     seen = (env.episodes > 0).astype(jnp.float32)
     teacher_return = _psum_mean(jnp.sum(env.last_return * seen, 1), jnp.sum(seen, 1), axis_name)
     episodes = jnp.sum(env.episodes, 1)
