@@ -402,6 +402,16 @@ def test_central_learning_rate_reaches_zero_at_the_last_central_step(method, dis
         sizes.append(float(jnp.max(jnp.abs(u["w"]))))
     assert sizes[steps - 1] > 0.0  # its last real step still moves
     assert sizes[steps] <= 1e-6 * sizes[0]  # ... and the schedule is exhausted exactly then
+    # Adam's first step is the step size itself: unset, twice the teachers' (2 x 2.5e-3)
+    assert sizes[0] == pytest.approx(2 * c.learning_rate, rel=1e-3)
+
+
+def test_the_central_step_size_is_its_own_or_twice_the_teachers_traced():
+    assert Config(learning_rate=1e-3).central_lr == 2e-3
+    assert Config(learning_rate=1e-3, central_learning_rate=5e-4).central_lr == 5e-4
+    # a sweep over the teachers' step size moves the central one with it (traced)
+    traced = jax.jit(lambda lr: Config().replace(learning_rate=lr).central_lr)(3e-4)
+    assert float(traced) == pytest.approx(6e-4)
 
 
 # --- every method trains -----------------------------------------------------------------------

@@ -56,7 +56,7 @@ class Model:
         c = self.config
         steps = c.num_iterations * c.central_epochs * c.num_minibatches
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm),
-                           self._adam(c.central_learning_rate, steps, c.anneal_central_lr))
+                           self._adam(c.central_lr, steps, c.anneal_central_lr))
 
     @property
     def has_central(self) -> bool:
