@@ -132,6 +132,10 @@ def row(name: str, config: Config, summary: Any, wall_s: float) -> dict[str, Any
     # The gap per seed, then its mean and interval: the seeds pair central with teachers.
     m, lo, hi = mean_ci95(central - teachers)
     out["gap_diff"], out["gap_diff_ci95"] = (None, None) if is_ppo else (m, [lo, hi])
+    if "kept" in f:  # the central policy's share of its teachers' return, from a random floor
+        m, lo, hi = mean_ci95(per("kept"))
+        out["kept"], out["kept_ci95"] = m, [lo, hi]
+        out["kept_seeds"] = list(map(float, per("kept")))
     positive = bool(np.all(central > 0) and np.all(teachers > 0))
     out["gap_ratio"] = float(np.mean(central / teachers)) if positive and not is_ppo else None
     out["curve"] = [_curve_point(r) for r in summary.history]
