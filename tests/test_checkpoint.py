@@ -718,3 +718,19 @@ def test_processes_gather_alike_and_an_abort_ends_a_barrier_waiting_for_a_failed
     assert 0.2 <= time.perf_counter() - t < 5
     with pytest.raises(TimeoutError, match="not every process arrived"):
         procs[1].barrier(key="commit", timeout_ms=50)  # (never aborted: orbax's timeout)
+
+
+@pytest.mark.parametrize("anneal_lr", [True, False])
+def test_a_config_saved_before_anneal_central_lr_reads_back_with_anneal_lr(copy, anneal_lr):
+    """Before the central policy's schedule had its own field it followed `anneal_lr`: a
+    checkpoint of that time resumes with the schedule it was trained with."""
+    config_path = os.path.join(copy, "8", "config", "metadata")
+    raw = json.load(open(config_path))
+    del raw["anneal_central_lr"]
+    raw["anneal_lr"] = anneal_lr
+    json.dump(raw, open(config_path, "w"))
+    meta_path = os.path.join(copy, "8", "meta", "metadata")
+    meta = json.load(open(meta_path))
+    meta["config_sha256"] = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+    json.dump(meta, open(meta_path, "w"))
+    assert checkpoint.read_run(copy).config.anneal_central_lr is anneal_lr

@@ -399,6 +399,8 @@ def read_run(directory: str, step: int | None = None) -> RunInfo:
     if stored is not None and stored != _config_digest(raw):
         raise CheckpointError(f"{where} (step {step}) is corrupt: its config item differs from "
                               f"the {DIGEST} digest taken at save; its files changed on disk")
+    # Saved before the central policy's schedule had a field of its own: it followed anneal_lr
+    raw = {"anneal_central_lr": raw.get("anneal_lr", True), **raw}
     try:
         config = Config.from_dict(raw)
     except (ConfigError, TypeError) as e:
