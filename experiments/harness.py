@@ -136,6 +136,10 @@ def row(name: str, config: Config, summary: Any, wall_s: float) -> dict[str, Any
         m, lo, hi = mean_ci95(per("kept"))
         out["kept"], out["kept_ci95"] = m, [lo, hi]
         out["kept_seeds"] = list(map(float, per("kept")))
+        out["random_return"] = f["random_return"]
+        # where a gap sits: KL and greedy-action gap per cell on (a) the teachers' greedy,
+        # (b) their sampled and (c) the central policy's greedy states (mean over seeds)
+        out["fit"] = {k: f[k] for k in f if k.startswith(("kl_", "action_gap_"))}
     positive = bool(np.all(central > 0) and np.all(teachers > 0))
     out["gap_ratio"] = float(np.mean(central / teachers)) if positive and not is_ppo else None
     out["curve"] = [_curve_point(r) for r in summary.history]
