@@ -69,7 +69,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", default=",".join(TABLES))
     p.add_argument("--steps", type=int, default=300_000)
@@ -78,7 +78,7 @@ def main() -> None:
     p.add_argument("--epochs", default="0", help="distill_epochs values (0: every epoch)")
     p.add_argument("--ratios", default=",".join(map(str, RATIOS)))
     p.add_argument("--out", default=RESULTS)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     path = os.path.join(a.out, "central_fit.json")
     rows = json.load(open(path)) if os.path.exists(path) else []
     for task in a.tasks.split(","):

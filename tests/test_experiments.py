@@ -236,3 +236,25 @@ def test_dividing_marks_where_teachers_beat_the_context_aware_policy(tmp_path, m
     assert len(end) == 3
     assert all(ln.count("**+20.0 [") == 1 and ln.count(", +0.0 [") == 1 for ln in end)
     assert (tmp_path / "dividing.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_central_fit_writes_a_row_per_ratio_with_paired_gaps(tmp_path, monkeypatch,
+                                                             compile_cache):
+    """experiments/central_fit.py: one vmapped program per (task, schedule, epochs), a row
+    per step-size ratio; a second call for other epochs adds rows, one for the same
+    replaces them."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import central_fit
+
+    argv = ["--tasks", "fourrooms", "--steps", "8192", "--seeds", "2", "--schedules",
+            "constant", "--ratios", "1,2", "--out", str(tmp_path)]
+    central_fit.main(argv)
+    central_fit.main(argv)  # the same rows again: replaced, not added
+    rows = json.loads((tmp_path / "central_fit.json").read_text())
+    assert [(r["ratio"], r["central_lr"]) for r in rows] == [(1.0, 2.5e-3), (2.0, 5e-3)]
+    assert all(len(r["central"]) == len(r["teachers"]) == 2 and not r["anneal"]
+               for r in rows)
+    table = (tmp_path / "central_fit.md").read_text().splitlines()
+    gap = np.asarray(rows[1]["central"]) - np.asarray(rows[1]["teachers"])
+    assert table[-1].startswith("| fourrooms | 8,192 | 2 | constant | 4 | 0.005 (2) |")
+    assert table[-1].endswith(f"| {central_fit.interval(gap, 2)} |")
