@@ -376,7 +376,7 @@ def _poisoned_task():
     @struct.dataclass
     class Params(environment.EnvParams):
         scale: float = 1.0
-        max_steps_in_episode: int = 10**6
+        max_steps_in_episode: int = 200  # past the poison (evaluation plays whole episodes)
 
     class Drift(environment.Environment):
         """Push x left or right (by the context's scale); reward -|x|, NaN from POISON_AT."""
