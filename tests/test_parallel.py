@@ -4,12 +4,14 @@ train together through the command line and reach the same parameters as one pro
 simulated devices; only process 0 writes logs. Each process is bounded in time and killed on
 failure."""
 
+import contextlib
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -51,6 +53,18 @@ def _env(devices: int) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def _reaped(procs: list) -> Iterator[list]:
+    """`procs` (subprocesses started inside), each killed on the way out if still running."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def _train(args, devices, log):
     return subprocess.Popen([sys.executable, "-m", "distillax.train", *ARGS, *args],
                             env=_env(devices), stdout=log, stderr=subprocess.STDOUT)
@@ -59,20 +73,16 @@ def _train(args, devices, log):
 def test_two_processes_equal_one_process_with_two_devices(tmp_path):
     port = _free_port()
     logs = [open(tmp_path / f"{name}.log", "w") for name in ("p0", "p1", "ref")]
-    procs = []
     try:
-        for i in range(2):
-            procs.append(_train(["--checkpoint-dir", str(tmp_path / "multi"),
-                                 "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                 "--process-id", str(i)], 1, logs[i]))
-        procs.append(_train(["--checkpoint-dir", str(tmp_path / "ref"), "--num-devices", "2"],
-                            2, logs[2]))
-        codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
+        with _reaped([]) as procs:
+            for i in range(2):
+                procs.append(_train(["--checkpoint-dir", str(tmp_path / "multi"),
+                                     "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+                                     "2", "--process-id", str(i)], 1, logs[i]))
+            procs.append(_train(["--checkpoint-dir", str(tmp_path / "ref"), "--num-devices",
+                                 "2"], 2, logs[2]))
+            codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
         for f in logs:
             f.close()
     text = [open(tmp_path / f"{name}.log").read() for name in ("p0", "p1", "ref")]
@@ -149,16 +159,11 @@ def test_a_save_failed_on_one_process_stops_every_process_with_the_same_line(tmp
     """Process 0's write fails; process 1's own write went through and waits at orbax's
     barrier for process 0's. Both stop at the same check, with process 0's message."""
     address = f"127.0.0.1:{_free_port()}"
-    procs = [subprocess.Popen([sys.executable, "-c", SAVE_FAILS_ON_0, address, str(i),
-                               str(tmp_path / "run")], env=_env(1), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
+    with _reaped([subprocess.Popen([sys.executable, "-c", SAVE_FAILS_ON_0, address, str(i),
+                                    str(tmp_path / "run")], env=_env(1),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for i in range(2)]) as procs:
         outs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     errors = [[line for line in err.splitlines() if line.startswith("error: ")]
               for _, err in outs]
     assert [p.returncode for p in procs] == [2, 2], [err[-2000:] for _, err in outs]

@@ -292,3 +292,19 @@ def test_coefficients_do_not_change_the_programs():
     assert base[0] == other[0] and base[1] == other[1]
     # (the comparison can fail: a static field changes them)
     assert lowered(Config(**{**small, "activation": "relu"}))[0] != base[0]
+
+
+def test_an_unset_central_step_size_keys_other_programs_than_a_set_one():
+    """Unset, the central step size is 2x the teachers' inside the program; set, it is an
+    argument (`TrainState.hparams`): the arguments' tree differs, and so does the key, so a
+    run that sets it after one that did not compiles its own program."""
+    from distillax.trainer import hparams_of
+
+    unset, given = Config(), Config(central_learning_rate=1e-3)
+    assert "central_learning_rate" not in hparams_of(unset)
+    assert programs.program_key("p", unset, hparams_of(unset)) != \
+        programs.program_key("p", given, hparams_of(given))
+    # (another value of a set one is the same program: only the argument changes)
+    other = given.replace(central_learning_rate=5e-3)
+    assert programs.program_key("p", given, hparams_of(given)) == \
+        programs.program_key("p", other, hparams_of(other))

@@ -47,8 +47,9 @@ from distillax.paths import check_output_dir, removing_unused
 from distillax.policy import load
 
 # Above this many env steps an evaluation notes its size before it starts (its one program
-# call shows no progress): on the 2-core CPU cartpole's evaluation runs ~1e6 env steps/s
-# (`--contexts 100000`: 2.3e8 steps in 235 s), brax tasks 20-50x slower.
+# call shows no progress): on the 2-core CPU cartpole's episodes run ~1e6 env steps/s
+# (`--contexts 100000`: 2.3e8 steps in 235 s of episodes, 247 s for the whole command),
+# brax tasks 20-50x slower.
 LONG_STEPS = 1e8
 
 # --- contexts ------------------------------------------------------------------------------

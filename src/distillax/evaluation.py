@@ -87,7 +87,7 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     n = contexts.shape[0]
     key_reset, key_run = jax.random.split(key)
     obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, n), contexts)
-    seen = jax.eval_shape(watch, obs, contexts) if watch else {}
+    measures = jax.eval_shape(watch, obs, contexts) if watch else {}
 
     def running(carry):
         t, alive = carry[0], carry[-1]
@@ -96,8 +96,8 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     def step(carry):
         t, obs, state, total, steps, fit, alive = carry
         if watch:
-            seen = watch(obs, contexts)
-            fit = {k: v + jnp.where(alive, seen[k], 0.0) for k, v in fit.items()}
+            now = watch(obs, contexts)
+            fit = {k: v + jnp.where(alive, now[k], 0.0) for k, v in fit.items()}
         k_act, k_env = jax.random.split(jax.random.fold_in(key_run, t))
         action = policy(obs, contexts, k_act)
         # no reset: an ended episode's later steps are never counted
@@ -108,7 +108,7 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
         return t + 1, out.obs, out.state, total, steps, fit, alive
 
     init = (jnp.zeros((), jnp.int32), obs, state, jnp.zeros(n), jnp.zeros(n, jnp.int32),
-            {k: jnp.zeros(n) for k in seen}, jnp.ones(n, bool))
+            {k: jnp.zeros(n) for k in measures}, jnp.ones(n, bool))
     _, _, _, total, steps, fit, _ = jax.lax.while_loop(running, step, init)
     return Episodes(returns=total, steps=steps, fit=fit, cell=jnp.full(n, -1, jnp.int32))
 

@@ -72,12 +72,17 @@ def require_fits(estimate: Estimate, limit: int | None = None) -> None:
                           f"the {size_text(limit)} available here")
 
 
-def state_bytes(env: Any) -> int:
-    """Bytes of one env's state and observation, from its reset's shapes (traced, not
+def traced_bytes(fn: Any, env: Any) -> int:
+    """Bytes of what `fn(key, context)` returns for one env, from its shapes (traced, not
     run)."""
-    shapes = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32),
+    shapes = jax.eval_shape(fn, jax.ShapeDtypeStruct((2,), jnp.uint32),
                             jax.ShapeDtypeStruct((env.space.dim,), jnp.float32))
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+
+
+def state_bytes(env: Any) -> int:
+    """Bytes of one env's state and observation, from its reset."""
+    return traced_bytes(env.reset, env)
 
 
 def _step_floats(env: Any) -> int:
@@ -101,7 +106,7 @@ def training(config: Config, env: Any) -> Estimate:
     hidden layers (actor, critic and central, forward and backward); every network's
     parameters are kept four times (values, gradients, Adam's two moments) and each env's
     state three times (state, step, reset choice). Against XLA's `memory_analysis`: 0.84-1.44
-    of it on classic and brax tasks (tests/test_limits.py)."""
+    of it on classic and brax tasks (benchmarks/memory_estimates.py; tests/test_limits.py)."""
     hidden = tuple(config.hidden_sizes)
     per_step = 3 * _step_floats(env) + 6 * sum(hidden) / config.num_minibatches
     params = (2 * config.partitions + 1) * _actor_floats(config, env)  # teachers' critics too

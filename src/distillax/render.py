@@ -458,12 +458,12 @@ def recording_bytes(env: ContextualEnv, k: int, steps: int | None = None,
     """About the memory `record` and `write_videos` take for K contexts: every step's drawn
     state of the 2K episodes (`Drawer.pick`, its shapes traced, not run) and their alive
     flags, on the device and again on the host, and one video's images."""
+    from distillax.limits import traced_bytes
+
     def picked(key, context):
         return drawer_for(env).pick(env, env.reset(key, context)[1], context)
 
-    shapes = jax.eval_shape(picked, jax.ShapeDtypeStruct((2,), jnp.uint32),
-                            jax.ShapeDtypeStruct((env.space.dim,), jnp.float32))
-    per_step = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes)) + 1
+    per_step = traced_bytes(picked, env) + 1  # the drawn state, and its alive flag
     images = MAX_FRAMES * (2 * size) * 2 * size  # palette bytes, panels plus margins
     return 2 * int(steps or env.max_steps) * 2 * k * per_step + images
 
@@ -480,11 +480,12 @@ def write_videos(out: str, model: Any, policies: Any, contexts: np.ndarray, key:
     cname = "central" if model.has_central else "ppo policy"
     videos, start = [], time.perf_counter()
     for i in range(len(contexts)):
-        first = time.perf_counter() - start
-        if i == 1 and first * (len(contexts) - 1) > 60:  # a soft limit: time, noted
-            warnings.warn(logs.Note(f"writing {len(contexts)} videos: about "
-                                    f"{logs.format_duration(first * (len(contexts) - 1))} "
-                                    f"more (the first took {first:.1f} s)"), stacklevel=2)
+        if i == 1:  # a soft limit: time, estimated from the first video, noted if long
+            first = time.perf_counter() - start
+            if first * (len(contexts) - 1) > 60:
+                warnings.warn(logs.Note(f"writing {len(contexts)} videos: about "
+                                        f"{logs.format_duration(first * (len(contexts) - 1))}"
+                                        f" more (the first took {first:.1f} s)"), stacklevel=2)
         j = int(rec.teacher[i])
         name = f"video_{i}.gif"
         write_gif(os.path.join(out, name),

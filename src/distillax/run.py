@@ -45,6 +45,7 @@ from distillax.config import Config, ConfigError, validate
 from distillax.evaluation import (
     CENTRAL,
     FIT_STATES,
+    TEACHERS,
     Evaluator,
     by_member,
     cell_means,
@@ -450,6 +451,9 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
                 policies = run_policies(model, state)
                 done = {(True, CENTRAL): evaluator.episodes(policies, True, CENTRAL)}
                 record.update(cell_means(fit_fields(evaluator, policies, done)))
+                if (True, TEACHERS) in done:  # what `kept` is measured against
+                    record["teachers_heldout_return"] = float(
+                        done[True, TEACHERS].returns.mean())
                 r = done[True, CENTRAL].returns.mean(axis=1)
                 eval_s += time.perf_counter() - t
                 record["central_return"] = float(np.mean(r))
