@@ -43,6 +43,19 @@ def compile_cache(tmp_path_factory):
     compilation_cache.reset_cache()
 
 
+@pytest.fixture
+def jax_cache_off():
+    """JAX's persistent compilation cache off for one test: every compilation is a real one.
+    A run earlier in the same worker process turns it on (`cache.use_compile_cache`), and a
+    program that JAX's cache serves is, by design, never stored by `programs.Store`."""
+    old = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()  # JAX sets its cache up once per process otherwise
+    yield
+    jax.config.update("jax_compilation_cache_dir", old)
+    compilation_cache.reset_cache()
+
+
 @pytest.fixture(autouse=True)
 def _registries_restored():
     """Tasks and methods a test registers are gone after it: the registries are process-wide,

@@ -21,6 +21,10 @@ from distillax.programs import HOST_ONLY, Store, load_or_compile, program_key, s
 
 ARGS = (jnp.zeros((3, 2)), jnp.int32(1))
 
+# what a test stores depends on what it compiles from scratch, not on the runs an earlier
+# test in this worker made (they turn JAX's cache on); `jax_cache` turns it on for its own
+pytestmark = pytest.mark.usefixtures("jax_cache_off")
+
 
 def test_the_key_changes_with_what_makes_the_program_and_not_with_the_run_files():
     base = program_key("p", Config(), ARGS)

@@ -48,21 +48,13 @@ class Compiles:
 COMPILES = Compiles()
 
 
-def test_a_run_whose_length_is_not_a_multiple_of_log_every_compiles_training_once():
+def test_a_run_whose_length_is_not_a_multiple_of_log_every_compiles_training_once(
+        jax_cache_off):
     # 7 iterations in calls of 3, 3 and 1: the last call runs in the same program, with only
     # its first iteration live
     config = Config(total_steps=8 * 8 * 7, log_every=3, eval_every=3, **SMALL)
-    from jax.experimental.compilation_cache import compilation_cache
-
-    old = jax.config.jax_compilation_cache_dir  # (an earlier run in this process may set it)
-    jax.config.update("jax_compilation_cache_dir", None)  # every compilation is a real one
-    compilation_cache.reset_cache()
-    try:
-        with COMPILES as c:
-            state, summary = train(config, log=lambda _: None, compile_cache=None)
-    finally:
-        jax.config.update("jax_compilation_cache_dir", old)
-        compilation_cache.reset_cache()
+    with COMPILES as c:
+        state, summary = train(config, log=lambda _: None, compile_cache=None)
     assert c.names.count("jit(train_chunk)") == 1, c.names
     assert c.names.count("jit(run)") == 1, c.names  # the evaluation program, once too
     assert int(state.iteration) == 7
@@ -86,25 +78,20 @@ def test_evaluations_keep_their_own_interval_whatever_the_checkpoint_interval():
                                                                   False, True]
 
 
-def test_the_persistent_cache_serves_a_second_run_with_the_same_results(tmp_path):
+def test_the_persistent_cache_serves_a_second_run_with_the_same_results(tmp_path,
+                                                                        jax_cache_off):
     from jax.experimental.compilation_cache import compilation_cache
 
     from distillax.cache import use_compile_cache
 
     config = Config(total_steps=8 * 8 * 3, log_every=2, **SMALL)
-    old = jax.config.jax_compilation_cache_dir
-    jax.config.update("jax_compilation_cache_dir", None)
-    try:
-        use_compile_cache(str(tmp_path / "cache"))  # what train(compile_cache=DIR) does
-        compilation_cache.reset_cache()  # JAX sets its cache up once per process otherwise
-        lines1, lines2 = [], []
-        with COMPILES as first:
-            state1, s1 = train(config, log=lines1.append, compile_cache=None)
-        with COMPILES as second:
-            state2, s2 = train(config, log=lines2.append, compile_cache=None)
-    finally:
-        jax.config.update("jax_compilation_cache_dir", old)
-        compilation_cache.reset_cache()
+    use_compile_cache(str(tmp_path / "cache"))  # what train(compile_cache=DIR) does
+    compilation_cache.reset_cache()  # JAX sets its cache up once per process otherwise
+    lines1, lines2 = [], []
+    with COMPILES as first:
+        state1, s1 = train(config, log=lines1.append, compile_cache=None)
+    with COMPILES as second:
+        state2, s2 = train(config, log=lines2.append, compile_cache=None)
     assert {"jit(train_chunk)", "jit(run)"} <= set(first.names) and first.misses >= 3
     assert "from the cache" not in lines1[0]
     # the second run loads training and evaluation whole from the program cache (neither
