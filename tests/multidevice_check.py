@@ -3,7 +3,10 @@ a mesh of 1 device and of 4 simulated CPU devices from the same state; print the
 difference of params, normalisers and env observations, how far training moved the params
 (so an equality of two runs that did nothing cannot pass), and check replication.
 
-    python tests/multidevice_check.py METHOD[,METHOD...] [SEEDS]   # SEEDS > 1: multi-seed state
+    python tests/multidevice_check.py METHOD[,METHOD...] [SEEDS] [NOISE_EVERY]
+
+SEEDS > 1: a multi-seed state; NOISE_EVERY: noise injection's one env in N (each device holds
+2 envs per cell, so 2 gives every device one noisy env in each cell).
 
 One JSON line per method, in the order given (several methods share the process start-up).
 """
@@ -25,6 +28,7 @@ from distillax.trainer import init_run_state, make_runner
 
 methods = (sys.argv[1] if len(sys.argv) > 1 else "central").split(",")
 seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+noise_every = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 
 
 def max_abs_diff(a, b) -> float:
@@ -35,7 +39,7 @@ def max_abs_diff(a, b) -> float:
 for method in methods:
     config = Config(method=method, num_envs=16, num_steps=16, total_steps=16 * 16 * 4,
                     num_minibatches=2, update_epochs=2, normalize_obs=True, hidden_sizes=(16,),
-                    kmeans_samples=1000, partitions=2, seeds=seeds)
+                    kmeans_samples=1000, partitions=2, seeds=seeds, noise_every=noise_every)
     model = build_model(config)
     out = {}
     init = jax.device_get(init_run_state(model).params)  # PRNGKey(0), or [seeds] stacked

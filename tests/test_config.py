@@ -186,8 +186,11 @@ BAD_VALUES = {
     "num_devices": bad_int_nonneg, "distill_epochs": bad_int_nonneg,
     "reset_every": bad_int_nonneg, "eval_every": bad_int_nonneg,
     "cross_steps": bad_int_nonneg, "distill_tail_steps": bad_int_nonneg,
+    "noise_every": bad_int_nonneg,
     "central_learning_rate": (st.floats(max_value=0.0, allow_infinity=False) | non_finite
                               | st.sampled_from([False, "0.1"])),
+    "noise_scale": (st.floats(max_value=0.0, allow_infinity=False) | non_finite
+                    | st.sampled_from([False, "2"])),
     "sweep": st.sampled_from([[("gamma", (0.5,))], (("num_envs", (8,)),), (("gamma", ()),),
                               (("gamma", (0.5,)), ("gamma", (0.9,))), (("gamma", (2.0,)),),
                               (("coupling_coef", (None,)),), (("nope", (1.0,)),), "gamma=1"]),
@@ -224,6 +227,14 @@ def _breakers(c: Config) -> list[tuple[frozenset, dict]]:
         ({"distill_tail_steps"}, dict(method="ppo", distill_tail_steps=c.steps_per_iteration,
                                       partitioner="kmeans", grid_shape=(), reset_every=0,
                                       feature_coef=0.0)),
+        # noise injection: one env in 1 (none left to the teachers), a pattern the cell's
+        # envs cannot hold, the noisy action as the label, no central network of its own
+        ({"noise_every"}, dict(noise_every=1)),
+        ({"noise_every"}, dict(noise_every=c.envs_per_partition + 1)),
+        ({"noise_every"}, dict(noise_every=c.envs_per_partition, divergence="nll")),
+        ({"noise_every"}, dict(noise_every=c.envs_per_partition, method="ppo",
+                               partitioner="kmeans", grid_shape=(), reset_every=0,
+                               feature_coef=0.0, distill_tail_steps=0)),
         ({"distral_alpha"}, dict(method="distral2col", task="pendulum", distral_alpha=1.0,
                                  partitioner="kmeans", grid_shape=(), reset_every=0)),
         ({"grid_shape"}, dict(partitioner="grid", grid_shape=(P,) * 5)),

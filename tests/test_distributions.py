@@ -255,3 +255,15 @@ def test_combine_is_the_normalised_product():
     xs = jnp.array([[-1.0], [0.5], [3.0]])
     gap = jax.vmap(lambda x: 0.25 * p1.log_prob(x) + 3.0 * f.log_prob(x) - g.log_prob(x))(xs)
     np.testing.assert_allclose(gap - gap[0], 0.0, atol=1e-5)
+
+
+def test_widened_scales_the_std_or_the_temperature_per_sample():
+    # noise injection's acting policy: sample 0 as it is, sample 1 at scale 3
+    scale = jnp.array([1.0, 3.0])
+    g = DiagGaussian(jnp.array([[0.0, 1.0], [0.0, 1.0]]), jnp.array([[0.0, LN2]] * 2))
+    w = g.widened(scale)
+    np.testing.assert_allclose(w.mean, g.mean)
+    np.testing.assert_allclose(jnp.exp(w.log_std), [[1.0, 2.0], [3.0, 6.0]], rtol=1e-6)
+    c = Categorical(jnp.array([[3.0, 0.0], [3.0, 0.0]])).widened(scale)
+    # softmax([3, 0]) puts 0.9526 on action 0; at temperature 3, softmax([1, 0]): 0.7311
+    np.testing.assert_allclose(jnp.exp(c.log_probs[:, 0]), [0.9525741, 0.7310586], rtol=1e-6)

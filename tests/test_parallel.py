@@ -1,8 +1,8 @@
 """Seeds on devices: the stacked multi-seed state (env axis 2 split) on 4 simulated devices
-equals 1 device. Hosts: two processes on 127.0.0.1 (one CPU device each, gloo collectives)
-train together through the command line and reach the same parameters as one process with two
-simulated devices; only process 0 writes logs. Each process is bounded in time and killed on
-failure."""
+equals 1 device, with noise injection's env pattern. Hosts: two processes on 127.0.0.1 (one
+CPU device each, gloo collectives) train together through the command line and reach the
+same parameters as one process with two simulated devices; only process 0 writes logs. Each
+process is bounded in time and killed on failure."""
 
 import contextlib
 import json
@@ -30,8 +30,10 @@ HERE = os.path.dirname(__file__)
 
 
 def test_two_seeds_on_4_simulated_devices_equal_1_device():
+    # with noise injection (1 env in 2), so that its env pattern is checked on devices too
     out = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_check.py"), "central",
-                          "2"], capture_output=True, text=True, timeout=TIMEOUT_S, env=_env(4))
+                          "2", "2"], capture_output=True, text=True, timeout=TIMEOUT_S,
+                         env=_env(4))
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4

@@ -14,7 +14,15 @@ from distillax.contexts import assign, make_partition, sample_in_cell
 from distillax.distributions import Categorical
 from distillax.envs import make_task
 from distillax.model import build_model
-from distillax.rollout import EnvCarry, gae, init_envs, reset_ended, rollout
+from distillax.rollout import (
+    EnvCarry,
+    acting_envs,
+    gae,
+    init_envs,
+    noisy_envs,
+    reset_ended,
+    rollout,
+)
 
 # --- gae -----------------------------------------------------------------------------------
 #
@@ -150,7 +158,34 @@ def setup():
 def test_rollout_signature_has_no_central_params():
     names = list(inspect.signature(rollout).parameters)
     assert names == ["teacher_params", "carry", "partition", "act", "value_fn", "env",
-                     "num_steps", "candidates"]
+                     "num_steps", "candidates", "noise_every", "noise_scale"]
+
+
+def test_noisy_envs_and_the_teachers_own_envs():
+    np.testing.assert_array_equal(noisy_envs(6, 3), [0, 0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(noisy_envs(4, 0), [0, 0, 0, 0])
+    x = np.arange(12).reshape(2, 6)  # [P, B]: envs 2 and 5 are noisy
+    np.testing.assert_array_equal(acting_envs(x, 3, 1), [[0, 1, 3, 4], [6, 7, 9, 10]])
+    # a minibatch's flattened (time, env) axis, B = 4 envs innermost, 1 in 2 noisy
+    mb = np.arange(2 * 8).reshape(2, 8)
+    np.testing.assert_array_equal(acting_envs(mb, 2, 1), [[0, 2, 4, 6], [8, 10, 12, 14]])
+    assert acting_envs(x, 0, 1) is x
+
+
+def test_noisy_envs_act_wider_and_store_the_teachers_own_log_prob(setup):
+    partition, carry, params, _, _ = setup
+    run = jax.jit(rollout, static_argnums=(3, 4, 5, 6, 7, 8))
+    _, traj = run(params, carry, partition, fake_act, fake_value, CARTPOLE, T, 8, 2, 3.0)
+    logp = np.asarray(jax.nn.log_softmax(params["logits"]))  # the teachers' own, [P, 2]
+    action = np.asarray(traj.action)
+    expected = np.take_along_axis(logp[:, None, None, :], action[..., None], -1)[..., 0]
+    np.testing.assert_allclose(traj.log_prob, expected, rtol=1e-6)
+    # envs 1, 3, 5, 7 act at temperature 3: partition 1's P(action 1) goes from
+    # 1/(1+e^2) = 0.119 to 1/(1+e^(2/3)) = 0.339, partition 2's from 0.881 to 0.661; the
+    # others as before (256 samples each: sd <= 0.03)
+    own, noisy = action[:, :, 0::2].reshape(P, -1), action[:, :, 1::2].reshape(P, -1)
+    np.testing.assert_allclose(own.mean(1), [0.5, 0.119, 0.881, 0.5], atol=0.08)
+    np.testing.assert_allclose(noisy.mean(1), [0.5, 0.339, 0.661, 0.5], atol=0.08)
 
 
 def test_init_envs(setup):

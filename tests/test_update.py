@@ -420,6 +420,31 @@ def test_epochs_without_distillation_neither_evaluate_nor_step_the_central_polic
     np.testing.assert_array_equal(off(params)[1].distill, 0.0)
 
 
+@pytest.mark.parametrize("method", ["central", "dnc"])
+def test_noise_injection_trains_the_central_on_every_step_and_the_teachers_on_their_own(
+        method):
+    """noise_every = 2: the teachers' PPO, value, entropy and coupling terms are those of the
+    batch without its noisy envs (every second of the B = 4 innermost); distillation reads
+    the whole batch. The minibatch is 2 time steps x 4 envs per teacher."""
+    noisy, plain = _model(method=method, noise_every=2), _model(method=method)
+    params, ts, cs, mb = _setup(plain, 11)
+    loss = jax.jit(upd.loss_fn, static_argnums=(1, 6))
+    _, got = loss(params, noisy, mb, ts, cs, WEIGHTS, None)
+    own = jax.tree.map(lambda x: x[:, [0, 2, 4, 6]], mb)
+    _, teachers = loss(params, plain, own, ts, cs, WEIGHTS, None)
+    _, everything = loss(params, plain, mb, ts, cs, WEIGHTS, None)
+    for name in ("clip", "value", "entropy"):
+        np.testing.assert_allclose(getattr(got.teacher, name), getattr(teachers.teacher, name),
+                                   rtol=1e-6)
+    np.testing.assert_allclose(got.couple, teachers.couple, rtol=1e-6)
+    np.testing.assert_allclose(got.distill, everything.distill, rtol=1e-6)
+    assert not np.allclose(got.distill, teachers.distill)  # (the noisy half counts)
+    c = noisy.config
+    total = (jnp.sum(WEIGHTS * (teachers.teacher.loss + c.alpha * teachers.couple))
+             + c.distill_coef * jnp.sum(WEIGHTS * everything.distill))
+    np.testing.assert_allclose(got.loss, total, rtol=1e-6)
+
+
 def test_nonfinite_flags_name_the_terms_of_the_first_faulty_step():
     model = _model(method="central")
     c = model.config

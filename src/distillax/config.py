@@ -39,6 +39,11 @@ ACTIVATIONS = ("tanh", "relu")
 # epoch instead of all, at 2x, 4x or 8x, left pendulum behind (-29 to -152): all epochs stay.
 # At the results' budgets, 5 seeds: experiments/results/central-fit/README.md.
 CENTRAL_LR_RATIO = 2.0
+# Noise injection's multiplier of the teachers' std or temperature (`noise_scale` None). The
+# central-fit audit (issue 24) closed pointgoal's teacher-central gap with teachers acting at
+# 2x their std; at the new central step size the gap is closed without it, so noise is off by
+# default and this is the scale a user who switches it on starts from.
+NOISE_SCALE = 2.0
 
 
 class ConfigError(ValueError):
@@ -166,6 +171,14 @@ class Config:
     distill_tail_steps: int = static(0, GROUPS[4], "env steps after total_steps in which the "
                                      "teachers, frozen, still act and only the central policy "
                                      "learns from them (counted as env steps; 0: none)")
+    noise_every: int = static(0, GROUPS[4], "noise injection: one env in every N of each "
+                              "cell acts with its teacher's noise scaled by noise_scale; only "
+                              "the central policy learns from those steps (labels: the "
+                              "teacher's own distributions), never the teachers' PPO, value or "
+                              "coupling terms (0 = off)")
+    noise_scale: float | None = leaf(None, GROUPS[4], "noise injection's multiplier of the "
+                                     "teacher's std (Gaussian) or temperature (categorical) "
+                                     "(None: NOISE_SCALE = 2)")
     distill_epochs: int = static(0, GROUPS[4], "epochs per iteration that train the central "
                                  "policy, the first ones (0 = all); the others skip its "
                                  "passes, so fewer epochs cost less")
@@ -228,6 +241,11 @@ class Config:
         if self.central_learning_rate is None:
             return CENTRAL_LR_RATIO * self.learning_rate
         return self.central_learning_rate
+
+    @property
+    def resolved_noise_scale(self) -> Any:
+        """Noise injection's scale: `noise_scale`, or (None) NOISE_SCALE."""
+        return NOISE_SCALE if self.noise_scale is None else self.noise_scale
 
     @property
     def alpha(self) -> Any:
@@ -362,7 +380,7 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("num_devices",), lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 = every visible device)"),
     (("distill_epochs", "reset_every", "eval_every", "cross_steps", "log_every",
-      "checkpoint_every", "distill_tail_steps"),
+      "checkpoint_every", "distill_tail_steps", "noise_every"),
      lambda v: _is_int(v) and v >= 0,
      "an integer >= 0 (0 switches it off / means every epoch / auto)"),
     (("teacher_sees_context", "central_sees_context", "normalize_obs", "anneal_lr",
@@ -378,6 +396,8 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
      lambda v: _is_real(v) and v > 0, "a finite number > 0"),
     (("central_learning_rate",), lambda v: v is None or (_is_real(v) and v > 0),
      "a finite number > 0, or None (CENTRAL_LR_RATIO x learning_rate)"),
+    (("noise_scale",), lambda v: v is None or (_is_real(v) and v > 0),
+     "a finite number > 0, or None (NOISE_SCALE)"),
     (("vf_coef", "ent_coef", "distill_coef", "distill_coef_end", "feature_coef"),
      lambda v: _is_real(v) and v >= 0,
      "a finite number >= 0 (a coupling penalty is added to a minimised loss)"),
@@ -452,6 +472,25 @@ def _empty_grid_cells(space: Any, shape: tuple[int, ...]) -> int:
     return math.prod(shape) - math.prod(counts)
 
 
+def _check_noise(c: Config, own_central: bool, envs_per_device: int) -> None:
+    """Noise injection's combinations: its steps must reach a central policy that only
+    distillation trains, with the teacher's distribution as the label, and every device
+    must hold the same pattern of noisy envs (so that 1 device = N devices)."""
+    if c.noise_every == 1:
+        _fail("noise_every", 1, "0 (off) or at least 2 (one env in N; 1 would leave the "
+                                "teachers no steps of their own)")
+    if not own_central:
+        _fail("noise_every", c.noise_every, f"0 for method `{c.method}` (only a central "
+              "policy with a network of its own learns from the noisy steps: it has none, or "
+              "its teachers share it)")
+    if c.resolved_divergence == "nll":
+        _fail("noise_every", c.noise_every, "0 with divergence nll (its label is the action "
+              "taken, which is the noisy one; use kl or mse)")
+    if envs_per_device % c.noise_every:
+        _fail("noise_every", c.noise_every, f"a divisor of the envs of a cell on each device, "
+              f"num_envs / (partitions x devices) = {envs_per_device}")
+
+
 def validate(config: Config, num_devices: int | None = None) -> Config:
     """Check every field and every combination that does not depend on the task; returns the
     config. The task's own rules (`check_task`) are checked where the task is built
@@ -484,7 +523,8 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
                   "0 unless teachers and the central policy have the same input "
                   f"(teacher_sees_context = {c.teacher_sees_context}, central_sees_context = "
                   f"{c.central_sees_context})")
-    if c.distill_tail_steps and (not spec.has_central or spec.shares_central):
+    own_central = spec.has_central and not spec.shares_central
+    if c.distill_tail_steps and not own_central:
         _fail("distill_tail_steps", c.distill_tail_steps,
               f"0 for method `{c.method}` (its teachers cannot be frozen apart from a central "
               "policy: it has none, or they share its network)")
@@ -499,6 +539,8 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     if c.num_envs % (P * num_devices):
         _fail("num_envs", c.num_envs,
               f"a multiple of partitions x devices = {P} x {num_devices} = {P * num_devices}")
+    if c.noise_every:
+        _check_noise(c, own_central, c.num_envs // (P * num_devices))
     if c.num_steps % c.num_minibatches:
         _fail("num_minibatches", c.num_minibatches,
               f"a divisor of num_steps = {c.num_steps} (minibatches split the time axis)")

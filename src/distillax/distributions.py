@@ -48,6 +48,10 @@ class Categorical:
         """What `mse` distillation matches: the logits."""
         return self.logits
 
+    def widened(self, scale: jax.Array) -> Categorical:
+        """At temperature `scale [...]` (> 1: flatter; noise injection's acting policy)."""
+        return Categorical(self.logits / scale[..., None])
+
     def combine(self, other: Categorical, alpha: float, beta: float) -> Categorical:
         """The Boltzmann policy of `alpha * self.logits + beta * other.logits`."""
         return Categorical(alpha * self.logits + beta * other.logits)
@@ -82,6 +86,10 @@ class DiagGaussian:
     def location(self) -> jax.Array:
         """What `mse` distillation matches: the mean."""
         return self.mean
+
+    def widened(self, scale: jax.Array) -> DiagGaussian:
+        """With its std times `scale [...]` (noise injection's acting policy)."""
+        return DiagGaussian(self.mean, self.log_std + jnp.log(scale)[..., None])
 
     def combine(self, other: DiagGaussian, alpha: float, beta: float) -> DiagGaussian:
         """Distral's 2-column policy for Gaussians: the normalised product `self^alpha *

@@ -65,6 +65,27 @@ def over_envs(f: Callable[..., Any]) -> Callable[..., Any]:
     return batched
 
 
+def noisy_envs(num_envs: int, every: int) -> jax.Array:
+    """`[num_envs]` bool: the envs of a cell that act with injected noise, the last of every
+    `every` (0: none). Each device holds a slice of the env axis whose length `every` divides
+    (`config.validate`), so the local pattern is the global one."""
+    if not every:
+        return jnp.zeros(num_envs, bool)
+    return jnp.arange(num_envs) % every == every - 1
+
+
+def acting_envs(x: jax.Array, every: int, axis: int) -> jax.Array:
+    """`x` without the noisy envs (`noisy_envs`) along its env `axis`, or along a flattened
+    (time, env) axis whose envs are innermost: `[..., n, ...] -> [..., n (every - 1) / every,
+    ...]`. What the teachers' own terms read; 0: `x` itself."""
+    if not every:
+        return x
+    shape = x.shape
+    grouped = x.reshape(shape[:axis] + (shape[axis] // every, every) + shape[axis + 1:])
+    kept = jax.lax.slice_in_dim(grouped, 0, every - 1, axis=axis + 1)
+    return kept.reshape(shape[:axis] + (-1,) + shape[axis + 1:])
+
+
 def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per_cell: int,
               candidates: int) -> EnvCarry:
     """Reset `envs_per_cell` envs in every cell, each in a context drawn from its cell."""
@@ -88,11 +109,14 @@ def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per
 def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
             act: Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]],
             value_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
-            env: ContextualEnv, num_steps: int, candidates: int) -> tuple[EnvCarry, Transition]:
+            env: ContextualEnv, num_steps: int, candidates: int, noise_every: int = 0,
+            noise_scale: jax.Array | float = 1.0) -> tuple[EnvCarry, Transition]:
     """T steps of every teacher in its own partition.
 
     `act(params, obs [P, B, obs], context [P, B, d]) -> (dist, value)` and `value_fn` (same
     inputs -> `[P, B]`) close over the teacher network and its input normalisation.
+    Noise injection: the envs `noisy_envs(B, noise_every)` act with the teacher's std (or
+    temperature) times `noise_scale`; every env stores the teacher's own log-prob.
     Returns the carry after T steps and the transitions `[P, T, B, ...]`.
     """
 
@@ -100,7 +124,12 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
         keys = jax.vmap(jax.vmap(lambda k: jax.random.split(k, 4)))(carry.key)
         key, k_act, k_step, k_ctx = (keys[:, :, i] for i in range(4))
         dist, value = act(teacher_params, carry.obs, carry.context)
-        action = jax.vmap(jax.vmap(lambda d, k: d.sample(k)))(dist, k_act)
+        behaviour = dist
+        if noise_every:
+            B = carry.obs.shape[1]
+            behaviour = dist.widened(jnp.broadcast_to(
+                jnp.where(noisy_envs(B, noise_every), noise_scale, 1.0), value.shape))
+        action = jax.vmap(jax.vmap(lambda d, k: d.sample(k)))(behaviour, k_act)
         # Every env steps; `reset_ended` then draws a context for just the envs whose
         # episode ended and resets them (as `env.step` would have with that context)
         out = over_envs(env.transition)(k_step, carry.state, action, carry.context)

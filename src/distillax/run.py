@@ -415,7 +415,11 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
             + (f"; the last {total - config.teacher_iterations} with the teachers frozen"
                if total > config.teacher_iterations else "") + ")"
             + (f" x {config.seeds} seeds" if config.seeds > 1 else "")
-            + (f" x {len(config.members)} sweep members" if config.sweep else "") + "; "
+            + (f" x {len(config.members)} sweep members" if config.sweep else "")
+            + (f"; 1 env in {config.noise_every} of each cell acts with "
+               + ("swept" if "noise_scale" in dict(config.sweep)
+                  else f"{config.resolved_noise_scale:g}x") + " noise"
+               if config.noise_every else "") + "; "
             f"started in {startup_s:.1f} s, compiled in {compile_s:.1f} s"
             + (f" ({loaded} program{'s' * (loaded > 1)} from the cache)" if loaded else "")
             + (f"; {where}" if where else ""))

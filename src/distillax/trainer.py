@@ -25,7 +25,7 @@ from distillax.config import Config, ConfigError, leaf_fields
 from distillax.contexts import Partition, make_partition
 from distillax.model import Model
 from distillax.normalizer import RunningStats
-from distillax.rollout import EnvCarry, Transition, gae, init_envs, rollout
+from distillax.rollout import EnvCarry, Transition, acting_envs, gae, init_envs, rollout
 from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetrics, update
 
 # What the numerical guard watches in one iteration (`IterationMetrics.nonfinite`), in the
@@ -243,7 +243,9 @@ def iteration(model: Model, state: TrainState,
     value_fn = lambda p, o, ctx: model.teacher_values(p, o, ctx, t_stats)  # noqa: E731
     acting = model.acting_params(state.params.teacher, state.params.central)
     env, traj = rollout(acting, state.env, state.partition, act, value_fn,
-                        model.env, c.num_steps, c.context_candidates)
+                        model.env, c.num_steps, c.context_candidates, c.noise_every,
+                        c.resolved_noise_scale)
+    own = lambda x, axis: acting_envs(x, c.noise_every, axis)  # noqa: E731 (the teachers' envs)
     last_value = value_fn(acting, env.obs, env.context)
     bad_reward = jnp.logical_not(jnp.all(jnp.isfinite(traj.reward)))
     if axis_name is not None:  # each device saw its own envs' rewards
@@ -268,7 +270,7 @@ def iteration(model: Model, state: TrainState,
                                   distill_coef_at(c, state.iteration))
     teacher_stats, central_stats = state.teacher_stats, state.central_stats
     if c.normalize_obs:
-        teacher_stats = normalizer.update(teacher_stats, traj.obs, (1, 2), axis_name)
+        teacher_stats = normalizer.update(teacher_stats, own(traj.obs, 2), (1, 2), axis_name)
         central_stats = normalizer.update(central_stats, traj.obs, (0, 1, 2), axis_name)
     if c.reset_every:  # after the normaliser update: the next iteration acts as pi_c would
         do_reset = (state.iteration + 1) % c.reset_every == 0
@@ -285,8 +287,9 @@ def iteration(model: Model, state: TrainState,
         params = params.replace(teacher=keep(state.params.teacher, params.teacher))
         opt = opt.replace(teacher=keep(state.opt.teacher, opt.teacher))
         teacher_stats = keep(state.teacher_stats, teacher_stats)
-    seen = (env.episodes > 0).astype(jnp.float32)
-    teacher_return = _psum_mean(jnp.sum(env.last_return * seen, 1), jnp.sum(seen, 1), axis_name)
+    seen = own(env.episodes > 0, 1).astype(jnp.float32)
+    teacher_return = _psum_mean(jnp.sum(own(env.last_return, 1) * seen, 1), jnp.sum(seen, 1),
+                                axis_name)
     episodes = jnp.sum(env.episodes, 1)
     if axis_name is not None:
         episodes = jax.lax.psum(episodes, axis_name)

@@ -29,6 +29,7 @@ from distillax.methods import CouplingInputs
 from distillax.model import Model
 from distillax.networks import map_features
 from distillax.normalizer import RunningStats
+from distillax.rollout import acting_envs
 
 
 @struct.dataclass
@@ -148,6 +149,10 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
                 map_features(params.central, c_hidden), t_hidden[0], mb.distill_weight)
         distill = jax.vmap(losses.distill_loss, in_axes=(0, 0, 0, 0, None))(
             dist, central, mb.action, mb.distill_weight, c.resolved_divergence)
+    # The teachers' own terms read only the steps they took themselves: with noise
+    # injection, the noisy envs' steps are not pi_i,old's samples and train the central only
+    dist, value, mb = jax.tree.map(lambda x: acting_envs(x, c.noise_every, 1),
+                                   (dist, value, mb))
     adv = jax.vmap(lambda a: losses.normalize(a, axis_name))(mb.advantages)
     terms = jax.vmap(lambda *a: losses.teacher_loss(
         *a, clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef))(
