@@ -83,13 +83,13 @@ def child_brax(budget: int, seed: int) -> dict:
 
 def child_distillax(budget: int, seed: int) -> dict:
     from distillax.config import Config
-    from distillax.presets import PRESETS
+    from distillax.presets import preset
     from distillax.run import train
 
     t0 = time.perf_counter()
-    cfg = Config(task="double-pendulum", method="ppo", seed=seed,
-                 **{**PRESETS["double-pendulum"], "total_steps": budget,
-                    "eval_contexts": 128, "eval_every": budget // STEPS_PER_ITER // 4})
+    cfg = Config(**{**preset("double-pendulum"), "method": "ppo", "seed": seed,
+                    "total_steps": budget, "eval_contexts": 128,
+                    "eval_every": budget // STEPS_PER_ITER // 4})
     _, s = train(cfg, log=lambda _: None)
     points = [dict(step=r["env_steps"], eval_reward=r["central_return"])
               for r in s.history if "central_return" in r]

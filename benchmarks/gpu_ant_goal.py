@@ -5,7 +5,7 @@
     python benchmarks/gpu_ant_goal.py --small --out /tmp/a  # CPU smoke run (tests use it)
 
 For each method in {ppo, central, dnc} and each P (ppo has one teacher, so it runs once):
-one training run of `PRESETS["ant-goal"]` (thousands of envs split over the P teachers),
+one training run of `preset("ant-goal")` (thousands of envs split over the P teachers),
 recording the compile time, the training env-steps/s, the whole run's wall time and the
 learning curve: per report (every `log_every` iterations) the teachers' mean episode return
 and, every `eval_every` iterations, the central policy's greedy held-out return (for ppo,
@@ -41,11 +41,12 @@ def run_one(method: str, partitions: int, total_steps: int, small: bool,
     import jax
 
     from distillax.config import Config
-    from distillax.presets import PRESETS
+    from distillax.presets import preset
     from distillax.run import train
 
-    fields = dict(SMALL) if small else {**PRESETS["ant-goal"], "total_steps": total_steps}
-    cfg = Config(task="ant-goal", method=method, partitions=partitions, **fields)
+    fields = ({"task": "ant-goal", **SMALL} if small
+              else {**preset("ant-goal"), "total_steps": total_steps})
+    cfg = Config(method=method, partitions=partitions, **fields)
     t0 = time.perf_counter()
     stop_after = cfg.num_iterations - 1 if small else None
     state, s = train(cfg, log=lambda _: None, stop_after=stop_after)

@@ -553,6 +553,161 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return out
 
 
+def _md_e2e(r: dict[str, Any]) -> list[str]:
+    """The `e2e` section of results.md."""
+    lines: list[str] = []
+    e = r["e2e"]
+    lines += ["", "## End to end: whole processes, as a user runs them", "",
+              "Wall time of each process from its start to its results.json written "
+              "(start-up, compilation, training, periodic and final evaluation, checkpoints "
+              "included), median of the alternated repetitions. rejax 0.1.3: its own "
+              "`train` (benchmarks/rejax_train.py). distillax: `python -m distillax.train` "
+              "(`distillax_cmd` in run.py), cold = a fresh compilation cache as on a new "
+              "machine, warm = the same config run again. Both: CartPole-v1, PPO with "
+              f"`peer.PEER_HP` (lr {PEER_HP['learning_rate']} constant), 2x64 tanh, "
+              f"{EVAL_EPISODES} evaluation episodes every `eval every` iterations (distillax's "
+              "automatic cadence rounded up to a power of two; distillax evaluates greedy "
+              "actions during training and greedy and sampled at the end).", "",
+              "| envs x steps | budget | eval every | rejax s | distillax cold s | "
+              "distillax / rejax speed (cold) | distillax warm s | warm compile s | "
+              "speed (warm) | return rejax / distillax (sampled) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in e["cases"]:
+        lines.append(f"| {row['envs']}x{row['steps']} | {row['budget']:,} | "
+                     f"{row['eval_every']} | {row['rejax_wall_s']:.1f} | "
+                     f"{row['cold_wall_s']:.1f} | **{row['cold_ratio']:.2f}x** | "
+                     f"{row['warm_wall_s']:.1f} | {row['warm_compile_s']:.1f} | "
+                     f"{row['warm_ratio']:.2f}x | {row['rejax_return']:.1f} / "
+                     f"{row['distillax_return']:.1f} |")
+    d = e["default"]
+    lines += ["", f"Default run (`python -m distillax.train --checkpoint-dir D`, what "
+              f"`make train` runs, cold cache): {d['wall_s']:.1f} s wall (median), central "
+              f"held-out return {d['central_greedy']:.1f} greedy; per run: " + ", ".join(
+                  f"{x['wall_s']:.1f} s (start-up {x['startup_s']:.1f}, compile "
+                  f"{x['compile_s']:.1f}, training {x['train_s']:.1f}, evaluation "
+                  f"{x['eval_s']:.1f})" for x in d["runs"])]
+    if "warm_wall_s" in d:
+        lines[-1] += (f". The same runs again (warm cache): {d['warm_wall_s']:.1f} s wall "
+                      "(median); per run: " + ", ".join(
+                          f"{x['wall_s']:.1f} s (compile {x['compile_s']:.1f}, training "
+                          f"{x['train_s']:.1f})" for x in d["warm_runs"]))
+    return lines
+
+
+def _md_limit(r: dict[str, Any]) -> list[str]:
+    """The `limit` section of results.md."""
+    lines: list[str] = []
+    L = r["limit"]
+    lines += ["", f"## 1. Limit (CartPole, {L['envs']} envs x {L['steps']} steps, no "
+              "learning)", "", "| what | env-steps/s | compile s |", "|---|---|---|",
+              f"| env stepping alone (random actions) | {_k(L['env_only']['steps_per_s'])} "
+              f"| {L['env_only']['compile_s']:.1f} |",
+              f"| env stepping + teacher forward + sampling | "
+              f"{_k(L['env_and_teacher_forward']['steps_per_s'])} | "
+              f"{L['env_and_teacher_forward']['compile_s']:.1f} |"]
+    return lines
+
+
+def _md_peer(r: dict[str, Any]) -> list[str]:
+    """The `peer` section of results.md."""
+    lines: list[str] = []
+    lines += ["", "## 2. Peer: rejax 0.1.3 PPO vs distillax `ppo` on CartPole-v1", "",
+              "Same hyperparameters (4 epochs x 4 minibatches, lr "
+              f"{PEER_HP['learning_rate']} constant, clip 0.2, gamma 0.99, GAE 0.95, vf 0.5, "
+              "ent 0.01, max_grad_norm 0.5) and network (separate actor and critic, 2x64 "
+              "tanh). Timed step: the compiled training step alone. Full training: "
+              "each trainer's own one-call training of the budget, compile excluded, "
+              f"median of {r['args']['reps']} (rejax's `train()`, distillax's scanned "
+              "runner). Final return: mean of 128 sampled-action episodes after the "
+              "full training, seed 0.", "",
+              "| envs x steps | trainer | timed step env-steps/s | compile s | distillax / "
+              "rejax (step) | budget | full training s | distillax / rejax (full) | "
+              "final return |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in r["peer"]:
+        for who in ("rejax", "distillax"):
+            x = row[who]
+            t = x.get("train", {})
+            lines.append(
+                f"| {row['envs']}x{row['steps']} | {who} | {_k(x['steps_per_s'])} | "
+                f"{x['compile_s']:.1f} | {row['ratio']:.2f}x | "
+                f"{t.get('env_steps', 0):,} | {t.get('train_s', float('nan')):.2f} | "
+                f"{row.get('train_ratio', float('nan')):.2f}x | "
+                f"{t.get('final_return', float('nan')):.1f} |")
+    return lines
+
+
+def _md_overhead(r: dict[str, Any]) -> list[str]:
+    """The `overhead` section of results.md."""
+    lines: list[str] = []
+    o = r["overhead"]
+    lines += ["", f"## 3. Distillation overhead (cartpole, {o['envs']} envs x {o['steps']} "
+              "steps in total)", "", "| method | P | env-steps/s | vs ppo | compile s |",
+              "|---|---|---|---|---|"]
+    for name, (_, P, _) in OVERHEAD_CASES.items():
+        if name not in o:
+            continue
+        ratio = o[name]["steps_per_s"] / o["ppo"]["steps_per_s"]
+        lines.append(f"| {name} | {P} | {_k(o[name]['steps_per_s'])} | {ratio:.2f}x | "
+                     f"{o[name]['compile_s']:.1f} |")
+    return lines
+
+
+def _md_scaling(r: dict[str, Any]) -> list[str]:
+    """The `scaling` section of results.md."""
+    lines: list[str] = []
+    s = r["scaling"]
+    lines += ["", f"## 4. Scaling in P (cartpole, {s['envs']} envs x {s['steps']} steps in "
+              "total; all cases compiled first, then timed in interleaved rounds)", "",
+              "| method | P | env-steps/s | vs P=1 | compile s (wall) | compile s (CPU) | "
+              "CPU vs P=1 |", "|---|---|---|---|---|---|---|"]
+    for meth in ("central", "dnc"):
+        rows = s[meth]
+        for P, x in zip(s["partitions"], rows):
+            lines.append(f"| {meth} | {P} | {_k(x['steps_per_s'])} | "
+                         f"{x['steps_per_s'] / rows[0]['steps_per_s']:.2f}x | "
+                         f"{x['compile_s']:.1f} | {x['compile_cpu_s']:.1f} | "
+                         f"{x['compile_cpu_s'] / rows[0]['compile_cpu_s']:.2f}x |")
+    return lines
+
+
+def _md_profile(r: dict[str, Any]) -> list[str]:
+    """The `profile` section of results.md."""
+    lines: list[str] = []
+    lines += ["", "## 5. Where the time goes (rollout vs update)", "",
+              "Rollout = a jitted function running only `rollout` (+ the bootstrap value) "
+              "on the same state; update = whole iteration - rollout.", "",
+              "| method | P | task | envs x steps | iteration ms | rollout ms | update ms | "
+              "rollout share | rollout-only env-steps/s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for p in r["profile"]:
+        lines.append(f"| {p['method']} | {p['partitions']} | {p['task']} | "
+                     f"{p['envs']}x{p['steps']} | {p['iteration_ms']:.1f} | "
+                     f"{p['rollout_ms']:.1f} | {p['update_ms']:.1f} | "
+                     f"{100 * p['rollout_share']:.0f}% | {_k(p['rollout_steps_per_s'])} |")
+    return lines
+
+
+def _md_sweep(r: dict[str, Any]) -> list[str]:
+    """The `sweep` section of results.md."""
+    lines: list[str] = []
+    w = r["sweep"]
+    lines += ["", f"## 6. A 4-member sweep vs 4 separate runs (central, P=4, cartpole, "
+              f"{w['envs']} envs x {w['steps']} steps per run; learning_rate in "
+              f"{', '.join(map(str, SWEEP_LR))})", "",
+              "| case | env-steps/s (all runs) | compile s |", "|---|---|---|",
+              f"| one vmapped program (`--sweep`) | {_k(w['sweep_steps_per_s'])} | "
+              f"{w['sweep_compile_s']:.1f} |",
+              f"| 4 runs, one after the other | {_k(w['separate_steps_per_s'])} | "
+              f"{w['separate_compile_s']:.1f} |", "",
+              f"The sweep trains {w['speedup']:.2f}x the env steps per second."]
+    return lines
+
+
+SECTIONS = (("e2e", _md_e2e), ("limit", _md_limit), ("peer", _md_peer),
+            ("overhead", _md_overhead), ("scaling", _md_scaling), ("profile", _md_profile),
+            ("sweep", _md_sweep))
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = ["# distillax benchmarks", "",
@@ -569,121 +724,9 @@ def markdown(r: dict[str, Any]) -> str:
              "shared: absolute numbers are noisy, ratios within this run are what count.", ""]
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {n} | {v} | {'yes' if ok else '**no**'} |" for n, v, ok in targets(r)]
-    if "e2e" in r:
-        e = r["e2e"]
-        lines += ["", "## End to end: whole processes, as a user runs them", "",
-                  "Wall time of each process from its start to its results.json written "
-                  "(start-up, compilation, training, periodic and final evaluation, checkpoints "
-                  "included), median of the alternated repetitions. rejax 0.1.3: its own "
-                  "`train` (benchmarks/rejax_train.py). distillax: `python -m distillax.train` "
-                  "(`distillax_cmd` in run.py), cold = a fresh compilation cache as on a new "
-                  "machine, warm = the same config run again. Both: CartPole-v1, PPO with "
-                  f"`peer.PEER_HP` (lr {PEER_HP['learning_rate']} constant), 2x64 tanh, "
-                  f"{EVAL_EPISODES} evaluation episodes every `eval every` iterations (distillax's "
-                  "automatic cadence rounded up to a power of two; distillax evaluates greedy "
-                  "actions during training and greedy and sampled at the end).", "",
-                  "| envs x steps | budget | eval every | rejax s | distillax cold s | "
-                  "distillax / rejax speed (cold) | distillax warm s | warm compile s | "
-                  "speed (warm) | return rejax / distillax (sampled) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in e["cases"]:
-            lines.append(f"| {row['envs']}x{row['steps']} | {row['budget']:,} | "
-                         f"{row['eval_every']} | {row['rejax_wall_s']:.1f} | "
-                         f"{row['cold_wall_s']:.1f} | **{row['cold_ratio']:.2f}x** | "
-                         f"{row['warm_wall_s']:.1f} | {row['warm_compile_s']:.1f} | "
-                         f"{row['warm_ratio']:.2f}x | {row['rejax_return']:.1f} / "
-                         f"{row['distillax_return']:.1f} |")
-        d = e["default"]
-        lines += ["", f"Default run (`python -m distillax.train --checkpoint-dir D`, what "
-                  f"`make train` runs, cold cache): {d['wall_s']:.1f} s wall (median), central "
-                  f"held-out return {d['central_greedy']:.1f} greedy; per run: " + ", ".join(
-                      f"{x['wall_s']:.1f} s (start-up {x['startup_s']:.1f}, compile "
-                      f"{x['compile_s']:.1f}, training {x['train_s']:.1f}, evaluation "
-                      f"{x['eval_s']:.1f})" for x in d["runs"])]
-        if "warm_wall_s" in d:
-            lines[-1] += (f". The same runs again (warm cache): {d['warm_wall_s']:.1f} s wall "
-                          "(median); per run: " + ", ".join(
-                              f"{x['wall_s']:.1f} s (compile {x['compile_s']:.1f}, training "
-                              f"{x['train_s']:.1f})" for x in d["warm_runs"]))
-    if "limit" in r:
-        L = r["limit"]
-        lines += ["", f"## 1. Limit (CartPole, {L['envs']} envs x {L['steps']} steps, no "
-                  "learning)", "", "| what | env-steps/s | compile s |", "|---|---|---|",
-                  f"| env stepping alone (random actions) | {_k(L['env_only']['steps_per_s'])} "
-                  f"| {L['env_only']['compile_s']:.1f} |",
-                  f"| env stepping + teacher forward + sampling | "
-                  f"{_k(L['env_and_teacher_forward']['steps_per_s'])} | "
-                  f"{L['env_and_teacher_forward']['compile_s']:.1f} |"]
-    if "peer" in r:
-        lines += ["", "## 2. Peer: rejax 0.1.3 PPO vs distillax `ppo` on CartPole-v1", "",
-                  "Same hyperparameters (4 epochs x 4 minibatches, lr "
-                  f"{PEER_HP['learning_rate']} constant, clip 0.2, gamma 0.99, GAE 0.95, vf 0.5, "
-                  "ent 0.01, max_grad_norm 0.5) and network (separate actor and critic, 2x64 "
-                  "tanh). Timed step: the compiled training step alone. Full training: "
-                  "each trainer's own one-call training of the budget, compile excluded, "
-                  f"median of {r['args']['reps']} (rejax's `train()`, distillax's scanned "
-                  "runner). Final return: mean of 128 sampled-action episodes after the "
-                  "full training, seed 0.", "",
-                  "| envs x steps | trainer | timed step env-steps/s | compile s | distillax / "
-                  "rejax (step) | budget | full training s | distillax / rejax (full) | "
-                  "final return |", "|---|---|---|---|---|---|---|---|---|"]
-        for row in r["peer"]:
-            for who in ("rejax", "distillax"):
-                x = row[who]
-                t = x.get("train", {})
-                lines.append(
-                    f"| {row['envs']}x{row['steps']} | {who} | {_k(x['steps_per_s'])} | "
-                    f"{x['compile_s']:.1f} | {row['ratio']:.2f}x | "
-                    f"{t.get('env_steps', 0):,} | {t.get('train_s', float('nan')):.2f} | "
-                    f"{row.get('train_ratio', float('nan')):.2f}x | "
-                    f"{t.get('final_return', float('nan')):.1f} |")
-    if "overhead" in r:
-        o = r["overhead"]
-        lines += ["", f"## 3. Distillation overhead (cartpole, {o['envs']} envs x {o['steps']} "
-                  "steps in total)", "", "| method | P | env-steps/s | vs ppo | compile s |",
-                  "|---|---|---|---|---|"]
-        for name, (_, P, _) in OVERHEAD_CASES.items():
-            if name not in o:
-                continue
-            ratio = o[name]["steps_per_s"] / o["ppo"]["steps_per_s"]
-            lines.append(f"| {name} | {P} | {_k(o[name]['steps_per_s'])} | {ratio:.2f}x | "
-                         f"{o[name]['compile_s']:.1f} |")
-    if "scaling" in r:
-        s = r["scaling"]
-        lines += ["", f"## 4. Scaling in P (cartpole, {s['envs']} envs x {s['steps']} steps in "
-                  "total; all cases compiled first, then timed in interleaved rounds)", "",
-                  "| method | P | env-steps/s | vs P=1 | compile s (wall) | compile s (CPU) | "
-                  "CPU vs P=1 |", "|---|---|---|---|---|---|---|"]
-        for meth in ("central", "dnc"):
-            rows = s[meth]
-            for P, x in zip(s["partitions"], rows):
-                lines.append(f"| {meth} | {P} | {_k(x['steps_per_s'])} | "
-                             f"{x['steps_per_s'] / rows[0]['steps_per_s']:.2f}x | "
-                             f"{x['compile_s']:.1f} | {x['compile_cpu_s']:.1f} | "
-                             f"{x['compile_cpu_s'] / rows[0]['compile_cpu_s']:.2f}x |")
-    if "profile" in r:
-        lines += ["", "## 5. Where the time goes (rollout vs update)", "",
-                  "Rollout = a jitted function running only `rollout` (+ the bootstrap value) "
-                  "on the same state; update = whole iteration - rollout.", "",
-                  "| method | P | task | envs x steps | iteration ms | rollout ms | update ms | "
-                  "rollout share | rollout-only env-steps/s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for p in r["profile"]:
-            lines.append(f"| {p['method']} | {p['partitions']} | {p['task']} | "
-                         f"{p['envs']}x{p['steps']} | {p['iteration_ms']:.1f} | "
-                         f"{p['rollout_ms']:.1f} | {p['update_ms']:.1f} | "
-                         f"{100 * p['rollout_share']:.0f}% | {_k(p['rollout_steps_per_s'])} |")
-    if "sweep" in r:
-        w = r["sweep"]
-        lines += ["", f"## 6. A 4-member sweep vs 4 separate runs (central, P=4, cartpole, "
-                  f"{w['envs']} envs x {w['steps']} steps per run; learning_rate in "
-                  f"{', '.join(map(str, SWEEP_LR))})", "",
-                  "| case | env-steps/s (all runs) | compile s |", "|---|---|---|",
-                  f"| one vmapped program (`--sweep`) | {_k(w['sweep_steps_per_s'])} | "
-                  f"{w['sweep_compile_s']:.1f} |",
-                  f"| 4 runs, one after the other | {_k(w['separate_steps_per_s'])} | "
-                  f"{w['separate_compile_s']:.1f} |", "",
-                  f"The sweep trains {w['speedup']:.2f}x the env steps per second."]
+    for name, section in SECTIONS:
+        if name in r:
+            lines += section(r)
     lines += ["", "What these figures mean and how they were reached: [findings.md](findings.md) "
               "(hand-written, not regenerated)."]
     if r.get("notes"):

@@ -2,7 +2,7 @@
 
 Test programs run a few iterations, so XLA's backend optimisations would cost most of the
 suite's time (compiling) and buy nothing: the session compiles at backend optimisation level
-0, as the library does for its run-once programs (`trainer.RUN_ONCE`), and so do the
+0, as the library does for its run-once programs (`xla.RUN_ONCE`), and so do the
 subprocesses the tests start (`XLA_FLAGS` is inherited). A test that compares a program with
 a reference to float32 rounding compiles both with `PRODUCTION` (the library's default
 level, which XLA_FLAGS does not override for a program that sets it).

@@ -536,7 +536,7 @@ def test_flipped_bytes_in_array_chunks_pass_orbax_but_are_refused(full, copy, mo
                      r".*\(partition\.pool\)")
     with pytest.raises(CheckpointError, match=policy_arrays):
         checkpoint.restore_policies(copy)
-    from distillax.policy import load_policy
+    from distillax.checkpoint import load_policy
     with pytest.raises(CheckpointError, match=policy_arrays):
         load_policy(copy)
 

@@ -7,7 +7,19 @@ import numpy as np
 import pytest
 from gymnax.environments.classic_control.cartpole import EnvState as CartState
 
-from distillax.envs import TASKS, ContextualEnv, cartpole, make_task, pendulum, register
+from distillax.config import Config
+from distillax.envs import (
+    TASKS,
+    ContextualEnv,
+    Drawer,
+    cartpole,
+    make_task,
+    pendulum,
+    register,
+    shipped,
+    task,
+)
+from distillax.model import build_model
 
 
 def _actions(task, key, n):
@@ -61,16 +73,57 @@ def test_default_context_reproduces_gymnax(name, steps):
         assert not np.asarray(a[3]).any()
 
 
-def test_task_properties_and_registry(monkeypatch):
+def test_task_properties_and_registry():
     cp, pd = make_task("cartpole"), make_task("pendulum")
     assert (cp.obs_dim, cp.discrete, cp.action_dim, cp.max_steps) == (4, True, 2, 500)
     assert (pd.obs_dim, pd.discrete, pd.action_dim, pd.max_steps) == (3, False, 1, 200)
     assert cp.space.names == ("length", "masspole", "gain_abs", "gain_sign")
     with pytest.raises(ValueError, match="unknown task `nope`"):
         make_task("nope")
-    monkeypatch.setitem(TASKS, "cartpole_again", cartpole.make)  # undone after the test
-    register("cartpole_again", cartpole.make)
+    register("cartpole_again", cartpole.make)  # (conftest's fixture undoes it)
     assert isinstance(make_task("cartpole_again"), ContextualEnv)
+    assert TASKS["cartpole_again"].make is cartpole.make and not shipped("cartpole_again")
+    assert task("cartpole").preset == cartpole.PRESET and shipped("cartpole")
+
+
+def test_a_shipped_style_task_is_one_registration_that_trains_renders_and_caches(
+        tmp_path, jax_cache_off):
+    """A task registered once with its factory, preset, drawer and trust: `--preset` reads
+    its preset, a run trains it and the program store keeps its programs (it is trusted),
+    and a video draws it with its drawer."""
+    import dataclasses
+
+    from distillax import presets, programs, render
+    from distillax.evaluation import run_policies
+    from distillax.run import train
+
+    def make():  # pendulum's code under a name of its own (videos find the drawer by it)
+        return dataclasses.replace(pendulum.make(), name="my-pendulum")
+
+    drawn = []
+
+    def draw(c, f, t, context, env):
+        drawn.append(t)
+        pendulum.draw(c, f, t, context, env)
+
+    register("my-pendulum", make, preset={"gamma": 0.9, "partitions": 2},
+             drawer=Drawer((-1.7, 1.7, -1.7, 1.7), draw), trusted=True)
+    assert presets.preset("my-pendulum") == {"task": "my-pendulum", "gamma": 0.9,
+                                             "partitions": 2}
+    config = Config(**{**presets.preset("my-pendulum"), "num_envs": 8, "num_steps": 8,
+                       "total_steps": 128, "num_minibatches": 2, "update_epochs": 1,
+                       "hidden_sizes": (8,), "kmeans_samples": 200, "eval_contexts": 2})
+    cache = tmp_path / "cache"
+    state, summary = train(config, log=lambda _: None, compile_cache=str(cache))
+    assert summary.final["contexts"] == 2
+    stored = programs.entries(str(cache / "programs"))
+    assert len(stored) == 2  # training and evaluation, keyed by the task's name
+    model = build_model(config)
+    videos = render.write_videos(str(tmp_path / "videos"), model,
+                                 jax.tree.map(lambda x: x[0], run_policies(model, state)),
+                                 np.asarray([model.env.default_context]), jax.random.key(0),
+                                 steps=5)
+    assert len(videos) == 1 and drawn and (tmp_path / "videos" / videos[0]["file"]).exists()
 
 
 def test_default_contexts_are_inside_their_spaces():

@@ -20,12 +20,17 @@ import pytest
 
 import distillax
 from distillax import checkpoint
+from distillax.checkpoint import load
 from distillax.config import Config
 from distillax.envs import make_task
-from distillax.evaluate import grid_contexts, slices_1d, slices_2d
-from distillax.evaluation import episode_returns, grid_returns
+from distillax.evaluation import (
+    episode_returns,
+    grid_contexts,
+    grid_returns,
+    slices_1d,
+    slices_2d,
+)
 from distillax.model import build_model
-from distillax.policy import load
 from distillax.run import resume
 
 pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py

@@ -9,10 +9,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from distillax import cli, evaluate, evaluation, limits, parallel
+from distillax import cli, envs, evaluate, evaluation, limits, parallel, reporting
 from distillax.config import Config, ConfigError
 from distillax.contexts import ContextSpace
-from distillax.envs import TASKS
 from distillax.model import build_model
 from distillax.trainer import init_run_state, make_runner
 
@@ -106,15 +105,15 @@ def test_context_counts_are_the_contexts_evaluate_makes(names, values, tasks):
     d = len(names)
     space = ContextSpace(names=names, low=(0.0,) * d, high=(1.0,) * d, values=tuple(values))
     for n, res in ((50, 3), (2, 2), (1000, 7)):
-        grid, sliced = evaluate.context_counts(space, n, res)
-        assert grid == len(evaluate.grid_contexts(space, n)[0])
-        assert sliced == (sum(s.contexts[..., 0].size for s in evaluate.slices_2d(space, res))
-                          + sum(c[..., 0].size for _, _, c in evaluate.slices_1d(space,
+        grid, sliced = evaluation.context_counts(space, n, res)
+        assert grid == len(evaluation.grid_contexts(space, n)[0])
+        assert sliced == (sum(s.contexts[..., 0].size for s in evaluation.slices_2d(space, res))
+                          + sum(c[..., 0].size for _, _, c in evaluation.slices_1d(space,
                                                                                  2 * res - 1)))
     # by hand: 2 continuous dims and 3 values: k = floor(sqrt(50 / 3)) = 4 -> 3 x 16 = 48;
     # slices: 3 x (1 pair x 9 + 2 dims x 5) = 57
     if names[-1] == "k":
-        assert evaluate.context_counts(space, 50, 3) == (48, 57)
+        assert evaluation.context_counts(space, 50, 3) == (48, 57)
 
 
 # --- through the command lines: refused before any state or restore --------------------------
@@ -155,7 +154,7 @@ def test_evaluate_refuses_sizes_before_restoring(standin_run, tmp_path, monkeypa
     def restored(*args):
         raise AssertionError("the checkpoint was restored")
 
-    monkeypatch.setattr(evaluate, "load", restored)
+    monkeypatch.setattr(reporting, "load", restored)
     monkeypatch.setattr(limits, "available_bytes", lambda: 1 << 30)
     assert evaluate.main([standin_run, "--out", str(tmp_path / "eval")] + flags) == 2
     err = capsys.readouterr().err.splitlines()
@@ -170,14 +169,14 @@ def test_a_long_evaluation_is_noted_and_goes_on(standin_run, monkeypatch, capsys
     def loaded(*args):
         raise _Loaded
 
-    monkeypatch.setattr(evaluate, "load", loaded)
+    monkeypatch.setattr(reporting, "load", loaded)
     # cartpole (default config): 4 partitions + central, episodes of up to 500 steps
-    n = sum(evaluate.context_counts(TASKS["cartpole"]().space, 1296, 3))
+    n = sum(evaluation.context_counts(envs.make_task("cartpole").space, 1296, 3))
     with pytest.raises(_Loaded):
         evaluate.main([standin_run, "--contexts", "1296", "--resolution", "3"])
-    assert n * 5 * 500 < evaluate.LONG_STEPS  # (a default evaluation is not noted)
+    assert n * 5 * 500 < reporting.LONG_STEPS  # (a default evaluation is not noted)
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(evaluate, "LONG_STEPS", n * 5 * 500 - 1)
+    monkeypatch.setattr(reporting, "LONG_STEPS", n * 5 * 500 - 1)
     with pytest.raises(_Loaded):
         evaluate.main([standin_run, "--contexts", "1296", "--resolution", "3"])
     assert capsys.readouterr().err.splitlines() == [

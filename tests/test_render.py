@@ -21,15 +21,14 @@ import pytest
 from flax import struct
 from PIL import Image
 
-from distillax import evaluate, normalizer, render
+from distillax import envs, evaluate, evaluation, normalizer, render
 from distillax.config import Config
 from distillax.contexts import make_partition
-from distillax.envs import TASKS
 from distillax.evaluation import episode_returns
 from distillax.model import build_model
 from distillax.policy import Policies, central_policy, own_cell, teacher_policy
 from distillax.run import train
-from distillax.trainer import RUN_ONCE
+from distillax.xla import RUN_ONCE
 
 BRAX = ("double-pendulum-physics", "double-pendulum", "reacher-target", "ant-goal")
 # `double-pendulum` is `double-pendulum-physics`' env with one shared System, drawn by the
@@ -41,7 +40,7 @@ GYMNAX = ("cartpole", "cartpole-v1", "pendulum", "pointgoal", "fourrooms")
 def _fresh(task: str, partitions: int = 1):
     """(model, untrained policies) of a tiny config of `task`: one cell per task of a task
     set, else `partitions` cells by k-means (one needs no clustering)."""
-    tasks = TASKS[task]().space.tasks
+    tasks = envs.make_task(task).space.tasks
     P = len(tasks) if tasks else partitions
     config = Config(task=task, partitions=P, partitioner="tasks" if tasks else "kmeans",
                     hidden_sizes=(8,), num_envs=8, num_steps=8, kmeans_samples=200)
@@ -64,8 +63,9 @@ def _check_gif(path: str, frames: int) -> None:
 
 
 def test_every_shipped_task_has_a_drawer():
-    assert set(TASKS) == set(BRAX) | set(GYMNAX) <= set(render.DRAWERS)
-    assert render.DRAWERS["double-pendulum"] is render.DRAWERS["double-pendulum-physics"]
+    assert set(envs.SHIPPED) == set(BRAX) | set(GYMNAX)
+    assert all(envs.task(name).drawer is not None for name in envs.SHIPPED)
+    assert envs.task("double-pendulum").drawer is envs.task("double-pendulum-physics").drawer
 
 
 def _video(task: str, out: str, steps: int, still: bool = False) -> dict:
@@ -156,7 +156,7 @@ def test_brax_task_writes_a_multi_frame_gif(task, brax_videos):
 def test_recorded_returns_are_the_evaluators():
     model, pol = _fresh("cartpole", partitions=2)
     contexts = render.video_contexts(model.env.space, pol.partition,
-                                     evaluate.grid_contexts(model.env.space, 64)[0], 3)
+                                     evaluation.grid_contexts(model.env.space, 64)[0], 3)
     key = jax.random.PRNGKey(3)
     # sampled actions: the keys matter, so the same returns mean the same keys
     rec = render.record(model, pol, contexts, key, greedy=False)
@@ -173,9 +173,9 @@ def test_recorded_returns_are_the_evaluators():
 
 
 def test_video_contexts_take_each_cell_in_turn():
-    space = TASKS["pointgoal"]().space
+    space = envs.make_task("pointgoal").space
     part = make_partition(jax.random.PRNGKey(0), space, "kmeans", 3, 200)
-    grid = evaluate.grid_contexts(space, 64)[0]
+    grid = evaluation.grid_contexts(space, 64)[0]
     cells = lambda c: np.asarray(render.assign(part, space, jnp.asarray(c)))  # noqa: E731
     assert sorted(cells(render.video_contexts(space, part, grid, 3))) == [0, 1, 2]
     six = render.video_contexts(space, part, grid, 6)

@@ -128,8 +128,8 @@ def test_each_sweep_member_is_the_single_run_of_its_config(tmp_path):
     1e-5 (vmapped and unbatched float reductions may round differently), held-out returns
     equal; the checkpoint serves each member to load_policy and the evaluator."""
     from distillax import resume
-    from distillax.evaluate import evaluate_checkpoint
-    from distillax.policy import load
+    from distillax.checkpoint import load
+    from distillax.reporting import evaluate_checkpoint
 
     base = Config(total_steps=8 * 8 * 3, log_every=1, checkpoint_dir=str(tmp_path / "sweep"),
                   sweep=(("learning_rate", (1e-3, 3e-3)),), **SMALL)

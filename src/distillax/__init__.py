@@ -9,13 +9,13 @@
 from distillax.config import Config, ConfigError, validate
 
 __all__ = ["Config", "ConfigError", "validate", "train", "resume", "Summary", "load_policy",
-           "TASKS", "ContextualEnv", "make_task", "register"]
+           "TASKS", "Task", "ContextualEnv", "make_task", "register"]
 
 
 def __getattr__(name: str):
     # The env exports are lazy too: gymnax creates arrays when imported, which starts the
     # JAX backend, and `jax.distributed.initialize` must come before that (multi-process runs).
-    if name in ("TASKS", "ContextualEnv", "make_task", "register"):
+    if name in ("TASKS", "Task", "ContextualEnv", "make_task", "register"):
         from distillax import envs
 
         return getattr(envs, name)
@@ -26,7 +26,7 @@ def __getattr__(name: str):
 
         return getattr(run, name)
     if name == "load_policy":
-        from distillax.policy import load_policy
+        from distillax.checkpoint import load_policy
 
         return load_policy
     raise AttributeError(f"module 'distillax' has no attribute {name!r}")

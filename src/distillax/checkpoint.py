@@ -67,6 +67,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -74,8 +75,9 @@ from etils import epath
 from distillax import logs, parallel
 from distillax.config import Config, ConfigError
 from distillax.contexts import Partition
+from distillax.model import Model, build_model
 from distillax.normalizer import RunningStats
-from distillax.policy import Policies
+from distillax.policy import Policies, Policy, central_policy
 
 # Bump when the layout of a checkpoint changes (TrainState fields, item names, meta keys) so
 # that an old checkpoint fails with a message instead of a deep orbax structure error.
@@ -511,6 +513,37 @@ def restore_policies(directory: str, step: int | None = None, seed: int | None =
                           partition=Partition(**r["partition"]), hparams=hparams)
 
 
+def load(directory: str, step: int | None = None, seed: int | None = None,
+         member: int | None = None) -> tuple[Any, Model, Policies]:
+    """(`checkpoint.RunInfo`, model, policies) of checkpoint `step` (default: latest); `seed`
+    (0..S-1) and `member` (0..K-1) pick one run of a checkpoint of several (config `seeds`
+    S > 1, a sweep of K members)."""
+    info, policies = restore_policies(directory, step, seed, member)
+    return info, build_model(info.config), policies
+
+
+def load_policy(directory: str, greedy: bool = False, step: int | None = None,
+                seed: int | None = None, member: int | None = None) -> Policy:
+    """The central policy of a checkpoint as a jitted `policy(obs, context, key) -> action`.
+
+    `obs [..., obs_dim]` is the raw environment observation (the stored normaliser is applied
+    inside), `context [..., d]` the context vector, `key` a PRNG key (unused when `greedy`,
+    which takes the distribution's mode). Leading axes are batch axes, including none.
+    A multi-seed checkpoint needs `seed`, the index s of the run (of config seed + s); a
+    sweep's needs `member`, the index k of its member (`Config.members`).
+    Raises `checkpoint.CheckpointError` if the checkpoint is missing, unreadable or corrupt.
+    """
+    info, model, policies = load(directory, step, seed, member)
+    jitted = jax.jit(central_policy(model, policies, greedy))
+
+    def policy(obs: Any, context: Any, key: jax.Array) -> jax.Array:
+        return jitted(jnp.asarray(obs, jnp.float32), jnp.asarray(context, jnp.float32), key)
+
+    policy.config = info.config  # type: ignore[attr-defined]  # what the policy was trained with
+    policy.step = info.step  # type: ignore[attr-defined]
+    return policy
+
+
 class Saver:
     """Writes a run's checkpoints into `directory`: asynchronously, keeping `max_to_keep`.
 
@@ -690,5 +723,6 @@ def require_empty(directory: str) -> None:
 
 __all__ = ["DIGEST", "FORMAT_VERSION", "ITEMS", "RESUME_MAY_CHANGE", "CheckpointError",
            "Policies", "RunInfo", "Saver", "UnverifiedCheckpointWarning", "check_resume",
-           "cli_notes", "digests", "leaf_name", "read_run", "require_empty", "restore_policies",
+           "cli_notes", "digests", "leaf_name", "load", "load_policy", "read_run", "require_empty",
+           "restore_policies",
            "restore_train_state", "steps", "verify"]

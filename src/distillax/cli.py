@@ -53,9 +53,9 @@ RUN_FLAGS = ("resume", "resume_step", "stop_after", "compile_cache", "preset", "
 def _choices(name: str) -> tuple[str, ...] | None:
     """The valid values of a string field, for --help (validation stays `config.validate`'s)."""
     if name == "task":
-        from distillax.envs import TASKS
+        from distillax import envs
 
-        return tuple(TASKS)
+        return tuple(envs.names())
     return {"method": methods.names(), "partitioner": PARTITIONERS, "divergence": DIVERGENCES,
             "distill_schedule": SCHEDULES, "activation": ACTIVATIONS,
             "wandb_mode": WANDB_MODES}.get(name)
@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     a resume from the stored config. Every config flag's help is its field's metadata."""
     p = OneLineParser(prog="python -m distillax.train", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from distillax import envs
     from distillax.checkpoint import RESUME_MAY_CHANGE
-    from distillax.presets import PRESETS
 
     run = p.add_argument_group("run control (not part of the config)")
     run.add_argument("--resume", metavar="DIR", default=None,
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                           "2G; emptied by: python -m distillax.cache clear)")
     run.add_argument("--preset", metavar="NAME", default=None,
                      help="the settings the experiments use for a shipped task (sets --task "
-                          f"too): one of {', '.join(PRESETS)} (distillax.presets)")
+                          f"too): one of {', '.join(envs.names())} (distillax.presets)")
     run.add_argument("--config", metavar="FILE", default=None,
                      help="config fields from a JSON or TOML file (a table of field = value; "
                           "over a preset, under the flags given)")

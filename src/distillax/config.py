@@ -75,7 +75,7 @@ class Config:
 
     # --- task and method -------------------------------------------------------------------
     task: str = static("cartpole", GROUPS[0], "the contextual task: a name in "
-                       "distillax.envs.TASKS (add one with distillax.envs.register)")
+                       "distillax.envs.names() (add one with distillax.envs.register)")
     method: str = static("central", GROUPS[0], "how teachers and the central policy are "
                          "coupled: a name in distillax.methods.METHODS (README's table)")
     partitioner: str = static("kmeans", GROUPS[0], "how the context space is cut into cells: "
@@ -366,7 +366,7 @@ def _is_int_tuple(v: Any) -> bool:
 # rule that combines fields, so a combination's message never reads a value of a wrong type.
 FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("task",), lambda v: isinstance(v, str) and v != "",
-     "a task name (one of distillax.envs.TASKS; add one with distillax.envs.register)"),
+     "a task name (one of distillax.envs.names(); add one with distillax.envs.register)"),
     (("method",), lambda v: isinstance(v, str) and v in methods.METHODS,
      "one of the methods in distillax.methods.METHODS (add one with methods.register)"),
     (("partitioner",), lambda v: v in PARTITIONERS, f"one of {list(PARTITIONERS)}"),

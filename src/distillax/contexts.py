@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from distillax.xla import RUN_ONCE
+
 
 @dataclasses.dataclass(frozen=True)
 class ContextSpace:
@@ -218,9 +220,7 @@ def make_partition(key: jax.Array, space: ContextSpace, kind: str, num: int,
     if kind == "kmeans" and num == 1:  # one cell: its centre is the mean, no clustering
         centres = jnp.mean(z, axis=0, keepdims=True)
     elif kind == "kmeans":
-        # compiled without XLA's backend optimisations: it runs once (see trainer.RUN_ONCE)
-        centres = jax.jit(kmeans, static_argnums=(2,),
-                          compiler_options={"xla_backend_optimization_level": 0})(key_k, z, num)
+        centres = jax.jit(kmeans, static_argnums=(2,), compiler_options=RUN_ONCE)(key_k, z, num)
     elif kind == "grid":
         if len(grid_shape) != space.dim:
             raise ValueError(f"partitioner `grid`: grid_shape {grid_shape} needs {space.dim} "

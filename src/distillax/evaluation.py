@@ -10,6 +10,8 @@ report (all four) run the same executable, compiled once, ahead of time.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +23,7 @@ from flax import struct
 
 from distillax import parallel, programs
 from distillax.config import Config
+from distillax.contexts import ContextSpace
 from distillax.envs.base import ContextualEnv
 from distillax.model import Model
 from distillax.policy import (
@@ -64,40 +67,53 @@ def eval_keys(config: Config) -> jax.Array:
 class Episodes:
     """One episode per context, leaves `[N]` (`[R, N]` from the `Evaluator`): its return, its
     steps until its first end, the sums over those steps of what a `watch` measured (`fit`:
-    name -> `[N]`, empty without one), and the cell of its context (-1 where not known)."""
+    name -> `[N]`, empty without one), the cell of its context (-1 where not known), and what
+    a `trace` recorded at each step (leaves `[T, N, ...]`; None without one)."""
 
     returns: jax.Array
     steps: jax.Array
     fit: dict[str, jax.Array]
     cell: jax.Array
+    trace: Any = None
+
+
+Watch = Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+Trace = Callable[[Any, jax.Array], Any]
 
 
 def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
              env: ContextualEnv, contexts: jax.Array, key: jax.Array,
-             watch: Callable[[jax.Array, jax.Array], dict[str, jax.Array]] | None = None
-             ) -> Episodes:
+             watch: Watch | None = None, trace: Trace | None = None,
+             max_steps: int | None = None) -> Episodes:
     """One episode in each context `[N, d]`, undiscounted.
 
     `policy(obs [N, obs], context [N, d], key) -> action [N, ...]`. Counts reward up to each
     episode's first termination or truncation, and stops stepping once every episode has
-    ended (at most the env's maximum episode length): a policy that fails fast is evaluated
-    fast. Step t acts with `fold_in(key_run, t)`. `watch(obs, context) -> {name: [N]}` is
-    measured at every state acted on before the episode's end, and summed.
+    ended (at most `max_steps`, by default the env's maximum episode length): a policy that
+    fails fast is evaluated fast. Step t acts with `fold_in(key_run, t)`. `watch(obs, context)
+    -> {name: [N]}` is measured at every state acted on before the episode's end, and summed;
+    `trace(env_state, context) -> leaves [N, ...]` is kept at every step t < T = `max_steps`
+    (what a video draws: `render.record`; zeros past the loop's last step).
     """
     n = contexts.shape[0]
+    T = int(max_steps or env.max_steps)
     key_reset, key_run = jax.random.split(key)
     obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, n), contexts)
     measures = jax.eval_shape(watch, obs, contexts) if watch else {}
+    kept = (jax.tree.map(lambda x: jnp.zeros((T,) + x.shape, x.dtype), trace(state, contexts))
+            if trace else None)
 
     def running(carry):
         t, alive = carry[0], carry[-1]
-        return jnp.logical_and(t < env.max_steps, jnp.any(alive))
+        return jnp.logical_and(t < T, jnp.any(alive))
 
     def step(carry):
-        t, obs, state, total, steps, fit, alive = carry
+        t, obs, state, total, steps, fit, kept, alive = carry
         if watch:
             now = watch(obs, contexts)
             fit = {k: v + jnp.where(alive, now[k], 0.0) for k, v in fit.items()}
+        if trace:
+            kept = jax.tree.map(lambda b, x: b.at[t].set(x), kept, trace(state, contexts))
         k_act, k_env = jax.random.split(jax.random.fold_in(key_run, t))
         action = policy(obs, contexts, k_act)
         # no reset: an ended episode's later steps are never counted
@@ -105,12 +121,13 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
         total = total + jnp.where(alive, out.reward, 0.0)
         steps = steps + alive
         alive = alive & ~(out.terminated | out.truncated)
-        return t + 1, out.obs, out.state, total, steps, fit, alive
+        return t + 1, out.obs, out.state, total, steps, fit, kept, alive
 
     init = (jnp.zeros((), jnp.int32), obs, state, jnp.zeros(n), jnp.zeros(n, jnp.int32),
-            {k: jnp.zeros(n) for k in measures}, jnp.ones(n, bool))
-    _, _, _, total, steps, fit, _ = jax.lax.while_loop(running, step, init)
-    return Episodes(returns=total, steps=steps, fit=fit, cell=jnp.full(n, -1, jnp.int32))
+            {k: jnp.zeros(n) for k in measures}, kept, jnp.ones(n, bool))
+    _, _, _, total, steps, fit, kept, _ = jax.lax.while_loop(running, step, init)
+    return Episodes(returns=total, steps=steps, fit=fit, cell=jnp.full(n, -1, jnp.int32),
+                    trace=kept)
 
 
 def episode_returns(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
@@ -153,10 +170,12 @@ def random_policy(env: ContextualEnv) -> Callable[[jax.Array, jax.Array, jax.Arr
 
 
 def policy_episodes(model: Model, policies: Policies, contexts: jax.Array, key: jax.Array,
-                    greedy: Any, who: Any, fit: bool = False) -> Episodes:
+                    greedy: Any, who: Any, fit: bool = False, trace: Trace | None = None,
+                    max_steps: int | None = None) -> Episodes:
     """`episodes` on `contexts [N, d]` of the central policy, each context's own-cell teacher
     or a random policy (`who`: CENTRAL, TEACHERS, RANDOM; `greedy` and `who` may be traced).
-    With `fit` (and a central policy) they carry `fit_watch`'s sums; `cell` is each context's.
+    With `fit` (and a central policy) they carry `fit_watch`'s sums; `cell` is each context's;
+    `trace` and `max_steps` are `episodes`'.
     For a method without a central policy its single teacher acts as the central policy."""
     acting = [central_policy(model, policies, greedy),
               teacher_policy(model, policies, own_cell(model, policies.partition), greedy),
@@ -166,7 +185,7 @@ def policy_episodes(model: Model, policies: Policies, contexts: jax.Array, key: 
         return jax.lax.switch(who, acting, obs, context, k)
 
     watch = fit_watch(model, policies) if fit and model.has_central else None
-    out = episodes(act, model.env, contexts, key, watch)
+    out = episodes(act, model.env, contexts, key, watch, trace, max_steps)
     return out.replace(cell=own_cell(model, policies.partition)(contexts))
 
 
@@ -368,6 +387,103 @@ def report(evaluator: Evaluator, policies: Policies) -> dict[str, Any]:
 
 
 # --- the evaluator's grid: every policy on every context -------------------------------------
+
+def split_dims(space: ContextSpace) -> tuple[list[int], list[int], list[tuple[float, ...]]]:
+    """(continuous dims, discrete dims, every combination of the discrete dims' values)."""
+    cont = [k for k in range(space.dim) if space.values[k] is None]
+    disc = [k for k in range(space.dim) if space.values[k] is not None]
+    combos = list(itertools.product(*[space.values[k] for k in disc])) or [()]
+    return cont, disc, combos
+
+
+def middle(space: ContextSpace) -> np.ndarray:
+    """The centre of the space `[d]`: mid-range (a discrete dim's entry is overwritten)."""
+    return (np.asarray(space.low, np.float32) + np.asarray(space.high, np.float32)) / 2
+
+
+def grid_contexts(space: ContextSpace, n: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """About `n` contexts on a regular grid over the whole space: `[N, d]`, and its shape.
+
+    Task sets: every task once. Products: every combination of discrete values times a grid
+    of k points (bounds included) per continuous dimension, k = the largest with N <= n
+    (at least 2).
+    """
+    if space.tasks is not None:
+        return np.asarray(space.tasks, np.float32), {"tasks": len(space.tasks)}
+    cont, disc, combos = split_dims(space)
+    k = _grid_points(n, len(cont), len(combos))
+    axes = {space.names[j]: np.linspace(space.low[j], space.high[j], k) for j in cont}
+    rows = []
+    for combo in combos:
+        for point in itertools.product(*axes.values()):
+            c = middle(space)
+            c[cont] = point
+            c[disc] = combo
+            rows.append(c)
+    shape = {space.names[j]: k for j in cont} | {space.names[j]: len(space.values[j])
+                                                  for j in disc}
+    return np.asarray(rows, np.float32), shape
+
+
+def _grid_points(n: int, continuous: int, combos: int) -> int:
+    """k, the grid's points per continuous dimension: the largest with combos x k^continuous
+    <= n, at least 2 (1 without continuous dimensions)."""
+    return max(2, int(math.floor((n / combos) ** (1 / continuous) + 1e-9))) if continuous else 1
+
+
+def context_counts(space: ContextSpace, contexts: int, resolution: int) -> tuple[int, int]:
+    """(grid contexts, slice contexts) that `grid_contexts(space, contexts)`, `slices_2d(space,
+    resolution)` and `slices_1d(space, 2 resolution - 1)` make, counted without making them."""
+    if space.tasks is not None:
+        return len(space.tasks), 0
+    cont, _, combos = split_dims(space)
+    c, n = len(cont), len(combos)
+    return (n * _grid_points(contexts, c, n) ** c,
+            n * (c * (c - 1) // 2 * resolution**2 + c * (2 * resolution - 1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice2D:
+    """Contexts `[combos, res_b, res_a, d]` over dims a (x axis) and b (y axis)."""
+
+    a: int
+    b: int
+    xs: np.ndarray  # [res] values of dim a
+    ys: np.ndarray  # [res] values of dim b
+    combos: list[tuple[float, ...]]
+    contexts: np.ndarray
+
+
+def slices_2d(space: ContextSpace, res: int) -> list[Slice2D]:
+    """One slice per pair of continuous dims; the other continuous dims at mid-range."""
+    cont, disc, combos = split_dims(space)
+    out = []
+    for a, b in itertools.combinations(cont, 2):
+        xs = np.linspace(space.low[a], space.high[a], res, dtype=np.float32)
+        ys = np.linspace(space.low[b], space.high[b], res, dtype=np.float32)
+        c = np.broadcast_to(middle(space), (len(combos), res, res, space.dim)).copy()
+        c[..., a] = xs[None, None, :]
+        c[..., b] = ys[None, :, None]
+        for i, combo in enumerate(combos):
+            c[i][..., disc] = np.asarray(combo, np.float32)
+        out.append(Slice2D(a, b, xs, ys, combos, c))
+    return out
+
+
+def slices_1d(space: ContextSpace, res: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(dim, values `[res]`, contexts `[combos, res, d]`) per continuous dim."""
+    cont, disc, combos = split_dims(space)
+    out = []
+    for a in cont:
+        xs = np.linspace(space.low[a], space.high[a], res, dtype=np.float32)
+        c = np.broadcast_to(middle(space), (len(combos), res, space.dim)).copy()
+        c[..., a] = xs[None, :]
+        for i, combo in enumerate(combos):
+            c[i][:, disc] = np.asarray(combo, np.float32)
+        out.append((a, xs, c))
+    return out
+
+
 
 def grid_returns(model: Model, policies: Policies, contexts: np.ndarray, key: jax.Array,
                  greedy: bool) -> dict[str, np.ndarray]:

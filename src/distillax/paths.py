@@ -46,17 +46,10 @@ def check_output_dir(path: str, name: str) -> str:
     while not os.path.lexists(existing):  # lexists: a dangling link is in the way, not absent
         missing.insert(0, existing)
         existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        fail("it exists and is not a directory" if existing == full
-             else f"{existing!r} in it is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        fail("the directory is not writable" if existing == full
-             else f"it cannot be created: {existing!r} is not writable")
-    longest = os.pathconf(existing, "PC_NAME_MAX")
-    for part in os.path.relpath(full, existing).split(os.sep):
-        if len(os.fsencode(part)) > longest:
-            fail(f"the name {part[:40]!r}... is longer than {longest} bytes")
-    made = []
+    why = _refusal(full, existing)
+    if why:
+        fail(why)
+    made: list[str] = []
     try:
         if not missing:
             os.rmdir(tempfile.mkdtemp(prefix=".distillax-check-", dir=full))
@@ -73,6 +66,22 @@ def check_output_dir(path: str, name: str) -> str:
              else f"writing into it failed: {e.strerror}")
     _made.extend(made)
     return full
+
+
+def _refusal(full: str, existing: str) -> str | None:
+    """Why `full` cannot be a writable directory, from what exists of it (`existing`, its
+    longest existing prefix) without creating anything; None if it may be."""
+    if not os.path.isdir(existing):
+        return ("it exists and is not a directory" if existing == full
+                else f"{existing!r} in it is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return ("the directory is not writable" if existing == full
+                else f"it cannot be created: {existing!r} is not writable")
+    longest = os.pathconf(existing, "PC_NAME_MAX")
+    for part in os.path.relpath(full, existing).split(os.sep):
+        if len(os.fsencode(part)) > longest:
+            return f"the name {part[:40]!r}... is longer than {longest} bytes"
+    return None
 
 
 def _remove_empty(dirs: list[str]) -> None:

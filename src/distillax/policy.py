@@ -5,7 +5,8 @@
 
 `Policies` holds only the parameters, normalisers and partition (what
 `checkpoint.restore_policies` reads back, and what `evaluation` plays), so acting needs no
-optimizer, environment carry or training code; orbax is imported only by `load`.
+optimizer, environment carry or training code. Reading a checkpoint (`checkpoint.load`,
+`checkpoint.load_policy`) is the checkpoint module's: this one never imports orbax.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from flax import struct
 
 from distillax.contexts import Partition, assign
 from distillax.distributions import Distribution
-from distillax.model import Model, build_model
+from distillax.model import Model
 from distillax.normalizer import RunningStats
 
 Policy = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -113,34 +114,7 @@ def teacher_policy(model: Model, policies: Policies, which: Callable[[jax.Array]
     return _acts(teacher_dist(model, policies, which), greedy)
 
 
-def load(directory: str, step: int | None = None, seed: int | None = None,
-         member: int | None = None) -> tuple[Any, Model, Policies]:
-    """(`checkpoint.RunInfo`, model, policies) of checkpoint `step` (default: latest); `seed`
-    (0..S-1) and `member` (0..K-1) pick one run of a checkpoint of several (config `seeds`
-    S > 1, a sweep of K members)."""
-    from distillax.checkpoint import restore_policies  # orbax: only when a checkpoint is read
-
-    info, policies = restore_policies(directory, step, seed, member)
-    return info, build_model(info.config), policies
-
-
-def load_policy(directory: str, greedy: bool = False, step: int | None = None,
-                seed: int | None = None, member: int | None = None) -> Policy:
-    """The central policy of a checkpoint as a jitted `policy(obs, context, key) -> action`.
-
-    `obs [..., obs_dim]` is the raw environment observation (the stored normaliser is applied
-    inside), `context [..., d]` the context vector, `key` a PRNG key (unused when `greedy`,
-    which takes the distribution's mode). Leading axes are batch axes, including none.
-    A multi-seed checkpoint needs `seed`, the index s of the run (of config seed + s); a
-    sweep's needs `member`, the index k of its member (`Config.members`).
-    Raises `checkpoint.CheckpointError` if the checkpoint is missing, unreadable or corrupt.
-    """
-    info, model, policies = load(directory, step, seed, member)
-    jitted = jax.jit(central_policy(model, policies, greedy))
-
-    def policy(obs: Any, context: Any, key: jax.Array) -> jax.Array:
-        return jitted(jnp.asarray(obs, jnp.float32), jnp.asarray(context, jnp.float32), key)
-
-    policy.config = info.config  # type: ignore[attr-defined]  # what the policy was trained with
-    policy.step = info.step  # type: ignore[attr-defined]
-    return policy
+def policy_name(has_central: bool, method: str) -> str:
+    """What the acting policy is called in tables, figures and videos: the central policy, or
+    the single policy of a method without one (named by its method)."""
+    return "central" if has_central else f"{method} policy"

@@ -11,11 +11,12 @@ On the host, a 2-D projection is drawn with Pillow (`PIL.ImageDraw`), frame by f
 the frames are written as a GIF; no offline 3-D renderer is needed, so it runs wherever the
 trainer runs, brax/MJX tasks included.
 
-Drawing is table-driven: `DRAWERS[task name]` is a `Drawer` (world box, `pick`, `draw`); one
-`draw` per task family (cart-pole, pendulum, point on a ring, grid world) and one generic
-projection of MuJoCo geoms (capsules as thick segments, spheres as discs) for every brax
-task, on the plane that fits it (x-z for the double pendulum, x-y from above for reacher
-and ant) with the goal or target from the context. Add one for your task with `register`.
+Each task's registration carries its `Drawer` (world box, `pick`, `draw`: `envs.Task`): the
+classic tasks' `draw` sits in their own modules, and every brax task uses one generic
+projection of MuJoCo geoms from here (`brax_drawer`: capsules as thick segments, spheres as
+discs) on the plane that fits it (x-z for the double pendulum, x-y from above for reacher
+and ant) with the goal or target from the context. Give your task one with
+`distillax.envs.register(name, make, drawer=Drawer(...))`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ import numpy as np
 
 from distillax import logs
 from distillax.contexts import ContextSpace, Partition, assign
-from distillax.envs.base import ContextualEnv
-from distillax.trainer import RUN_ONCE
+from distillax.envs.base import ContextualEnv, Drawer
+from distillax.xla import RUN_ONCE
 
 # --- recording (device) ----------------------------------------------------------------------
 
@@ -68,64 +69,28 @@ def record(model: Any, policies: Any, contexts: np.ndarray, key: jax.Array,
            greedy: bool = True, steps: int | None = None) -> Recording:
     """Play the central policy and each context's own teacher in `contexts [K, d]`.
 
-    The two policies use the reset key and the step keys exactly as two calls of
-    `evaluation.episode_returns(policy, env, contexts, key)` would, so both meet the same
-    initial state and the returns equal the evaluator's (tested). Runs at most `steps` steps
-    (default: the env's maximum episode length) and stops once every episode has ended.
-
-    Steps call the env's `step_env`, not `ContextualEnv.step`: a recorded episode is never
-    continued, and the step's auto-reset is most of a brax step's compile time (an MJX reset
-    compiles about as long as a step; measured on the 2-core CPU, reacher-target).
+    Both play the evaluator's episodes (`evaluation.policy_episodes`, vmapped over who acts),
+    with `Drawer.pick` as its trace: the same keys, so both meet the same initial state and
+    the returns are the evaluator's. Runs at most `steps` steps (default: the env's maximum
+    episode length) and stops once every episode has ended.
     """
-    from distillax.policy import central_policy, own_cell, teacher_policy
+    from distillax.evaluation import CENTRAL, TEACHERS, policy_episodes
 
     env: ContextualEnv = model.env
     pick = drawer_for(env).pick
     T = int(steps or env.max_steps)
     contexts = jnp.asarray(contexts, jnp.float32)
-    K = contexts.shape[0]
-    central = central_policy(model, policies, greedy)
-    teacher = teacher_policy(model, policies, own_cell(model, policies.partition), greedy)
-
-    def step(key, state, action, context):  # `ContextualEnv.step` without its auto-reset
-        params = env.to_params(context)
-        obs, state, reward, terminated, _ = env.env.step_env(jax.random.split(key)[0], state,
-                                                             action, params)
-        return obs, state, reward, terminated | env.env.is_truncated(state, params)
+    look = jax.vmap(lambda state, context: pick(env, state, context))
 
     @functools.partial(jax.jit, compiler_options=RUN_ONCE)
     def run(contexts, key):
-        key_reset, key_run = jax.random.split(key)
-        both = jnp.concatenate([contexts, contexts])  # [2K, d]: central rows, then teachers
-        twice = lambda k: jnp.concatenate([k, k])  # noqa: E731  one key per context, shared
-        obs, state = jax.vmap(env.reset)(twice(jax.random.split(key_reset, K)), both)
-        look = jax.vmap(lambda s, c: pick(env, s, c))
-        buf = jax.tree.map(lambda x: jnp.zeros((T,) + x.shape, x.dtype), look(state, both))
+        both = jax.vmap(lambda who: policy_episodes(model, policies, contexts, key, greedy, who,
+                                                    trace=look, max_steps=T))(
+            jnp.asarray([CENTRAL, TEACHERS]))
+        return both.trace, both.steps, both.returns, both.cell[0]
 
-        def running(carry):
-            t, *_, alive_t = carry
-            return (t < T) & jnp.any(alive_t)
-
-        def body(carry):
-            t, obs, state, buf, alive_buf, total, alive_t = carry
-            buf = jax.tree.map(lambda b, x: b.at[t].set(x), buf, look(state, both))
-            alive_buf = alive_buf.at[t].set(alive_t)
-            k_act, k_env = jax.random.split(jax.random.fold_in(key_run, t))
-            action = jnp.concatenate([central(obs[:K], contexts, k_act),
-                                      teacher(obs[K:], contexts, k_act)])
-            obs, state, reward, done = jax.vmap(step)(twice(jax.random.split(k_env, K)),
-                                                      state, action, both)
-            total = total + jnp.where(alive_t, reward, 0.0)
-            return t + 1, obs, state, buf, alive_buf, total, alive_t & ~done
-
-        init = (jnp.zeros((), jnp.int32), obs, state, buf, jnp.zeros((T, 2 * K), bool),
-                jnp.zeros(2 * K), jnp.ones(2 * K, bool))
-        _, _, _, buf, alive_buf, total, _ = jax.lax.while_loop(running, body, init)
-        split = lambda x: jnp.stack([x[:, :K], x[:, K:]])  # noqa: E731  [T, 2K] -> [2, T, K]
-        return (jax.tree.map(split, buf), split(alive_buf), total.reshape(2, K),
-                assign(policies.partition, env.space, contexts))
-
-    frames, alive, returns, cell = jax.tree.map(np.asarray, run(contexts, key))
+    frames, lengths, returns, cell = jax.tree.map(np.asarray, run(contexts, key))
+    alive = np.arange(T)[None, :, None] < lengths[:, None, :]  # [2, T, K]
     return Recording(frames, alive, returns, cell, np.asarray(contexts))
 
 
@@ -191,70 +156,12 @@ class Canvas:
             self.disc(float(x), float(y), r, fill, min_px=0.5)
 
 
-@dataclasses.dataclass(frozen=True)
-class Drawer:
-    """How to draw one task.
-
-    view: the world box `(x0, x1, y0, y1)` a panel shows; pick: `(env, state, context [d])
-    -> small pytree`, jit-able, what `record` keeps of each step (default: the state itself);
-    draw: `draw(canvas, frames, t, context [d], env)` draws step t, where `frames` holds
-    every recorded step of this episode (leaves `[T, ...]`, for trails).
-    """
-
-    view: tuple[float, float, float, float]
-    draw: Callable[[Canvas, Any, int, np.ndarray, ContextualEnv], None]
-    pick: Callable[[ContextualEnv, Any, jax.Array], Any] = lambda env, state, context: state
 
 
-def _cartpole(c: Canvas, f: Any, t: int, context: np.ndarray, env: ContextualEnv) -> None:
-    """Track, the +-2.4 m limits, the cart, and the pole (gymnax's `length` is half the
-    pole: drawn 2 x context[0] long), leaning right for theta > 0."""
-    x, theta, half = float(f.x[t]), float(f.theta[t]), float(context[0])
-    c.line([(-3, 0), (3, 0)], "grid", 0.03)
-    for edge in (-2.4, 2.4):
-        c.line([(edge, -0.15), (edge, 0.15)], "ended", 0.03)
-    c.rect(x - 0.25, -0.1, x + 0.25, 0.15, 1)
-    top = (x, 0.15)
-    tip = (x + 2 * half * math.sin(theta), 0.15 + 2 * half * math.cos(theta))
-    c.line([top, tip], 0, 0.06)
-    c.disc(*top, 0.04, "ink")
 
 
-def _pendulum(c: Canvas, f: Any, t: int, context: np.ndarray, env: ContextualEnv) -> None:
-    """The pole from the pivot at angle theta (0 = upright, counter-clockwise as gym draws
-    it), of the context's length; the bob's area grows with the context's mass."""
-    theta, length, mass = float(f.theta[t]), float(context[1]), float(context[0])
-    tip = (-length * math.sin(theta), length * math.cos(theta))
-    c.line([(0, 0), tip], 0, 0.06)
-    c.disc(*tip, 0.1 * math.sqrt(mass), 1)
-    c.disc(0, 0, 0.04, "ink")
 
 
-def _pointgoal(c: Canvas, f: Any, t: int, context: np.ndarray, env: ContextualEnv) -> None:
-    """The goal ring, the goal at the context's angle (its tolerance as a circle), and the
-    point with its trail."""
-    p = env.env.default_params
-    ring = [(p.goal_radius * math.cos(a), p.goal_radius * math.sin(a))
-            for a in np.linspace(0, 2 * math.pi, 73)]
-    c.line(ring, "grid", 0.01)
-    g = (p.goal_radius * math.cos(float(context[0])), p.goal_radius * math.sin(float(context[0])))
-    c.disc(*g, p.goal_tolerance, "goal")
-    c.line(f.pos[:t + 1], "trail", 0.02)
-    c.disc(float(f.pos[t, 0]), float(f.pos[t, 1]), 0.05, 0)
-
-
-def _fourrooms(c: Canvas, f: Any, t: int, context: np.ndarray, env: ContextualEnv) -> None:
-    """The 13 x 13 map (row 0 at the top), the goal cell of the context, the agent's path
-    and cell."""
-    walls = np.asarray(env.env.occupied_map)
-    rows = walls.shape[0]
-    cell = lambda r, k: (k + 0.5, rows - r - 0.5)  # noqa: E731  cell centre in world units
-    for r, k in zip(*np.nonzero(walls)):
-        c.rect(k, rows - r - 1, k + 1, rows - r, "wall")
-    g = np.round(context).astype(int)
-    c.rect(g[1] + 0.1, rows - g[0] - 0.9, g[1] + 0.9, rows - g[0] - 0.1, "goal")
-    c.line([cell(r, k) for r, k in f.pos[:t + 1]], "trail", 0.15)
-    c.disc(*cell(*f.pos[t]), 0.35, 0)
 
 
 # MuJoCo geom types (mjtGeom) drawn as segments or discs; planes and meshes are left out.
@@ -306,41 +213,16 @@ def brax_drawer(view: tuple[float, float, float, float], axes: tuple[int, int],
     return Drawer(view=view, draw=draw, pick=_geom_poses)
 
 
-def _ant_goal(context: np.ndarray) -> tuple[float, float]:
-    from distillax.envs.ant_goal import RADIUS  # brax: only when an ant is drawn
-
-    return RADIUS * math.cos(float(context[0])), RADIUS * math.sin(float(context[0]))
-
-
-_DOUBLE_PENDULUM = brax_drawer((-1.3, 1.3, -0.3, 1.8), (0, 2))
-
-DRAWERS: dict[str, Drawer] = {
-    "cartpole": Drawer((-2.7, 2.7, -0.4, 2.3), _cartpole),
-    "cartpole-v1": Drawer((-2.7, 2.7, -0.4, 2.3), _cartpole),
-    "pendulum": Drawer((-1.7, 1.7, -1.7, 1.7), _pendulum),
-    "pointgoal": Drawer((-1.35, 1.35, -1.35, 1.35), _pointgoal),
-    "fourrooms": Drawer((0.0, 13.0, 0.0, 13.0), _fourrooms),
-    "double-pendulum-physics": _DOUBLE_PENDULUM,
-    "double-pendulum": _DOUBLE_PENDULUM,
-    # the arena's walls are capsules at +-0.3 (body 0); geom 8 is the fingertip
-    "reacher-target": brax_drawer((-0.33, 0.33, -0.33, 0.33), (0, 1),
-                                  goal=lambda c: (float(c[0]), float(c[1])), trail_geom=8),
-    # goals on the circle of radius 5; geom 1 is the torso
-    "ant-goal": brax_drawer((-6.0, 6.0, -6.0, 6.0), (0, 1), goal=_ant_goal, trail_geom=1),
-}
-
-
-def register(name: str, drawer: Drawer) -> None:
-    """Make task `name` (a `ContextualEnv.name`) drawable."""
-    DRAWERS[name] = drawer
-
-
 def drawer_for(env: ContextualEnv) -> Drawer:
-    """The task's `Drawer`; a task without one is a `ValueError` naming it."""
-    if env.name not in DRAWERS:
-        raise ValueError(f"task `{env.name}` has no drawer for rollout videos (drawable: "
-                         f"{sorted(DRAWERS)}); add one with distillax.render.register")
-    return DRAWERS[env.name]
+    """The task's `Drawer` (its registration's, `envs.Task.drawer`); a task without one is a
+    `ValueError` naming it."""
+    from distillax import envs
+
+    drawer = envs.task(env.name).drawer if env.name in envs.names() else None
+    if drawer is None:
+        raise ValueError(f"task `{env.name}` has no drawer for rollout videos; give its "
+                         "registration one: distillax.envs.register(name, make, drawer=...)")
+    return drawer
 
 
 # --- frames and files ------------------------------------------------------------------------
@@ -474,10 +356,12 @@ def write_videos(out: str, model: Any, policies: Any, contexts: np.ndarray, key:
     """`video_<i>.gif` in `out` for each context `[K, d]`: the central policy beside the
     context's own teacher, from the same initial state (one `record`). Returns per video
     its file name, context, teacher and the two returns and episode lengths."""
+    from distillax.policy import policy_name
+
     rec = record(model, policies, contexts, key, greedy, steps)
     os.makedirs(out, exist_ok=True)
     space = model.env.space
-    cname = "central" if model.has_central else "ppo policy"
+    cname = policy_name(model.has_central, model.config.method)
     videos, start = [], time.perf_counter()
     for i in range(len(contexts)):
         if i == 1:  # a soft limit: time, estimated from the first video, noted if long

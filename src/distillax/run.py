@@ -44,7 +44,6 @@ from distillax import cache, limits, logs, parallel, programs
 from distillax.config import Config, ConfigError, validate
 from distillax.evaluation import (
     CENTRAL,
-    FIT_STATES,
     TEACHERS,
     Evaluator,
     by_member,
@@ -57,6 +56,7 @@ from distillax.evaluation import (
 )
 from distillax.model import Model, build_model
 from distillax.paths import check_output_dir, removing_unused
+from distillax.reporting import final_lines, sweep_files, write_json
 from distillax.trainer import (
     IterationMetrics,
     NumericalError,
@@ -76,7 +76,7 @@ EVAL_SHARE = 0.25
 AUTO_CHECKPOINT_S = 600.0
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class Summary:
     """What a run reports: per-report records and the final held-out evaluation.
 
@@ -225,10 +225,6 @@ def _silent(_: str) -> None:
     """The log of processes other than 0."""
 
 
-def _write_json(path: str, obj: Any) -> None:
-    logs.write_atomic(path, json.dumps(logs.to_python(obj), indent=2, sort_keys=True))
-
-
 def _fault_message(fault: str, directory: str) -> str:
     """What a user reads when the numerical guard stops a run: the fault, and what is kept."""
     from distillax import checkpoint
@@ -242,7 +238,7 @@ def _fault_message(fault: str, directory: str) -> str:
             "max_grad_norm, or fix the task's rewards")
 
 
-class Run:
+class Outputs:
     """The files of one run, opened together and closed together on every path (an
     `ExitStack`): config.json, the metrics sinks and the checkpoint saver in
     `config.checkpoint_dir`, and the progress display. Only process 0 writes files other than
@@ -250,7 +246,7 @@ class Run:
 
     def __init__(self, config: Config, restore: Any, start: int, log: Callable[[str], None],
                  primary: bool):
-        self.config, self.log = config, log
+        self.config, self.log, self.primary = config, log, primary
         self.sinks: list[Any] = []
         self.saver = None
         self.dropped = 0
@@ -273,7 +269,7 @@ class Run:
         c = self.config
         if primary:
             os.makedirs(directory, exist_ok=True)
-            _write_json(os.path.join(directory, "config.json"), c.to_dict())
+            write_json(os.path.join(directory, "config.json"), c.to_dict())
             metrics_path = os.path.join(directory, "metrics.jsonl")
             if restore is None:
                 open(metrics_path, "w").close()  # a run that never checkpointed starts over
@@ -304,7 +300,7 @@ class Run:
                               config=c.to_dict(), run_id=run_id)
         self.sinks.append(self._stack.enter_context(contextlib.closing(sink)))
         if id_path:
-            _write_json(id_path, {"id": sink.id})
+            write_json(id_path, {"id": sink.id})
 
     def write(self, record: dict[str, Any]) -> None:
         for sink in self.sinks:
@@ -314,7 +310,7 @@ class Run:
     def close(self) -> None:
         self._stack.close()
 
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Outputs:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -337,16 +333,30 @@ def _compile(runner: Runner, state: TrainState, evaluator: Evaluator | None, mod
     return runner, time.perf_counter() - t, int(loaded)
 
 
-@removing_unused()  # the directories checked below go again if the run writes nothing
-def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: int | None,
-         handle_signals: bool, compile_cache: str | None) -> tuple[TrainState, Summary]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What a run will do, decided and checked before anything is built."""
+
+    config: Config  # validated
+    restore: Any  # the checkpoint.RunInfo to resume from, or None
+    stop_after: int | None
+    store: programs.Store | None  # the program store (`programs`), None without a cache
+    t_call: float  # when the call began (`time.perf_counter`)
+
+
+def _plan(config: Config, restore: Any, stop_after: int | None,
+          compile_cache: str | None) -> Plan:
+    """Validate every field, the output directories (by creating them: `paths`) and the
+    checkpoint to resume; choose the compilation cache. Nothing is built or compiled here,
+    and nothing in the run's directory changes, so a bad config or a failed resume loses
+    nothing."""
     t_call = time.perf_counter()
-    validate(config)  # every field first: nothing is built or compiled for a bad config
+    validate(config)
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
                                    or stop_after < 1):
         raise ConfigError(f"stop_after = {stop_after!r} is invalid: a positive iteration")
     directory = config.checkpoint_dir
-    if directory:  # where the run will write, before anything is built (`paths`)
+    if directory:
         check_output_dir(directory, "config field `checkpoint_dir` (--checkpoint-dir)")
         if config.tensorboard:
             check_output_dir(os.path.join(directory, "tensorboard"),
@@ -354,254 +364,233 @@ def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: i
         if config.wandb:  # wandb writes under checkpoint_dir/wandb (else in its own place)
             check_output_dir(os.path.join(directory, "wandb"),
                              "config field `wandb` (its files in checkpoint_dir/wandb)")
-    total = config.num_iterations
     if directory or restore is not None:
         from distillax import checkpoint
 
         if restore is None and directory:
             checkpoint.require_empty(directory)
-        if restore is not None and restore.step > total:
+        if restore is not None and restore.step > config.num_iterations:
             raise checkpoint.CheckpointError(
                 f"checkpoint {os.path.join(directory, str(restore.step))} is at iteration "
-                f"{restore.step}, past total_steps = {config.total_steps} ({total} iterations); "
-                "pass a larger --total-steps")
-    directory_in_use = cache.use_compile_cache(
+                f"{restore.step}, past total_steps = {config.total_steps} "
+                f"({config.num_iterations} iterations); pass a larger --total-steps")
+    in_use = cache.use_compile_cache(
         cache.default_cache_dir() if compile_cache == "default" else compile_cache)
-    store = programs.Store(directory=os.path.join(directory_in_use, cache.PROGRAMS),
-                           max_bytes=cache.max_bytes() // 2) if directory_in_use else None
-    mesh = parallel.make_mesh(config.num_devices)
-    model = build_model(config)
-    # before the state is made: `--seeds 100000` made states for minutes, then failed
-    limits.require_fits(limits.training(config, model.env))
-    limits.require_fits(limits.evaluation(
-        config, model.env, config.eval_contexts * config.num_runs,
-        name="config field `eval_contexts`", value=config.eval_contexts,
-        what=f"held-out episodes in {config.eval_contexts:,} contexts x {config.num_runs} "
-             f"run{'s' * (config.num_runs > 1)}"))
-    state = init_run_state(model)  # a leading seed axis [S, ...] when config.seeds > 1
-    chunk = min(config.report_every, total)
-    runner = make_runner(model, state, mesh, chunk)
-    state = runner.place(state)
-    if restore is not None:
-        from distillax import checkpoint
+    store = programs.Store(directory=os.path.join(in_use, cache.PROGRAMS),
+                           max_bytes=cache.max_bytes() // 2) if in_use else None
+    return Plan(config=config, restore=restore, stop_after=stop_after, store=store,
+                t_call=t_call)
 
-        # The fresh state only lends its structure and shardings (the current mesh's).
-        state = checkpoint.restore_train_state(restore, state)
-    start = parallel.host_iteration(state)
-    stop_at = total if stop_after is None else min(total, max(stop_after, start))
-    evaluator = make_evaluator(model)
-    every = eval_interval(config, model.env.max_steps)
-    startup_s = time.perf_counter() - t_call
 
-    # Nothing in `directory` changes before this point, so a failed resume leaves it intact.
-    primary = parallel.is_primary()
-    if not primary:
-        log = _silent
-    with Run(config, restore, start, log, primary) as run, \
-            _StopRequest(handle_signals, log) as stop:
-        compile_s, loaded = 0.0, 0
-        if start < stop_at:  # a finished run, or one resumed at its stop_after, compiles nothing
-            # (a segment that stops before its first evaluation, e.g. --stop-after, does not
-            # compile the evaluation program: it costs as much as training's on MJX tasks)
-            evaluates = stop_at // every > start // every or stop_at == total
-            runner, compile_s, loaded = _compile(runner, state, evaluator if evaluates else None,
-                                                 model, store)
-        where = (f"resumed {directory} from iteration {start}"
-                 + (f" ({run.dropped} later records dropped from metrics.jsonl)"
-                    if run.dropped else "") if restore is not None else "")
-        log(f"distillax: task={config.task} method={config.method} partitions="
-            f"{config.partitions} envs={config.num_envs} devices={mesh.size} "
-            f"iterations={total} ({config.steps_per_iteration:,} env steps each"
-            + (f"; the last {total - config.teacher_iterations} with the teachers frozen"
-               if total > config.teacher_iterations else "") + ")"
-            + (f" x {config.seeds} seeds" if config.seeds > 1 else "")
-            + (f" x {len(config.members)} sweep members" if config.sweep else "")
-            + (f"; 1 env in {config.noise_every} of each cell acts with "
-               + ("swept" if "noise_scale" in dict(config.sweep)
-                  else f"{config.resolved_noise_scale:g}x") + " noise"
-               if config.noise_every else "") + "; "
-            f"started in {startup_s:.1f} s, compiled in {compile_s:.1f} s"
-            + (f" ({loaded} program{'s' * (loaded > 1)} from the cache)" if loaded else "")
-            + (f"; {where}" if where else ""))
+class Run:
+    """One run's state on its way through the loop, and the loop's decisions: how many
+    iterations each call runs, when to evaluate, when to save, when to stop.
 
-        history: list[dict[str, Any]] = []
-        train_s = eval_s = 0.0
-        it = start
-        fault = None  # the numerical guard's message, when a call produced non-finite values
-        saved_at = time.perf_counter()
-        while it < stop_at and not stop.requested:
-            # Calls end at multiples of `chunk` from iteration 0, whatever the start.
-            n = min(chunk - it % chunk, stop_at - it)
-            t = time.perf_counter()
-            state, metrics = runner.step(state, runner.count(n))
-            jax.block_until_ready(metrics)
-            dt = time.perf_counter() - t
-            train_s += dt
-            prev, it = it, parallel.host_iteration(state)
-            if run.saver:  # a save whose background write failed (a full disk) stops it here
-                run.saver.check()
-            # The guard's flags come with the metrics (no extra sync): a faulty state is
-            # neither recorded nor saved, so the last checkpoint stays the last good one.
-            fault = nonfinite_report(parallel.host_local(metrics.nonfinite)[:n], prev)
-            if fault:
-                break
-            # Throughput counts every seed's env steps; `env_steps` is per run (per seed).
-            record = _record(metrics, n - 1, it, config,
-                             n * config.steps_per_iteration * config.num_runs / dt)
-            # Evaluate where a multiple of the interval was crossed: the same iterations
-            # whether or not the run was resumed in between.
-            if it // every > prev // every or it == total:
-                t = time.perf_counter()
-                policies = run_policies(model, state)
-                done = {(True, CENTRAL): evaluator.episodes(policies, True, CENTRAL)}
-                record.update(cell_means(fit_fields(evaluator, policies, done)))
-                if (True, TEACHERS) in done:  # what `kept` is measured against
-                    record["teachers_heldout_return"] = float(
-                        done[True, TEACHERS].returns.mean())
-                r = done[True, CENTRAL].returns.mean(axis=1)
-                eval_s += time.perf_counter() - t
-                record["central_return"] = float(np.mean(r))
-                if config.num_runs > 1:
-                    m, lo, hi = mean_ci95(r)
-                    record["central_return_seeds"], record["central_return_ci95"] = (
-                        r.tolist(), [lo, hi])
-                for member, group in zip(record.get("members", ()),
-                                         by_member(config, r.tolist())):
-                    m, lo, hi = mean_ci95(group)
-                    member["central_return"], member["central_return_ci95"] = m, [lo, hi]
-            history.append(record)
-            run.write(record)
-            last = it >= stop_at or stop.requested
-            save_every = config.save_every
-            overdue = (not config.checkpoint_every
-                       and time.perf_counter() - saved_at > AUTO_CHECKPOINT_S)
-            if run.saver and (it // save_every > prev // save_every or last or overdue):
-                run.saver.save(state, config, mesh.size)
-                saved_at = time.perf_counter()
-        run.progress.close()
-        summary = Summary(history, {}, compile_s, train_s, 0.0, start, it, startup_s=startup_s)
-        if run.saver:
-            summary.checkpoint_wait_s = run.saver.close()
-            summary.checkpoints = run.saver.saves
-            summary.checkpoint_blocking_s = run.saver.blocking_s
-        if fault:
-            raise NumericalError(_fault_message(fault, directory))
-        done = it - start
-        summary.steps_per_s = (done * config.steps_per_iteration * config.num_runs
-                               / max(train_s, 1e-9))
-        log(f"compile time {compile_s:.1f} s (excluded) | training {train_s:.1f} s | "
-            f"{summary.steps_per_s:,.0f} env-steps/s")
-        if run.saver:
+    Calls end at multiples of `chunk` from iteration 0 (whatever the start), evaluations where
+    a multiple of the evaluation interval is crossed and at the end, checkpoints where a
+    multiple of `save_every` is crossed, at the last call, or (checkpoint_every 0) when the
+    last save is over `AUTO_CHECKPOINT_S` old: so a resumed run makes the same calls on the
+    same states as an uninterrupted one.
+    """
+
+    def __init__(self, plan: Plan):
+        """Build the mesh, the model, the state (restored when resuming), the training and
+        evaluation programs' runners; memory bounds are checked before the state is made
+        (`--seeds 100000` made states for minutes, then failed)."""
+        c = self.config = plan.config
+        self.plan, self.total = plan, c.num_iterations
+        self.mesh = parallel.make_mesh(c.num_devices)
+        self.model = build_model(c)
+        limits.require_fits(limits.training(c, self.model.env))
+        limits.require_fits(limits.evaluation(
+            c, self.model.env, c.eval_contexts * c.num_runs, name="config field `eval_contexts`",
+            value=c.eval_contexts, what=f"held-out episodes in {c.eval_contexts:,} contexts x "
+                                        f"{c.num_runs} run{'s' * (c.num_runs > 1)}"))
+        state = init_run_state(self.model)  # a leading seed axis [S, ...] when c.seeds > 1
+        self.chunk = min(c.report_every, self.total)
+        self.runner = make_runner(self.model, state, self.mesh, self.chunk)
+        self.state = self.runner.place(state)
+        if plan.restore is not None:
             from distillax import checkpoint
 
-            log(f"checkpoints: {run.saver.saves} saved to {directory} (latest: iteration "
-                f"{max(checkpoint.steps(directory), default=0)}); saving held training "
+            # The fresh state only lends its structure and shardings (the current mesh's).
+            self.state = checkpoint.restore_train_state(plan.restore, self.state)
+        self.start = self.it = parallel.host_iteration(self.state)
+        self.stop_at = (self.total if plan.stop_after is None
+                        else min(self.total, max(plan.stop_after, self.start)))
+        self.evaluator = make_evaluator(self.model)
+        self.every = eval_interval(c, self.model.env.max_steps)
+        self.startup_s = time.perf_counter() - plan.t_call
+        self.compile_s, self.loaded, self.train_s, self.eval_s = 0.0, 0, 0.0, 0.0
+        self.history: list[dict[str, Any]] = []
+        self.fault: str | None = None  # the numerical guard's message, once a call had one
+        self.saved_at = time.perf_counter()
+
+    @property
+    def running(self) -> bool:
+        return self.it < self.stop_at and self.fault is None
+
+    def compile(self) -> None:
+        """Both programs, unless the run is done already; the evaluation program only if
+        this segment evaluates (it costs as much as training's on MJX tasks)."""
+        if self.start < self.stop_at:
+            evaluates = (self.stop_at // self.every > self.start // self.every
+                         or self.stop_at == self.total)
+            self.runner, self.compile_s, self.loaded = _compile(
+                self.runner, self.state, self.evaluator if evaluates else None, self.model,
+                self.plan.store)
+
+    def banner(self, dropped: int) -> str:
+        """The run's first line: what it trains, on what, and how long it took to start."""
+        c, total = self.config, self.total
+        where = ""
+        if self.plan.restore is not None:
+            where = (f"; resumed {c.checkpoint_dir} from iteration {self.start}"
+                     + (f" ({dropped} later records dropped from metrics.jsonl)"
+                        if dropped else ""))
+        noise = ("swept" if "noise_scale" in dict(c.sweep) else f"{c.resolved_noise_scale:g}x")
+        return (f"distillax: task={c.task} method={c.method} partitions={c.partitions} "
+                f"envs={c.num_envs} devices={self.mesh.size} iterations={total} "
+                f"({c.steps_per_iteration:,} env steps each"
+                + (f"; the last {total - c.teacher_iterations} with the teachers frozen"
+                   if total > c.teacher_iterations else "") + ")"
+                + (f" x {c.seeds} seeds" if c.seeds > 1 else "")
+                + (f" x {len(c.members)} sweep members" if c.sweep else "")
+                + (f"; 1 env in {c.noise_every} of each cell acts with {noise} noise"
+                   if c.noise_every else "")
+                + f"; started in {self.startup_s:.1f} s, compiled in {self.compile_s:.1f} s"
+                + (f" ({self.loaded} program{'s' * (self.loaded > 1)} from the cache)"
+                   if self.loaded else "") + where)
+
+    def step(self, saver: Any) -> dict[str, Any] | None:
+        """One call of the training program; its record (with a held-out evaluation where
+        one is due), or None when the numerical guard flagged it (`fault`): a faulty state
+        is neither recorded nor saved, so the last checkpoint stays the last good one."""
+        c = self.config
+        n = min(self.chunk - self.it % self.chunk, self.stop_at - self.it)
+        t = time.perf_counter()
+        self.state, metrics = self.runner.step(self.state, self.runner.count(n))
+        jax.block_until_ready(metrics)
+        dt = time.perf_counter() - t
+        self.train_s += dt
+        self.prev, self.it = self.it, parallel.host_iteration(self.state)
+        if saver:  # a save whose background write failed (a full disk) stops it here
+            saver.check()
+        # The guard's flags come with the metrics (no extra sync)
+        self.fault = nonfinite_report(parallel.host_local(metrics.nonfinite)[:n], self.prev)
+        if self.fault:
+            return None
+        # Throughput counts every seed's env steps; `env_steps` is per run (per seed).
+        record = _record(metrics, n - 1, self.it, c,
+                         n * c.steps_per_iteration * c.num_runs / dt)
+        # Evaluate where a multiple of the interval was crossed: the same iterations
+        # whether or not the run was resumed in between.
+        if self.it // self.every > self.prev // self.every or self.it == self.total:
+            t = time.perf_counter()
+            _evaluate_into(record, self.evaluator, run_policies(self.model, self.state), c)
+            self.eval_s += time.perf_counter() - t
+        self.history.append(record)
+        return record
+
+    def save_if_due(self, saver: Any, stopping: bool) -> None:
+        c, save_every = self.config, self.config.save_every
+        last = self.it >= self.stop_at or stopping
+        overdue = (not c.checkpoint_every
+                   and time.perf_counter() - self.saved_at > AUTO_CHECKPOINT_S)
+        if saver and (self.it // save_every > self.prev // save_every or last or overdue):
+            saver.save(self.state, c, self.mesh.size)
+            self.saved_at = time.perf_counter()
+
+    def finish(self, out: Outputs, log: Callable[[str], None]) -> Summary:
+        """Close the progress display and the checkpoints (waiting for their writes); raise
+        the guard's `NumericalError`; else print the times, and at the end of the run
+        evaluate, print and write the final report."""
+        c, saver = self.config, out.saver
+        out.progress.close()
+        summary = Summary(history=self.history, final={}, compile_s=self.compile_s,
+                          train_s=self.train_s, steps_per_s=0.0, start_iteration=self.start,
+                          iteration=self.it, startup_s=self.startup_s)
+        if saver:
+            summary.checkpoint_wait_s = saver.close()
+            summary.checkpoints = saver.saves
+            summary.checkpoint_blocking_s = saver.blocking_s
+        if self.fault:
+            raise NumericalError(_fault_message(self.fault, c.checkpoint_dir))
+        summary.steps_per_s = ((self.it - self.start) * c.steps_per_iteration * c.num_runs
+                               / max(self.train_s, 1e-9))
+        log(f"compile time {self.compile_s:.1f} s (excluded) | training {self.train_s:.1f} s "
+            f"| {summary.steps_per_s:,.0f} env-steps/s")
+        if saver:
+            from distillax import checkpoint
+
+            log(f"checkpoints: {saver.saves} saved to {c.checkpoint_dir} (latest: iteration "
+                f"{max(checkpoint.steps(c.checkpoint_dir), default=0)}); saving held training "
                 f"{summary.checkpoint_blocking_s:.2f} s, {summary.checkpoint_wait_s:.2f} s "
                 "waited at exit")
-        if it < total:
-            log(f"stopped at iteration {it} of {total}"
-                + (f"; continue with: python -m distillax.train --resume {directory}"
-                   if directory else ""))
+        if self.it < self.total:
+            log(f"stopped at iteration {self.it} of {self.total}"
+                + (f"; continue with: python -m distillax.train --resume {c.checkpoint_dir}"
+                   if c.checkpoint_dir else ""))
         else:
             t = time.perf_counter()
-            final = report(evaluator, run_policies(model, state))
-            eval_s += time.perf_counter() - t
-            summary.final = final
-            _log_final(log, final, model, config)
-        summary.eval_s = eval_s
-        summary.wall_s = time.perf_counter() - t_call
-        if summary.final and directory and primary and config.sweep:
-            sweep_files(directory, config, summary.final)
-        if summary.final and directory and primary:
-            _write_json(os.path.join(directory, "results.json"), {
-                **summary.final, "startup_s": startup_s, "compile_s": compile_s,
-                "train_s": train_s, "eval_s": eval_s, "steps_per_s": summary.steps_per_s,
-                "start_iteration": start, "iterations": total,
-                "checkpoints": summary.checkpoints,
-                "checkpoint_blocking_s": summary.checkpoint_blocking_s,
-                "checkpoint_wait_s": summary.checkpoint_wait_s, "wall_s": summary.wall_s})
-    return state, summary
+            summary.final = report(self.evaluator, run_policies(self.model, self.state))
+            self.eval_s += time.perf_counter() - t
+            for line in final_lines(summary.final, self.model, c):
+                log(line)
+        summary.eval_s = self.eval_s
+        summary.wall_s = time.perf_counter() - self.plan.t_call
+        if summary.final and c.checkpoint_dir and out.primary:
+            _write_results(c, summary)
+        return summary
 
 
-def _log_final(log: Callable[[str], None], final: dict[str, Any], model: Model,
-               config: Config) -> None:
-    who = "central policy" if model.has_central else f"{config.method} policy (no central)"
-    log(f"{who} held-out return over {final['contexts']} contexts: "
-        f"{final['central_greedy']:.1f} greedy, {final['central_sampled']:.1f} sampled")
-    log(f"teachers (each in its own cell) held-out return: {final['teachers_greedy']:.1f} "
-        f"greedy, {final['teachers_sampled']:.1f} sampled")
-    if "kept" in final:
-        log(f"the central policy keeps {final['kept']:.2f} of its teachers' return (greedy; "
-            f"0 = a random policy's {final['random_return']:.1f}); per cell, on the states of")
-        cells = lambda v: "[" + " ".join(f"{x:.3g}" for x in v) + "]"  # noqa: E731
-        for name, _, _ in FIT_STATES:
-            log(f"  {name.replace('_', ' ')} episodes: KL(teacher || central) "
-                f"{cells(final[f'kl_{name}'])}, greedy-action gap "
-                f"{cells(final[f'action_gap_{name}'])}")
+def _evaluate_into(record: dict[str, Any], evaluator: Evaluator, policies: Any,
+                   config: Config) -> None:
+    """A periodic evaluation's fields of `record`: the central policy's greedy held-out
+    return (per seed and its interval with seeds, per member with a sweep), how much of its
+    teachers' return it keeps and its fit per cell."""
+    done = {(True, CENTRAL): evaluator.episodes(policies, True, CENTRAL)}
+    record.update(cell_means(fit_fields(evaluator, policies, done)))
+    if (True, TEACHERS) in done:  # what `kept` is measured against
+        record["teachers_heldout_return"] = float(done[True, TEACHERS].returns.mean())
+    r = done[True, CENTRAL].returns.mean(axis=1)
+    record["central_return"] = float(np.mean(r))
+    if config.num_runs > 1:
+        _, lo, hi = mean_ci95(r)
+        record["central_return_seeds"], record["central_return_ci95"] = r.tolist(), [lo, hi]
+    for member, group in zip(record.get("members", ()), by_member(config, r.tolist())):
+        m, lo, hi = mean_ci95(group)
+        member["central_return"], member["central_return_ci95"] = m, [lo, hi]
+
+
+def _write_results(config: Config, summary: Summary) -> None:
+    """results.json (the final report and the run's times), and a sweep's files."""
+    directory = config.checkpoint_dir
     if config.sweep:
-        log(sweep_table(config, final))
-    elif config.seeds > 1:
-        for k in ("central_greedy", "teachers_greedy"):
-            lo, hi = final[f"{k}_ci95"]
-            seeds = " ".join(f"{v:.1f}" for v in final[f"{k}_seeds"])
-            log(f"{k} over {config.seeds} seeds: mean {final[k]:.1f}, 95% interval "
-                f"[{lo:.1f}, {hi:.1f}] (Student t); per seed: {seeds}")
+        sweep_files(directory, config, summary.final)
+    times = ("startup_s", "compile_s", "train_s", "eval_s", "steps_per_s", "checkpoints",
+             "checkpoint_blocking_s", "checkpoint_wait_s", "wall_s")
+    write_json(os.path.join(directory, "results.json"), {
+        **summary.final, **{k: getattr(summary, k) for k in times},
+        "start_iteration": summary.start_iteration, "iterations": config.num_iterations})
 
 
-def sweep_table(config: Config, final: dict[str, Any]) -> str:
-    """The members of a sweep's final report as a Markdown table: the swept values, then the
-    central and teachers' held-out returns (greedy) with 95% intervals over seeds."""
-    names = [name for name, _ in config.sweep]
-    interval = config.seeds > 1
-
-    def cell(m: dict[str, Any], k: str) -> str:
-        if not interval:
-            return f"{m[k]:.2f}"
-        lo, hi = m[f"{k}_ci95"]
-        return f"{m[k]:.2f} [{lo:.2f}, {hi:.2f}]"
-
-    lines = ["| member | " + " | ".join(names) + " | central held-out | teachers (own cells) |",
-             "|---|" + "---|" * len(names) + "---|---|"]
-    for m in final["members"]:
-        lines.append(f"| {m['member']} | " + " | ".join(f"{m['values'][n]:g}" for n in names)
-                     + f" | {cell(m, 'central_greedy')} | {cell(m, 'teachers_greedy')} |")
-    seeds = f"mean [95% Student-t interval] over {config.seeds} seeds" if interval else "one seed"
-    return (f"sweep of {len(config.members)} members ({seeds}; greedy actions, "
-            f"{final['contexts']} held-out contexts):\n" + "\n".join(lines))
-
-
-def sweep_files(directory: str, config: Config, final: dict[str, Any]) -> None:
-    """`sweep.md` (`sweep_table`) and `sweep.png`: held-out return against each swept value
-    (one line per combination of the others' values), with the seeds' 95% intervals."""
-    logs.write_atomic(os.path.join(directory, "sweep.md"), sweep_table(config, final) + "\n")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = [name for name, _ in config.sweep]
-    fig = Figure(figsize=(4.5 * len(names), 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    members = final["members"]
-    for ax, name in zip(axes, names):
-        others = [n for n in names if n != name]
-        keys = sorted({tuple(m["values"][o] for o in others) for m in members})
-        for key in keys:
-            row = sorted((m for m in members
-                          if tuple(m["values"][o] for o in others) == key),
-                         key=lambda m: m["values"][name])
-            x = [m["values"][name] for m in row]
-            y = [m["central_greedy"] for m in row]
-            label = ", ".join(f"{o}={v:g}" for o, v in zip(others, key)) or "central"
-            ax.plot(x, y, "o-", label=label)
-            if config.seeds > 1:
-                lo = [m["central_greedy_ci95"][0] for m in row]
-                hi = [m["central_greedy_ci95"][1] for m in row]
-                ax.fill_between(x, lo, hi, alpha=0.2)
-        if min(v for _, vs in config.sweep if _ == name for v in vs) > 0:
-            ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel("central held-out return (greedy)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{config.task} / {config.method}: sweep", fontsize=10)
-    fig.savefig(os.path.join(directory, "sweep.png"), dpi=110)
+@removing_unused()  # the directories checked by the plan go again if the run writes nothing
+def _run(config: Config, log: Callable[[str], None], restore: Any, stop_after: int | None,
+         handle_signals: bool, compile_cache: str | None) -> tuple[TrainState, Summary]:
+    plan = _plan(config, restore, stop_after, compile_cache)
+    run = Run(plan)
+    primary = parallel.is_primary()
+    log = log if primary else _silent
+    with Outputs(config, restore, run.start, log, primary) as out, \
+            _StopRequest(handle_signals, log) as stop:
+        run.compile()
+        log(run.banner(out.dropped))
+        while run.running and not stop.requested:
+            record = run.step(out.saver)
+            if record is None:
+                break
+            out.write(record)
+            run.save_if_due(out.saver, stop.requested)
+        summary = run.finish(out, log)
+    return run.state, summary

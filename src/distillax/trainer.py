@@ -27,6 +27,7 @@ from distillax.model import Model
 from distillax.normalizer import RunningStats
 from distillax.rollout import EnvCarry, Transition, acting_envs, gae, init_envs, rollout
 from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetrics, update
+from distillax.xla import RUN_ONCE
 
 # What the numerical guard watches in one iteration (`IterationMetrics.nonfinite`), in the
 # order a fault propagates, with what each name means in a message.
@@ -90,12 +91,6 @@ def init_state(model: Model, key: jax.Array) -> TrainState:
     # into that program: compiler options are only allowed on a top-level jit.
     init = _fresh if isinstance(k_params, jax.core.Tracer) else _init_rest
     return init(model, partition, k_params, k_env, k_train)
-
-
-# Programs that run once per run: XLA's backend optimisations buy nothing there, and cost
-# most of their compile time on CPU (the stacked teachers' init: 7.6 s -> 1.2 s, measured
-# on the 2-core machine). Programs that run often (training, evaluation) keep the default.
-RUN_ONCE = {"xla_backend_optimization_level": 0}
 
 
 def _fresh(model: Model, partition: Partition, k_params: jax.Array, k_env: jax.Array,

@@ -29,13 +29,15 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from brax import math as bmath
 from brax.envs.ant import Ant
 from brax.envs.base import State
 
 from distillax.contexts import ContextSpace
-from distillax.envs.base import ContextualEnv
+from distillax.envs.base import ContextualEnv, Task
 from distillax.envs.brax import contextual
+from distillax.render import brax_drawer
 
 RADIUS = 5.0  # DnC: goals on a circle of radius 5 around the start
 CTRL_COST = 0.5 * 1e-2  # DnC's 0.5 * ctrl_cost_coeff
@@ -89,3 +91,23 @@ def make(episode_length: int = 1000) -> ContextualEnv:
     """`ant-goal`: the goal angle is the context; the physics is brax's, shared by all envs."""
     return contextual("ant-goal", AntGoal(), SPACE, (0.0,), task=goal_of, task_dim=2,
                       episode_length=episode_length)
+
+
+# The GPU flagship, not run (no GPU in this session; benchmarks/gpu_ant_goal.py is the
+# script): thousands of envs, brax's ant settings (unroll 5 x 8 minibatches, 4 epochs,
+# discount 0.97, lr 3e-4), DnC's reward is in [~-1, 1] per step, so no scaling.
+PRESET = dict(
+    num_envs=4096, num_steps=40, num_minibatches=8, update_epochs=4, learning_rate=3e-4,
+    gamma=0.97, reward_scale=1.0, normalize_obs=True,
+    hidden_sizes=(256, 256), ent_coef=1e-2, total_steps=50_000_000, eval_every=20,
+    eval_contexts=64,
+)
+
+
+def _goal(context: np.ndarray) -> tuple[float, float]:
+    return RADIUS * math.cos(float(context[0])), RADIUS * math.sin(float(context[0]))
+
+
+# goals on the circle of radius 5; geom 1 is the torso
+DRAWER = brax_drawer((-6.0, 6.0, -6.0, 6.0), (0, 1), goal=_goal, trail_geom=1)
+TASKS = {"ant-goal": Task(make=make, preset=PRESET, drawer=DRAWER, trusted=True)}

@@ -10,7 +10,8 @@ the context changes exactly at episode boundaries and the env itself holds no sa
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -100,3 +101,39 @@ class ContextualEnv:
         return out.replace(obs=jax.tree.map(pick, obs_re, out.obs),
                            state=jax.tree.map(pick, state_re, out.state),
                            context=jnp.where(done, next_context, context))
+
+
+@dataclasses.dataclass(frozen=True)
+class Drawer:
+    """How to draw one task in a video (`distillax.render`).
+
+    view: the world box `(x0, x1, y0, y1)` a panel shows; pick: `(env, state, context [d])
+    -> small pytree`, jit-able, what a recording keeps of each step (default: the state
+    itself); draw: `draw(canvas, frames, t, context [d], env)` draws step t on a
+    `render.Canvas`, where `frames` holds every recorded step of the episode (leaves
+    `[T, ...]`, for trails).
+    """
+
+    view: tuple[float, float, float, float]
+    draw: Callable[..., None]
+    pick: Callable[[ContextualEnv, Any, jax.Array], Any] = lambda env, state, context: state
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Task:
+    """Everything distillax knows about a task, registered once under its name
+    (`distillax.envs.register`; a shipped task in its own module's `TASKS`).
+
+    make: builds the `ContextualEnv`; preset: `Config` field values that learn on it
+    (`--preset NAME`, the experiments), each with a comment saying what was measured;
+    drawer: how videos draw it (None: no videos); trusted: its code is distillax's and its
+    libraries', so the program cache may key it by name (`programs.program_key`), which is
+    true only of the shipped tasks and of a registration that says so.
+    """
+
+    make: Callable[[], ContextualEnv]
+    preset: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({}))
+    drawer: Drawer | None = None
+    trusted: bool = False
+

@@ -28,14 +28,17 @@ reproduces gymnax's `FourRooms()` with its default params but the 100-step limit
 entries.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import spaces
 from gymnax.environments.misc import rooms
 
 from distillax.contexts import ContextSpace
-from distillax.envs.base import ContextualEnv
+from distillax.envs.base import ContextualEnv, Drawer, Task
 
 GOALS = ((3.0, 3.0), (3.0, 9.0), (9.0, 3.0), (8.0, 9.0))
 
@@ -91,3 +94,25 @@ def to_params(c):
 def make() -> ContextualEnv:
     return ContextualEnv("fourrooms", GoalRooms(), SPACE, to_params,
                          default_context=(float(DEFAULT.goal_row), float(DEFAULT.goal_col)))
+
+
+def draw(c: Any, f: Any, t: int, context: np.ndarray, env: ContextualEnv) -> None:
+    """The 13 x 13 map (row 0 at the top), the goal cell of the context, the agent's path
+    and cell."""
+    walls = np.asarray(env.env.occupied_map)
+    rows = walls.shape[0]
+    cell = lambda r, k: (k + 0.5, rows - r - 0.5)  # noqa: E731  cell centre in world units
+    for r, k in zip(*np.nonzero(walls)):
+        c.rect(k, rows - r - 1, k + 1, rows - r, "wall")
+    g = np.round(context).astype(int)
+    c.rect(g[1] + 0.1, rows - g[0] - 0.9, g[1] + 0.9, rows - g[0] - 0.1, "goal")
+    c.line([cell(r, k) for r, k in f.pos[:t + 1]], "trail", 0.15)
+    c.disc(*cell(*f.pos[t]), 0.35, 0)
+
+
+# The settings of experiments/results, 1M env steps (the budget is part of the preset; the
+# results tables run it at 500k, `harness.TABLE_STEPS`, to fit `make experiments` in 75
+# minutes).
+PRESET = {"total_steps": 1_000_000, "partitioner": "tasks", "partitions": 4}
+TASKS = {"fourrooms": Task(make=make, preset=PRESET, drawer=Drawer((0.0, 13.0, 0.0, 13.0), draw),
+                           trusted=True)}

@@ -31,11 +31,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
 from distillax.contexts import ContextSpace
-from distillax.envs.base import ContextualEnv
+from distillax.envs.base import ContextualEnv, Drawer, Task
 
 
 @struct.dataclass
@@ -127,3 +128,24 @@ def to_params(c):
 
 def make() -> ContextualEnv:
     return ContextualEnv("pointgoal", PointGoal(), SPACE, to_params, default_context=(0.0,))
+
+
+def draw(c: Any, f: Any, t: int, context: np.ndarray, env: ContextualEnv) -> None:
+    """The goal ring, the goal at the context's angle (its tolerance as a circle), and the
+    point with its trail."""
+    p = env.env.default_params
+    ring = [(p.goal_radius * math.cos(a), p.goal_radius * math.sin(a))
+            for a in np.linspace(0, 2 * math.pi, 73)]
+    c.line(ring, "grid", 0.01)
+    g = (p.goal_radius * math.cos(float(context[0])), p.goal_radius * math.sin(float(context[0])))
+    c.disc(*g, p.goal_tolerance, "goal")
+    c.line(f.pos[:t + 1], "trail", 0.02)
+    c.disc(float(f.pos[t, 0]), float(f.pos[t, 1]), 0.05, 0)
+
+
+# The settings of experiments/results, 1M env steps (the budget is part of the preset; the
+# results tables run it at 500k, `harness.TABLE_STEPS`, to fit `make experiments` in 75
+# minutes).
+PRESET = {"total_steps": 1_000_000}  # 4 k-means cells: 90-degree arcs
+TASKS = {"pointgoal": Task(make=make, preset=PRESET,
+                           drawer=Drawer((-1.35, 1.35, -1.35, 1.35), draw), trusted=True)}

@@ -25,8 +25,9 @@ from brax.envs.base import State
 from brax.envs.reacher import Reacher
 
 from distillax.contexts import ContextSpace
-from distillax.envs.base import ContextualEnv
+from distillax.envs.base import ContextualEnv, Task
 from distillax.envs.brax import contextual
+from distillax.render import brax_drawer
 
 HALF_WIDTH = 0.14
 SPACE = ContextSpace(names=("target_x", "target_y"), low=(-HALF_WIDTH, -HALF_WIDTH),
@@ -63,3 +64,18 @@ def make(episode_length: int = 1000) -> ContextualEnv:
     """`reacher-target`: the target is the context; the physics is brax's."""
     return contextual("reacher-target", ReacherTarget(), SPACE, (0.1, 0.0),
                       task=lambda c: c, task_dim=2, episode_length=episode_length)
+
+
+# Not tuned (no run to convergence here): brax's reacher episodes are 1000 steps of
+# reward ~ -0.1 to -0.5, so reward x 0.1 keeps returns near 5; 0.95 discount as brax's
+# reacher setting. Only the tiny smoke run of tests/test_brax.py has been run.
+PRESET = dict(
+    num_envs=256, num_steps=40, num_minibatches=8, update_epochs=4, learning_rate=3e-4,
+    gamma=0.95, reward_scale=0.1, normalize_obs=True,
+    hidden_sizes=(64, 64), ent_coef=1e-3, total_steps=5_000_000, eval_every=1000,
+    eval_contexts=16,
+)
+# the arena's walls are capsules at +-0.3 (body 0); geom 8 is the fingertip
+DRAWER = brax_drawer((-0.33, 0.33, -0.33, 0.33), (0, 1),
+                     goal=lambda c: (float(c[0]), float(c[1])), trail_geom=8)
+TASKS = {"reacher-target": Task(make=make, preset=PRESET, drawer=DRAWER, trusted=True)}
