@@ -55,11 +55,13 @@ GROUPS = ("task and method", "budget and batches", "networks", "optimisation",
           "distillation and coupling", "sweeps", "reporting and checkpoints")
 
 
+# A field's `help` is --help's text, or a function returning it where the text cites the
+# methods' specs, so that it is read when --help is built (`help_text`).
 def static(default: Any, group: str, help: str | Callable[[], str], *, host_only: bool = False,
            may_change_on_resume: bool = False) -> Any:
-    """A field that sets shapes or chooses code paths: part of the compiled program, unless
-    it is `host_only`. Its roles are declared here, once, and read by name from its metadata
-    (`fields_with`):
+    """A field that is not traced: it sets shapes or chooses code paths (part of the compiled
+    program), or only the host reads it. Its roles are these keyword flags, the one place they
+    are declared; they are stored in its metadata, and `fields_with` lists the fields of each:
 
     - `host_only`: only the host reads it (where files go, how often to evaluate or save,
       where to log), so runs that differ in it compile the same programs
@@ -89,8 +91,8 @@ def _by_method(attr: str) -> str:
     for spec in methods.METHODS.values():
         if getattr(spec, attr) != default:
             names.setdefault(getattr(spec, attr), []).append(spec.name)
-    return "".join(f"{value} for {', '.join(n)}; " for value, n in names.items()) + \
-        f"{default} otherwise"
+    parts = [f"{value} for {', '.join(n)}" for value, n in names.items()]
+    return "; ".join(parts + [f"{default} otherwise"])
 
 
 @struct.dataclass
