@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from distillax import presets
+from distillax import methods, presets
 from distillax.cli import _parser, config_from_args, read_config_file
-from distillax.config import GROUPS, Config, ConfigError
+from distillax.config import GROUPS, Config, ConfigError, help_text
 
 
 def _help() -> str:
@@ -32,10 +32,31 @@ def test_help_describes_every_field_with_its_group_choices_and_default():
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         assert flag in text, flag
-        assert " ".join(f.metadata["help"].split()) in text, f.name  # its description
+        assert " ".join(help_text(f).split()) in text, f.name  # its description
     assert re.search(r"--method METHOD .*choices: independent, central, central-kl, "
                      r"central-clip, dnc, distral, distral2col, ppo; default: central", text)
     assert "--coupling-coef COUPLING_COEF" in text and "default: unset" in text
+
+
+def test_help_reads_the_methods_defaults_from_their_specs():
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    alpha, divergence = help_text(fields["coupling_coef"]), help_text(fields["divergence"])
+    # methods.py's specs, written out: alpha 0.01 for the KL couplings and DnC, 1 for the clip
+    assert "default (0.01 for central, central-kl, dnc; 1.0 for central-clip; 0.0 otherwise)" \
+        in alpha
+    assert "auto: the method's (nll for distral, distral2col; kl otherwise)" in divergence
+    # a method registered after import is listed, in --help too
+    methods.register(methods.MethodSpec(name="toy", summary="a toy method", coupling_coef=0.5,
+                                        divergence="mse"))
+    try:
+        assert "1.0 for central-clip; 0.5 for toy; 0.0 otherwise" in help_text(
+            fields["coupling_coef"])
+        assert "(nll for distral, distral2col; mse for toy; kl otherwise)" in help_text(
+            fields["divergence"])
+        assert "mse for toy" in _help()
+    finally:
+        del methods.METHODS["toy"]
+    assert help_text(fields["coupling_coef"]) == alpha
 
 
 def test_a_preset_is_what_the_experiments_train_and_round_trips():

@@ -16,24 +16,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from distillax import envs, methods
+from distillax.checkpoint import RESUME_MAY_CHANGE
 from distillax.config import (
     ACTIVATIONS,
     DIVERGENCES,
     FIELD_RULES,
+    GROUPS,
     PARTITIONERS,
     SCHEDULES,
     WANDB_MODES,
     Config,
     ConfigError,
     _empty_grid_cells,
+    fields_with,
+    leaf,
+    leaf_fields,
+    static,
     validate,
 )
 from distillax.envs import make_task, register
 from distillax.model import build_model
+from distillax.programs import HOST_ONLY
 from distillax.trainer import init_run_state
 
 SHIPPED = ("cartpole", "pendulum", "pointgoal", "fourrooms")
@@ -268,6 +276,29 @@ def test_every_rule_field_has_a_bad_value_strategy():
     assert ruled == set(BAD_VALUES)
     from dataclasses import fields
     assert {f.name for f in fields(Config)} == ruled  # every field has a rule
+
+
+def test_a_fields_role_is_its_declaration_and_the_lists_that_read_it_are_derived():
+    @struct.dataclass
+    class Wider(Config):
+        files: str = static("", GROUPS[6], "a host-only field", host_only=True)
+        horizon: int = static(1, GROUPS[1], "in the program; a resume may change it",
+                              may_change_on_resume=True)
+        width: int = static(1, GROUPS[2], "in the program, fixed for a resume")
+        coef: float = leaf(0.1, GROUPS[3], "a coefficient")
+
+    def added(role):
+        return set(fields_with(role, Wider)) - set(fields_with(role))
+
+    assert added("host_only") == {"files"}
+    assert added("may_change_on_resume") == {"files", "horizon"}  # host-only: computes the same
+    assert added("pytree_node") == {"coef"}
+    # the program cache's and resume's lists are Config's declarations
+    assert HOST_ONLY == fields_with("host_only") and len(HOST_ONLY) == 9
+    assert RESUME_MAY_CHANGE == fields_with("may_change_on_resume")
+    assert set(RESUME_MAY_CHANGE) - set(HOST_ONLY) == {"total_steps", "log_every",
+                                                        "eval_contexts", "num_devices"}
+    assert not set(RESUME_MAY_CHANGE) & set(leaf_fields())  # a coefficient is the run's data
 
 
 @SETTINGS

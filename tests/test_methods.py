@@ -145,10 +145,11 @@ def test_a_toy_method_registered_through_its_spec_alone_trains(monkeypatch, tmp_
     mb = _batch(model, fresh)
     teacher, central = _perturbed(fresh)
     params = fresh.params.replace(teacher=teacher, central=central)
-    args = (mb, fresh.teacher_stats, fresh.central_stats, fresh.partition.weights, None)
-    total, m = loss_fn(params, model, *args)
+    kw = dict(teacher_stats=fresh.teacher_stats, central_stats=fresh.central_stats,
+              weights=fresh.partition.weights, axis_name=None)
+    total, m = loss_fn(params, model, mb, **kw)
     off = build_model(model.config.replace(coupling_coef=0.0))
-    total_off, _ = loss_fn(params, off, *args)
+    total_off, _ = loss_fn(params, off, mb, **kw)
     assert float(jnp.min(m.couple)) > 1e-2
     np.testing.assert_allclose(float(total - total_off),
                                2.0 * float(jnp.sum(fresh.partition.weights * m.couple)),
@@ -303,8 +304,9 @@ def test_distral2col_alpha_one_is_refused_for_gaussians_only():
 
 def _central_grad(model, state, mb, **coefs):
     model = build_model(model.config.replace(**coefs))
-    grads = jax.grad(lambda p: loss_fn(p, model, mb, state.teacher_stats, state.central_stats,
-                                       state.partition.weights, None)[0])(state.params)
+    grads = jax.grad(lambda p: loss_fn(
+        p, model, mb, teacher_stats=state.teacher_stats, central_stats=state.central_stats,
+        weights=state.partition.weights, axis_name=None)[0])(state.params)
     return grads.central
 
 

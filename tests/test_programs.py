@@ -3,6 +3,7 @@ eviction, and that a stored program is loaded whole, refused when it is not one 
 sealed, never made from an executable JAX's cache served, and compiled again when it loads
 but cannot run. `test_cache_cli.py` runs the store through the command line."""
 
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -47,6 +48,30 @@ def test_the_key_changes_with_what_makes_the_program_and_not_with_the_run_files(
     assert program_key("p", Config(learning_rate=1e-3, gamma=0.9), ARGS) == base
     sweep = program_key("p", Config(sweep=(("gamma", (0.9, 0.99)),)), ARGS)
     assert sweep == program_key("p", Config(sweep=(("gamma", (0.5, 0.7)),)), ARGS) != base
+
+
+def _another(name, value):
+    """A value of config field `name` other than `value` (the key validates nothing, but the
+    task must be a shipped one to be keyed at all)."""
+    if name in ("task", "sweep"):
+        return {"task": "pendulum", "sweep": (("gamma", (0.9,)),)}[name]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)) or value is None:
+        return (value or 0) + 1
+    return value + ("x" if isinstance(value, str) else (2,))
+
+
+def test_every_field_changes_the_key_unless_declared_host_only_or_a_coefficient():
+    # the roles come from each field's declaration (`config.static(..., host_only=True)`,
+    # `config.leaf`): a field added without one is keyed, so it never reuses a program
+    base = program_key("p", Config(), ARGS)
+    assert len(HOST_ONLY) >= 9 and len(leaf_fields()) >= 16  # both ways are exercised
+    for f in dataclasses.fields(Config):
+        other = Config().replace(**{f.name: _another(f.name, getattr(Config(), f.name))})
+        assert getattr(other, f.name) != getattr(Config(), f.name), f.name
+        same = program_key("p", other, ARGS) == base
+        assert same == (f.name in HOST_ONLY or f.name in leaf_fields()), f.name
 
 
 def test_a_task_that_distillax_does_not_ship_is_never_keyed():

@@ -21,6 +21,13 @@ from distillax.normalizer import init_stats
 
 P, N = 2, 8  # teachers, samples per teacher in a minibatch
 WEIGHTS = jnp.array([0.3, 0.7])  # rho_i
+STATIC = ("model", "axis_name")  # what a jitted loss_fn or update is specialised on
+
+
+def _on(ts, cs, weights=WEIGHTS):
+    """The keyword arguments that `loss_fn`, `minibatch_step` and `update` share, on one
+    device (no mesh axis)."""
+    return dict(teacher_stats=ts, central_stats=cs, weights=weights, axis_name=None)
 
 
 def _config(**kw) -> Config:
@@ -85,8 +92,8 @@ def _grad_fn(model):
     def grads(params, mb, t_stats, c_stats, weights, alpha, lam):
         config = model.config.replace(coupling_coef=alpha, distill_coef=lam)
         m = dataclasses.replace(model, config=config)
-        return jax.grad(upd.loss_fn, has_aux=True)(params, m, mb, t_stats, c_stats, weights,
-                                                   None)[0]
+        return jax.grad(upd.loss_fn, has_aux=True)(params, m, mb,
+                                                   **_on(t_stats, c_stats, weights))[0]
 
     return jax.jit(grads)
 
@@ -168,7 +175,7 @@ def test_feature_distillation_is_an_explicit_loop_and_never_moves_teachers(task,
         pred = np.asarray(h_c) @ np.asarray(maps["feature_map_kernel"][i]) + np.asarray(
             maps["feature_map_bias"][i])
         expected += float(WEIGHTS[i]) * np.mean(np.sum((pred - np.asarray(h_i)) ** 2, -1))
-    total = lambda m, p: upd.loss_fn(p, m, mb, ts, cs, WEIGHTS, None)  # noqa: E731
+    total = lambda m, p: upd.loss_fn(p, m, mb, **_on(ts, cs))  # noqa: E731
     without = {k: v for k, v in maps.items() if not k.startswith("feature_map")}
     loss_on, metrics = total(on, params)
     loss_off, _ = total(off, params.replace(central={"params": without}))
@@ -189,7 +196,7 @@ def test_feature_distillation_fits_the_maps():
     params, ts, cs, mb = _setup(model, 5)
     opt = upd.OptState(model.teacher_tx.init(params.teacher),
                        model.central_tx.init(params.central))
-    step = jax.jit(lambda p, o: upd.minibatch_step(model, p, o, mb, ts, cs, WEIGHTS, None))
+    step = jax.jit(lambda p, o: upd.minibatch_step(model, p, o, mb, **_on(ts, cs)))
     errors = []
     for _ in range(40):
         params, opt, metrics = step(params, opt)
@@ -203,8 +210,8 @@ def test_vmapped_teacher_losses_equal_a_loop_over_teachers():
     model = _model()
     c = model.config
     params, ts, cs, mb = _setup(model, 2)
-    total, metrics = jax.jit(upd.loss_fn, static_argnums=(1, 6))(params, model, mb, ts, cs,
-                                                                 WEIGHTS, None)
+    total, metrics = jax.jit(upd.loss_fn, static_argnames=STATIC)(params, model, mb,
+                                                                  **_on(ts, cs))
     chex.assert_tree_shape_prefix(metrics.teacher, (P,))
     chex.assert_shape(metrics.distill, (P,))
 
@@ -240,10 +247,10 @@ def test_dnc_penalty_is_alpha_rho_i_sum_j_rho_j_as_in_the_paper():
     pairwise sum of `losses.dnc_coupling` (an explicit loop over teachers here)."""
     model = _model(method="dnc")  # alpha = 0.5
     params, ts, cs, mb = _setup(model, 6)
-    loss = jax.jit(upd.loss_fn, static_argnums=(1, 6))
-    with_alpha, metrics = loss(params, model, mb, ts, cs, WEIGHTS, None)
+    loss = jax.jit(upd.loss_fn, static_argnames=STATIC)
+    with_alpha, metrics = loss(params, model, mb, **_on(ts, cs))
     off = dataclasses.replace(model, config=model.config.replace(coupling_coef=0.0))
-    without, _ = loss(params, off, mb, ts, cs, WEIGHTS, None)
+    without, _ = loss(params, off, mb, **_on(ts, cs))
     x = model.teacher_input(mb.obs, mb.context, ts)
     pol = lambda i, j: model.teacher.apply(jax.tree.map(lambda v: v[i], params.teacher),  # noqa: E731
                                            x[j], method=model.teacher.policy)
@@ -265,7 +272,7 @@ def test_dnc_cross_terms_on_a_row_subsample_are_unbiased_with_the_same_gradient_
 
     model = _model(method="dnc", num_steps=8, num_minibatches=2)  # T/M = 4
     params, ts, cs, mb = _setup(model, 7, shape=(4 * 3,))  # 4 time rows x 3 envs
-    f = jax.jit(lambda p, rows: upd.loss_fn(p, model, mb, ts, cs, WEIGHTS, None, None, rows))
+    f = jax.jit(lambda p, rows: upd.loss_fn(p, model, mb, rows=rows, **_on(ts, cs)))
     full, m_full = f(params, None)
     g_full = jax.grad(lambda p: f(p, None)[0])(params)
     subsets = [jnp.asarray(r) for r in itertools.combinations(range(4), 2)]
@@ -339,8 +346,8 @@ def test_ppo_has_no_central_terms():
     params, ts, cs, mb = _setup(model, 4)
     chex.assert_shape(mb.action, (1, N))
     w = jnp.ones(1)
-    total, metrics = jax.jit(upd.loss_fn, static_argnums=(1, 6))(params, model, mb, ts, cs, w,
-                                                                 None)
+    total, metrics = jax.jit(upd.loss_fn, static_argnames=STATIC)(params, model, mb,
+                                                                  **_on(ts, cs, w))
     np.testing.assert_array_equal(metrics.distill, jnp.zeros(1))
     np.testing.assert_array_equal(metrics.central_log_ratio, jnp.zeros(1))
     np.testing.assert_array_equal(metrics.couple, jnp.zeros(1))
@@ -371,9 +378,9 @@ def test_update_runs_and_changes_params(method):
     opt = upd.OptState(model.teacher_tx.init(params.teacher), model.central_tx.init(params.central))
     weights = jnp.full(P_, 1.0 / P_)
 
-    step = jax.jit(upd.update, static_argnums=(0, 8))
-    new_params, new_opt, metrics = step(model, params, opt, batch, ts, cs, weights,
-                                        jax.random.key(6), None)
+    step = jax.jit(upd.update, static_argnames=STATIC)
+    new_params, new_opt, metrics = step(model, params, opt, batch, key=jax.random.key(6),
+                                        **_on(ts, cs, weights))
 
     chex.assert_shape(metrics.loss, ())
     chex.assert_tree_shape_prefix(metrics.teacher, (P_,))
@@ -406,15 +413,15 @@ def test_epochs_without_distillation_neither_evaluate_nor_step_the_central_polic
     c = model.config
     params, ts, cs, batch = _setup(model, 5, shape=(c.num_steps, c.envs_per_partition))
     opt = upd.OptState(model.teacher_tx.init(params.teacher), model.central_tx.init(params.central))
-    step = jax.jit(upd.update, static_argnums=(0, 8))
-    new_params, new_opt, metrics = step(model, params, opt, batch, ts, cs, WEIGHTS,
-                                        jax.random.key(6), None)
+    step = jax.jit(upd.update, static_argnames=STATIC)
+    new_params, new_opt, metrics = step(model, params, opt, batch, key=jax.random.key(6),
+                                        **_on(ts, cs, WEIGHTS))
     counts = [int(x) for x in jax.tree.leaves(new_opt.central) if jnp.ndim(x) == 0]
     assert counts and all(n == 2 for n in counts), counts  # M steps: one epoch's
     assert all(int(x) == 4 for x in jax.tree.leaves(new_opt.teacher) if jnp.ndim(x) == 0)
     assert bool(jnp.all(metrics.distill > 0))
     mb = jax.tree.map(lambda x: x[:, :4], batch)
-    off = lambda p: upd.loss_fn(p, model, mb, ts, cs, WEIGHTS, None, None, None, False)  # noqa: E731
+    off = lambda p: upd.loss_fn(p, model, mb, with_central=False, **_on(ts, cs))  # noqa: E731
     g = jax.grad(lambda p: off(p)[0])(params)
     chex.assert_trees_all_equal(g.central, jax.tree.map(jnp.zeros_like, params.central))
     np.testing.assert_array_equal(off(params)[1].distill, 0.0)
@@ -428,11 +435,11 @@ def test_noise_injection_trains_the_central_on_every_step_and_the_teachers_on_th
     the whole batch. The minibatch is 2 time steps x 4 envs per teacher."""
     noisy, plain = _model(method=method, noise_every=2), _model(method=method)
     params, ts, cs, mb = _setup(plain, 11)
-    loss = jax.jit(upd.loss_fn, static_argnums=(1, 6))
-    _, got = loss(params, noisy, mb, ts, cs, WEIGHTS, None)
+    loss = jax.jit(upd.loss_fn, static_argnames=STATIC)
+    _, got = loss(params, noisy, mb, **_on(ts, cs))
     own = jax.tree.map(lambda x: x[:, [0, 2, 4, 6]], mb)
-    _, teachers = loss(params, plain, own, ts, cs, WEIGHTS, None)
-    _, everything = loss(params, plain, mb, ts, cs, WEIGHTS, None)
+    _, teachers = loss(params, plain, own, **_on(ts, cs))
+    _, everything = loss(params, plain, mb, **_on(ts, cs))
     for name in ("clip", "value", "entropy"):
         np.testing.assert_allclose(getattr(got.teacher, name), getattr(teachers.teacher, name),
                                    rtol=1e-6)
@@ -451,15 +458,16 @@ def test_nonfinite_flags_name_the_terms_of_the_first_faulty_step():
     params, ts, cs, batch = _setup(model, 5, shape=(c.num_steps, c.envs_per_partition))
     opt = upd.OptState(model.teacher_tx.init(params.teacher), model.central_tx.init(params.central))
     weights = jnp.full(P, 1.0 / P)
-    step = jax.jit(upd.update, static_argnums=(0, 8))
-    _, _, metrics = step(model, params, opt, batch, ts, cs, weights, jax.random.key(6), None)
+    step = jax.jit(upd.update, static_argnames=STATIC)
+    _, _, metrics = step(model, params, opt, batch, key=jax.random.key(6), **_on(ts, cs, weights))
     assert not np.asarray(metrics.nonfinite).any()  # all finite: no flag
     # One NaN return: in the minibatch holding it the value loss is NaN, so are the gradients;
     # the clipped loss, entropy, coupling and distillation of that step read no returns and
     # stay finite. Later steps are NaN everywhere but are not kept (nor is the params check
     # after the last step, since a step was flagged before it).
     poisoned = batch.replace(returns=batch.returns.at[1, 3, 0].set(jnp.nan))
-    _, _, metrics = step(model, params, opt, poisoned, ts, cs, weights, jax.random.key(6), None)
+    _, _, metrics = step(model, params, opt, poisoned, key=jax.random.key(6),
+                         **_on(ts, cs, weights))
     flagged = dict(zip(upd.UPDATE_TERMS, np.asarray(metrics.nonfinite).tolist()))
     assert flagged == {"clip": False, "value": True, "entropy": False, "couple": False,
                        "distill": False, "grad": True, "params": False}

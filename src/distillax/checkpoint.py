@@ -73,7 +73,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from distillax import logs, parallel
-from distillax.config import Config, ConfigError
+from distillax.config import Config, ConfigError, fields_with
 from distillax.contexts import Partition
 from distillax.model import Model, build_model
 from distillax.normalizer import RunningStats
@@ -91,10 +91,9 @@ except importlib.metadata.PackageNotFoundError:  # a source checkout
 # Config fields a resumed run may change: they set how long to run and how to report, never a
 # shape, a coefficient or the data. Changing `total_steps` also changes the horizon of the
 # learning-rate annealing and of a linear distillation schedule; `num_devices` the device layout
-# (the same computation, not bit-for-bit the same float reductions).
-RESUME_MAY_CHANGE = ("total_steps", "log_every", "eval_every", "eval_contexts", "checkpoint_dir",
-                     "checkpoint_every", "max_to_keep", "num_devices", "tensorboard", "wandb",
-                     "wandb_project", "wandb_name", "wandb_mode")
+# (the same computation, not bit-for-bit the same float reductions). Declared by each field
+# (`config.static(..., may_change_on_resume=True)`, or `host_only=True`).
+RESUME_MAY_CHANGE = fields_with("may_change_on_resume")
 
 
 class CheckpointError(ValueError):

@@ -39,6 +39,7 @@ from distillax.config import (
     WANDB_MODES,
     Config,
     ConfigError,
+    help_text,
 )
 from distillax.run import resume, train
 from distillax.trainer import NumericalError
@@ -113,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         choices = _choices(f.name)
-        help_ = f.metadata["help"] + (f" (choices: {', '.join(choices)}; " if choices else " (")
+        help_ = help_text(f) + (f" (choices: {', '.join(choices)}; " if choices else " (")
         help_ += f"default: {_default_text(f)})"
         g = groups[f.metadata["group"]]
         if f.name == "sweep":

@@ -55,23 +55,51 @@ GROUPS = ("task and method", "budget and batches", "networks", "optimisation",
           "distillation and coupling", "sweeps", "reporting and checkpoints")
 
 
-def static(default: Any, group: str, help: str) -> Any:
-    """A field that sets shapes or chooses code paths: part of the compiled program."""
-    return struct.field(pytree_node=False, default=default,
-                        metadata={"group": group, "help": help})
+# A field's `help` is --help's text, or a function returning it where the text cites the
+# methods' specs, so that it is read when --help is built (`help_text`).
+def static(default: Any, group: str, help: str | Callable[[], str], *, host_only: bool = False,
+           may_change_on_resume: bool = False) -> Any:
+    """A field that is not traced: it sets shapes or chooses code paths (part of the compiled
+    program), or only the host reads it. Its roles are these keyword flags, the one place they
+    are declared; they are stored in its metadata, and `fields_with` lists the fields of each:
+
+    - `host_only`: only the host reads it (where files go, how often to evaluate or save,
+      where to log), so runs that differ in it compile the same programs
+      (`programs.HOST_ONLY`) and compute the same numbers, which is why a resumed run may
+      change it too;
+    - `may_change_on_resume`: it enters the program, yet a resumed run may change it (how
+      long to run, how often to report, the device layout): `checkpoint.RESUME_MAY_CHANGE`.
+    """
+    return struct.field(pytree_node=False, default=default, metadata={
+        "group": group, "help": help, "host_only": host_only,
+        "may_change_on_resume": host_only or may_change_on_resume})
 
 
-def leaf(default: Any, group: str, help: str) -> Any:
+def leaf(default: Any, group: str, help: str | Callable[[], str]) -> Any:
     """A numeric coefficient: a pytree leaf, traced in the compiled program, so members of a
-    sweep over it run in one program (vmapped) without recompiling."""
+    sweep over it run in one program (vmapped) without recompiling. Its role is flax's
+    `pytree_node` flag in its metadata; a resumed run may not change it."""
     return struct.field(pytree_node=True, default=default,
                         metadata={"group": group, "help": help})
 
 
+def _by_method(attr: str) -> str:
+    """Each method's `MethodSpec.<attr>` where it is not the spec's default, then the default:
+    e.g. "nll for distral, distral2col; kl otherwise"."""
+    default = methods.MethodSpec.__dataclass_fields__[attr].default
+    names: dict[Any, list[str]] = {}
+    for spec in methods.METHODS.values():
+        if getattr(spec, attr) != default:
+            names.setdefault(getattr(spec, attr), []).append(spec.name)
+    parts = [f"{value} for {', '.join(n)}" for value, n in names.items()]
+    return "; ".join(parts + [f"{default} otherwise"])
+
+
 @struct.dataclass
 class Config:
-    """One run (or one vmapped sweep of runs). Every field's description is its `metadata`
-    (what `--help` prints, grouped by `GROUPS`)."""
+    """One run (or one vmapped sweep of runs). Every field's description (what `--help`
+    prints, grouped by `GROUPS`) and role (numeric leaf, host-only, may change on resume) are
+    its `metadata`, declared by `static` or `leaf`."""
 
     # --- task and method -------------------------------------------------------------------
     task: str = static("cartpole", GROUPS[0], "the contextual task: a name in "
@@ -107,12 +135,12 @@ class Config:
     # and every method of the results' first edition was at 500 from ~1.5M on
     # (experiments/results/cartpole.md); 3M took 43.5 s of a user's time for no more return
     total_steps: int = static(1_000_000, GROUPS[1], "env-step budget over all partitions "
-                              "(per run)")
+                              "(per run)", may_change_on_resume=True)
     update_epochs: int = static(4, GROUPS[1], "E, epochs over each rollout")
     num_minibatches: int = static(4, GROUPS[1], "M, minibatches per epoch (they split the time "
                                   "axis; each holds every partition's slice)")
     num_devices: int = static(0, GROUPS[1], "devices on the data-parallel mesh axis (0 = all "
-                              "visible)")
+                              "visible)", may_change_on_resume=True)
 
     # --- networks --------------------------------------------------------------------------
     hidden_sizes: tuple[int, ...] = static((64, 64), GROUPS[2], "hidden layer widths of every "
@@ -141,9 +169,9 @@ class Config:
     ent_coef: float = leaf(0.01, GROUPS[3], "c_ent, weight of the entropy bonus")
 
     # --- distillation and coupling -------------------------------------------------------------
-    coupling_coef: float | None = leaf(None, GROUPS[4], "alpha, weight of each teacher's "
-                                       "coupling L_couple_i; unset: the method's default (0.01 "
-                                       "for central, central-kl, dnc; 1 for central-clip)")
+    coupling_coef: float | None = leaf(
+        None, GROUPS[4], lambda: "alpha, weight of each teacher's coupling L_couple_i; unset: "
+        f"the method's default ({_by_method('coupling_coef')})")
     central_clip_eps: float = leaf(0.2, GROUPS[4], "eps_c: central-clip keeps pi_i / pi_c in "
                                    "[1 - eps_c, 1 + eps_c]")
     distill_coef: float = leaf(1.0, GROUPS[4], "lambda, weight of L_distill (at the start of "
@@ -159,9 +187,9 @@ class Config:
                                 "column in distral2col's teachers")
     distral_beta: float = leaf(5.0, GROUPS[4], "Distral's beta = 1 / (c_KL + c_ent): the "
                                "teachers' inverse temperature")
-    divergence: str = static("auto", GROUPS[4], "D in L_distill: kl (closed form), nll (of the "
-                             "teacher's action), mse (logits / means); auto: the method's (kl; "
-                             "nll for distral and distral2col)")
+    divergence: str = static(
+        "auto", GROUPS[4], lambda: "D in L_distill: kl (closed form), nll (of the teacher's "
+        f"action), mse (logits / means); auto: the method's ({_by_method('divergence')})")
     distill_schedule: str = static("constant", GROUPS[4], "lambda over iterations")
     feature_coef: float = static(0.0, GROUPS[4], "feature distillation (Actor-Mimic): beta of "
                                  "the regression of each teacher's last hidden layer from the "
@@ -196,25 +224,28 @@ class Config:
 
     # --- reporting and checkpoints -----------------------------------------------------------
     log_every: int = static(0, GROUPS[6], "iterations per host call (scanned on device), one "
-                            "report each (0 = auto: about 40 per run)")
+                            "report each (0 = auto: about 40 per run)",
+                            may_change_on_resume=True)
     eval_contexts: int = static(64, GROUPS[6], "held-out contexts of the central policy's "
-                                "evaluation")
+                                "evaluation", may_change_on_resume=True)
     eval_every: int = static(0, GROUPS[6], "iterations between held-out evaluations (0 = auto: "
-                             "their env steps within a quarter of training's)")
+                             "their env steps within a quarter of training's)", host_only=True)
     checkpoint_dir: str = static("", GROUPS[6], "where checkpoints, config.json, metrics.jsonl "
-                                 "and results.json go ('' = none)")
+                                 "and results.json go ('' = none)", host_only=True)
     checkpoint_every: int = static(0, GROUPS[6], "iterations between checkpoints, and one at "
-                                   "the end (0 = auto: a tenth of the run, or 10 minutes)")
-    max_to_keep: int = static(3, GROUPS[6], "checkpoints kept on disk")
+                                   "the end (0 = auto: a tenth of the run, or 10 minutes)",
+                                   host_only=True)
+    max_to_keep: int = static(3, GROUPS[6], "checkpoints kept on disk", host_only=True)
     tensorboard: bool = static(False, GROUPS[6], "also write TensorBoard events to "
-                               "checkpoint_dir/tensorboard")
+                               "checkpoint_dir/tensorboard", host_only=True)
     wandb: bool = static(False, GROUPS[6], "also log the records to Weights & Biases (the "
-                         "wandb extra); a resumed run continues the same wandb run")
-    wandb_project: str = static("distillax", GROUPS[6], "the wandb project")
+                         "wandb extra); a resumed run continues the same wandb run",
+                         host_only=True)
+    wandb_project: str = static("distillax", GROUPS[6], "the wandb project", host_only=True)
     wandb_name: str = static("", GROUPS[6], "the wandb run name ('' = the checkpoint_dir's "
-                             "name, or wandb's own)")
+                             "name, or wandb's own)", host_only=True)
     wandb_mode: str = static("online", GROUPS[6], "wandb's mode: offline writes the run under "
-                             "checkpoint_dir/wandb for a later `wandb sync`")
+                             "checkpoint_dir/wandb for a later `wandb sync`", host_only=True)
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -408,9 +439,22 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
 )
 
 
+def fields_with(role: str, cls: type = Config) -> tuple[str, ...]:
+    """The fields of `cls` whose metadata declares `role`: "pytree_node" (a numeric leaf,
+    `leaf`), "host_only" or "may_change_on_resume" (`static`), in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(role))
+
+
 def leaf_fields() -> tuple[str, ...]:
     """The numeric coefficients: the fields a sweep may vary."""
-    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("pytree_node"))
+    return fields_with("pytree_node")
+
+
+def help_text(field: dataclasses.Field) -> str:
+    """A field's description for --help; one that cites the methods' defaults reads them from
+    `methods.METHODS` now, so a method registered after import is listed too."""
+    text = field.metadata["help"]
+    return text() if callable(text) else text
 
 
 def _check_sweep(sweep: Any) -> None:

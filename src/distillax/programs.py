@@ -49,12 +49,12 @@ from typing import Any
 import jax
 
 from distillax import envs, logs
-from distillax.config import Config, leaf_fields
+from distillax.config import Config, fields_with, leaf_fields
 
 # Config fields that only the host reads (where files go, how often it checkpoints or
-# evaluates): runs that differ in them compile the same programs.
-HOST_ONLY = ("checkpoint_dir", "checkpoint_every", "max_to_keep", "eval_every", "tensorboard",
-             "wandb", "wandb_project", "wandb_name", "wandb_mode")
+# evaluates): runs that differ in them compile the same programs. Declared by each field
+# (`config.static(..., host_only=True)`).
+HOST_ONLY = fields_with("host_only")
 # Libraries whose code goes into a program.
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "chex", "gymnax", "numpy", "brax", "mujoco",
              "mujoco-mjx")

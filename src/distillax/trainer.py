@@ -260,9 +260,10 @@ def iteration(model: Model, state: TrainState,
                   log_prob=traj.log_prob, value=traj.value, advantages=adv, returns=ret,
                   distill_weight=distill_weight, central=pi_c,
                   central_log_prob=central_log_prob)
-    params, opt, metrics = update(model, state.params, state.opt, batch, t_stats, c_stats,
-                                  state.partition.weights, k_update, axis_name,
-                                  distill_coef_at(c, state.iteration))
+    params, opt, metrics = update(model, state.params, state.opt, batch, teacher_stats=t_stats,
+                                  central_stats=c_stats, weights=state.partition.weights,
+                                  key=k_update, axis_name=axis_name,
+                                  distill_coef=distill_coef_at(c, state.iteration))
     teacher_stats, central_stats = state.teacher_stats, state.central_stats
     if c.normalize_obs:
         teacher_stats = normalizer.update(teacher_stats, own(traj.obs, 2), (1, 2), axis_name)

@@ -111,12 +111,12 @@ def take_rows(x: jax.Array, rows: jax.Array, steps: int) -> jax.Array:
     return x.reshape((P, -1) + x.shape[3:])
 
 
-def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats,
+def loss_fn(params: Params, model: Model, mb: Batch, *, teacher_stats: RunningStats,
             central_stats: RunningStats, weights: jax.Array, axis_name: str | None,
-            distill_coef: jax.Array | float | None = None,
-            rows: jax.Array | None = None,
+            distill_coef: jax.Array | float | None = None, rows: jax.Array | None = None,
             with_central: bool = True) -> tuple[jax.Array, UpdateMetrics]:
-    """Total loss on a minibatch `[P, n, ...]`; `weights [P]` are rho_i.
+    """Total loss on a minibatch `[P, n, ...]`; `weights [P]` are rho_i. The arguments after
+    the minibatch are keyword-only: several share a type, so a position could swap them.
 
     Couplings to the central policy read `mb.central`, pi_c as the update began (stopped, as
     pi_i,old is). The central policy's own forward pass is for distillation only: without
@@ -185,20 +185,22 @@ def loss_fn(params: Params, model: Model, mb: Batch, teacher_stats: RunningStats
         nonfinite=jnp.zeros(len(UPDATE_TERMS), bool))
 
 
-def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
+def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch, *,
                    teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
                    axis_name: str | None, distill_coef: jax.Array | float | None = None,
                    train_central: bool = True, rows: jax.Array | None = None
                    ) -> tuple[Params, OptState, UpdateMetrics]:
-    """One gradient step of teachers and central policy on one minibatch.
+    """One gradient step of teachers and central policy on one minibatch (the arguments after
+    it keyword-only, as `loss_fn`'s).
 
     With `train_central` False (static) the central policy is neither evaluated nor stepped:
     its params and optimizer state are left as they are (Adam would otherwise keep moving
     them on momentum alone).
     """
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, model, mb, teacher_stats, central_stats, weights, axis_name, distill_coef,
-        rows, train_central)
+        params, model, mb, teacher_stats=teacher_stats, central_stats=central_stats,
+        weights=weights, axis_name=axis_name, distill_coef=distill_coef, rows=rows,
+        with_central=train_central)
     # Clip teacher i's gradient of rho_i * L_i at rho_i * max_grad_norm: the same as clipping
     # the gradient of its own loss at max_grad_norm, as a stand-alone PPO learner would.
     t_grads, norms = clip_per_teacher(grads.teacher, weights * model.config.max_grad_norm)
@@ -221,12 +223,13 @@ def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch,
                                         nonfinite=jnp.logical_not(jnp.stack(finite)))
 
 
-def update(model: Model, params: Params, opt: OptState, batch: Batch,
+def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
            teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
            key: jax.Array, axis_name: str | None, distill_coef: jax.Array | float | None = None
            ) -> tuple[Params, OptState, UpdateMetrics]:
-    """E epochs x M minibatches over `batch [P, T, B, ...]`; metrics averaged over all steps,
-    except `nonfinite`: the terms of the first step with a non-finite one.
+    """E epochs x M minibatches over `batch [P, T, B, ...]` (the arguments after it
+    keyword-only, as `loss_fn`'s); metrics averaged over all steps, except `nonfinite`: the
+    terms of the first step with a non-finite one.
 
     Minibatches split a random permutation of the time axis (shared by all envs and all
     devices, from a replicated key), each keeping every env: so the minibatches of a
@@ -259,9 +262,10 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch,
 
         def step(carry, x):
             (params, opt), (mb, mb_rows) = carry, x
-            params, opt, metrics = minibatch_step(model, params, opt, mb, teacher_stats,
-                                                  central_stats, weights, axis_name, lam_e,
-                                                  train_central, mb_rows)
+            params, opt, metrics = minibatch_step(
+                model, params, opt, mb, teacher_stats=teacher_stats,
+                central_stats=central_stats, weights=weights, axis_name=axis_name,
+                distill_coef=lam_e, train_central=train_central, rows=mb_rows)
             return (params, opt), metrics
 
         return jax.lax.scan(step, carry, (jax.tree.map(split, batch), rows))
