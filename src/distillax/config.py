@@ -516,14 +516,76 @@ def _empty_grid_cells(space: Any, shape: tuple[int, ...]) -> int:
     return math.prod(shape) - math.prod(counts)
 
 
-def _check_noise(c: Config, own_central: bool, envs_per_device: int) -> None:
+def _check_method_rules(c: Config) -> None:
+    """The options a method must allow: distillation epochs, DnC's reset, the distillation
+    tail, feature distillation."""
+    spec = c.spec
+    if c.distill_epochs > c.update_epochs:
+        _fail("distill_epochs", c.distill_epochs, f"at most update_epochs = {c.update_epochs}")
+    if c.reset_every:
+        if not spec.reset_allowed:
+            _fail("reset_every", c.reset_every,
+                  f"0 for method `{c.method}` (it has no separate central network to copy)")
+        if c.teacher_sees_context != c.central_sees_context:
+            _fail("reset_every", c.reset_every,
+                  "0 unless teachers and the central policy have the same input "
+                  f"(teacher_sees_context = {c.teacher_sees_context}, central_sees_context = "
+                  f"{c.central_sees_context})")
+    if c.distill_tail_steps and not spec.own_central:
+        _fail("distill_tail_steps", c.distill_tail_steps,
+              f"0 for method `{c.method}` (its teachers cannot be frozen apart from a central "
+              "policy: it has none, or they share its network)")
+    if c.distill_tail_steps % c.steps_per_iteration:
+        _fail("distill_tail_steps", c.distill_tail_steps,
+              f"a multiple of num_envs x num_steps = {c.steps_per_iteration} (whole iterations)")
+    if c.feature_coef > 0 and not spec.has_central:
+        _fail("feature_coef", c.feature_coef, f"0 for method `{c.method}` (there is no central "
+                                              "policy to distil features into)")
+
+
+def _check_sizes(c: Config, num_devices: int) -> None:
+    """How cells, envs, devices, steps and minibatches divide one another."""
+    P = c.partitions
+    if c.partitions > c.kmeans_samples:
+        _fail("partitions", c.partitions, f"at most kmeans_samples = {c.kmeans_samples}")
+    if c.num_envs % (P * num_devices):
+        _fail("num_envs", c.num_envs,
+              f"a multiple of partitions x devices = {P} x {num_devices} = {P * num_devices}")
+    if c.noise_every:
+        _check_noise(c, c.num_envs // (P * num_devices))
+    if c.num_steps % c.num_minibatches:
+        _fail("num_minibatches", c.num_minibatches,
+              f"a divisor of num_steps = {c.num_steps} (minibatches split the time axis)")
+    if c.cross_steps > c.num_steps // c.num_minibatches:
+        _fail("cross_steps", c.cross_steps, f"at most num_steps / num_minibatches = "
+                                            f"{c.num_steps // c.num_minibatches} (0 = auto)")
+    if c.total_steps < c.steps_per_iteration:
+        _fail("total_steps", c.total_steps,
+              f"at least num_envs x num_steps = {c.steps_per_iteration} (one iteration)")
+
+
+def _check_outputs(c: Config) -> None:
+    """What the run writes and with what: TensorBoard, wandb; fields only one partitioner
+    reads."""
+    if c.tensorboard and not c.checkpoint_dir:
+        _fail("tensorboard", c.tensorboard,
+              "False without a checkpoint_dir (the events are written under it)")
+    if c.wandb and importlib.util.find_spec("wandb") is None:
+        _fail("wandb", c.wandb, "False, or install the wandb package: pip install "
+                                "'distillax[wandb]'")
+    if c.partitioner != "grid" and c.grid_shape:
+        _fail("grid_shape", c.grid_shape, f"() with partitioner `{c.partitioner}` (only `grid` "
+                                          "reads it)")
+
+
+def _check_noise(c: Config, envs_per_device: int) -> None:
     """Noise injection's combinations: its steps must reach a central policy that only
     distillation trains, with the teacher's distribution as the label, and every device
     must hold the same pattern of noisy envs (so that 1 device = N devices)."""
     if c.noise_every == 1:
         _fail("noise_every", 1, "0 (off) or at least 2 (one env in N; 1 would leave the "
                                 "teachers no steps of their own)")
-    if not own_central:
+    if not c.spec.own_central:
         _fail("noise_every", c.noise_every, f"0 for method `{c.method}` (only a central "
               "policy with a network of its own learns from the noisy steps: it has none, or "
               "its teachers share it)")
@@ -554,55 +616,9 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
             _fail("num_devices", c.num_devices, f"at most the {visible} visible devices (0 = all)")
         num_devices = c.num_devices or visible
 
-    P = c.partitions
-    if c.distill_epochs > c.update_epochs:
-        _fail("distill_epochs", c.distill_epochs, f"at most update_epochs = {c.update_epochs}")
-    spec = c.spec
-    if c.reset_every:
-        if not spec.reset_allowed:
-            _fail("reset_every", c.reset_every,
-                  f"0 for method `{c.method}` (it has no separate central network to copy)")
-        if c.teacher_sees_context != c.central_sees_context:
-            _fail("reset_every", c.reset_every,
-                  "0 unless teachers and the central policy have the same input "
-                  f"(teacher_sees_context = {c.teacher_sees_context}, central_sees_context = "
-                  f"{c.central_sees_context})")
-    own_central = spec.has_central and not spec.shares_central
-    if c.distill_tail_steps and not own_central:
-        _fail("distill_tail_steps", c.distill_tail_steps,
-              f"0 for method `{c.method}` (its teachers cannot be frozen apart from a central "
-              "policy: it has none, or they share its network)")
-    if c.distill_tail_steps % c.steps_per_iteration:
-        _fail("distill_tail_steps", c.distill_tail_steps,
-              f"a multiple of num_envs x num_steps = {c.steps_per_iteration} (whole iterations)")
-    if c.feature_coef > 0 and not spec.has_central:
-        _fail("feature_coef", c.feature_coef, f"0 for method `{c.method}` (there is no central "
-                                              "policy to distil features into)")
-    if c.partitions > c.kmeans_samples:
-        _fail("partitions", c.partitions, f"at most kmeans_samples = {c.kmeans_samples}")
-    if c.num_envs % (P * num_devices):
-        _fail("num_envs", c.num_envs,
-              f"a multiple of partitions x devices = {P} x {num_devices} = {P * num_devices}")
-    if c.noise_every:
-        _check_noise(c, own_central, c.num_envs // (P * num_devices))
-    if c.num_steps % c.num_minibatches:
-        _fail("num_minibatches", c.num_minibatches,
-              f"a divisor of num_steps = {c.num_steps} (minibatches split the time axis)")
-    if c.cross_steps > c.num_steps // c.num_minibatches:
-        _fail("cross_steps", c.cross_steps, f"at most num_steps / num_minibatches = "
-                                            f"{c.num_steps // c.num_minibatches} (0 = auto)")
-    if c.total_steps < c.steps_per_iteration:
-        _fail("total_steps", c.total_steps,
-              f"at least num_envs x num_steps = {c.steps_per_iteration} (one iteration)")
-    if c.tensorboard and not c.checkpoint_dir:
-        _fail("tensorboard", c.tensorboard,
-              "False without a checkpoint_dir (the events are written under it)")
-    if c.wandb and importlib.util.find_spec("wandb") is None:
-        _fail("wandb", c.wandb, "False, or install the wandb package: pip install "
-                                "'distillax[wandb]'")
-    if c.partitioner != "grid" and c.grid_shape:
-        _fail("grid_shape", c.grid_shape, f"() with partitioner `{c.partitioner}` (only `grid` "
-                                          "reads it)")
+    _check_method_rules(c)
+    _check_sizes(c, num_devices)
+    _check_outputs(c)
     return config
 
 

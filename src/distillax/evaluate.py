@@ -33,6 +33,19 @@ from distillax.config import ConfigError
 from distillax.reporting import evaluate_checkpoint
 
 
+def _invalid(args: argparse.Namespace) -> str | None:
+    """Why the arguments cannot be evaluated, before anything is read (None: they can)."""
+    for name in ("contexts", "resolution"):
+        if getattr(args, name) < 2:
+            return f"--{name} = {getattr(args, name)} is invalid: an integer >= 2"
+    if args.video is not None and args.video < 1:
+        return f"--video = {args.video} is invalid: a number of videos >= 1"
+    if not 0 <= args.seed < 2**31:  # jax.random.PRNGKey overflows past 2**63, after the restore
+        return (f"--seed = {args.seed} is invalid: an integer in [0, 2**31) (as config "
+                "`seed`)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m distillax.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,18 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                         "beside each context's own teacher, in K grid contexts spread over "
                         "the partitions, from the same initial state (default: none)")
     args = p.parse_args(argv)
-    for name in ("contexts", "resolution"):
-        if getattr(args, name) < 2:
-            print(f"error: --{name} = {getattr(args, name)} is invalid: an integer >= 2",
-                  file=sys.stderr)
-            return 2
-    if args.video is not None and args.video < 1:
-        print(f"error: --video = {args.video} is invalid: a number of videos >= 1",
-              file=sys.stderr)
-        return 2
-    if not 0 <= args.seed < 2**31:  # jax.random.PRNGKey overflows past 2**63, after the restore
-        print(f"error: --seed = {args.seed} is invalid: an integer in [0, 2**31) (as config "
-              "`seed`)", file=sys.stderr)
+    why = _invalid(args)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
         return 2
     try:
         t = time.perf_counter()

@@ -132,6 +132,12 @@ class MethodSpec:
     reset_allowed: bool = True  # config: DnC's periodic reset of teachers to the central policy
     single_teacher: bool = False  # config: one teacher over the whole space (P = 1)
 
+    @property
+    def own_central(self) -> bool:
+        """A central network apart from the teachers': what the distillation tail and noise
+        injection need (teachers frozen apart from it; steps that train only it)."""
+        return self.has_central and not self.shares_central
+
 
 METHODS: dict[str, MethodSpec] = {}
 

@@ -225,6 +225,50 @@ def training_rewards(model: Model, central_log_prob: jax.Array,
     return reward * c.reward_scale, distill_weight
 
 
+def _batch(model: Model, central: Any, traj: Transition, last_value: jax.Array,
+           c_stats: RunningStats) -> Batch:
+    """The update's data `[P, T, B, ...]` from a rollout: the rewards PPO learns from, GAE,
+    and pi_c on the teachers' samples, once per iteration (Distral's reward, and the anchor
+    of the couplings to the central policy, frozen through the update like pi_i,old)."""
+    c = model.config
+    pi_c, central_log_prob = None, traj.log_prob
+    if model.has_central:
+        pi_c = jax.lax.stop_gradient(model.central_dist(central, traj.obs, traj.context,
+                                                        c_stats))
+        central_log_prob = pi_c.log_prob(traj.action)
+    reward, distill_weight = training_rewards(model, central_log_prob, traj)
+    adv, ret = jax.vmap(lambda r, v, te, tr, fv, lv: gae(r, v, te, tr, fv, lv, c.gamma,
+                                                         c.gae_lambda))(
+        reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
+    return Batch(obs=traj.obs, context=traj.context, action=traj.action,
+                 log_prob=traj.log_prob, value=traj.value, advantages=adv, returns=ret,
+                 distill_weight=distill_weight, central=pi_c, central_log_prob=central_log_prob)
+
+
+def _reset_or_freeze(c: Config, state: TrainState, params: Params, opt: OptState,
+                     teacher_stats: RunningStats, central_stats: RunningStats
+                     ) -> tuple[Params, OptState, RunningStats]:
+    """After the update and the normaliser update: DnC's periodic reset of the teachers to the
+    central policy (the next iteration acts as pi_c would), and the distillation tail's
+    frozen teachers (they still act; only the central policy learns)."""
+    if c.reset_every:
+        do_reset = (state.iteration + 1) % c.reset_every == 0
+        pick = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(do_reset, n, o), new, old)
+        params = params.replace(teacher=pick(reset_teachers(params.teacher, params.central),
+                                             params.teacher))
+        opt = opt.replace(teacher=pick(reset_actor_momentum(opt.teacher), opt.teacher))
+        teacher_stats = pick(reset_stats(teacher_stats, central_stats), teacher_stats)
+    if c.distill_tail_steps:
+        frozen = state.iteration >= c.teacher_iterations
+        keep = lambda old, new: jax.tree.map(  # noqa: E731
+            lambda o, n: jnp.where(frozen, o, n), old, new)
+        params = params.replace(teacher=keep(state.params.teacher, params.teacher))
+        opt = opt.replace(teacher=keep(state.opt.teacher, opt.teacher))
+        teacher_stats = keep(state.teacher_stats, teacher_stats)
+    return params, opt, teacher_stats
+
+
 def iteration(model: Model, state: TrainState,
               axis_name: str | None = parallel.AXIS) -> tuple[TrainState, IterationMetrics]:
     """Rollout + GAE + fused update + normaliser update. Pure; run inside `shard_map`.
@@ -245,21 +289,7 @@ def iteration(model: Model, state: TrainState,
     bad_reward = jnp.logical_not(jnp.all(jnp.isfinite(traj.reward)))
     if axis_name is not None:  # each device saw its own envs' rewards
         bad_reward = jax.lax.psum(bad_reward.astype(jnp.int32), axis_name) > 0
-    # pi_c on the teachers' samples, once per iteration: Distral's reward, and the anchor of
-    # the couplings to the central policy (frozen through the update, like pi_i,old)
-    pi_c, central_log_prob = None, traj.log_prob
-    if model.has_central:
-        pi_c = jax.lax.stop_gradient(
-            model.central_dist(state.params.central, traj.obs, traj.context, c_stats))
-        central_log_prob = pi_c.log_prob(traj.action)
-    reward, distill_weight = training_rewards(model, central_log_prob, traj)
-    adv, ret = jax.vmap(lambda r, v, te, tr, fv, lv: gae(r, v, te, tr, fv, lv, c.gamma,
-                                                         c.gae_lambda))(
-        reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
-    batch = Batch(obs=traj.obs, context=traj.context, action=traj.action,
-                  log_prob=traj.log_prob, value=traj.value, advantages=adv, returns=ret,
-                  distill_weight=distill_weight, central=pi_c,
-                  central_log_prob=central_log_prob)
+    batch = _batch(model, state.params.central, traj, last_value, c_stats)
     params, opt, metrics = update(model, state.params, state.opt, batch, teacher_stats=t_stats,
                                   central_stats=c_stats, weights=state.partition.weights,
                                   key=k_update, axis_name=axis_name,
@@ -268,21 +298,8 @@ def iteration(model: Model, state: TrainState,
     if c.normalize_obs:
         teacher_stats = normalizer.update(teacher_stats, own(traj.obs, 2), (1, 2), axis_name)
         central_stats = normalizer.update(central_stats, traj.obs, (0, 1, 2), axis_name)
-    if c.reset_every:  # after the normaliser update: the next iteration acts as pi_c would
-        do_reset = (state.iteration + 1) % c.reset_every == 0
-        pick = lambda new, old: jax.tree.map(  # noqa: E731
-            lambda n, o: jnp.where(do_reset, n, o), new, old)
-        params = params.replace(teacher=pick(reset_teachers(params.teacher, params.central),
-                                             params.teacher))
-        opt = opt.replace(teacher=pick(reset_actor_momentum(opt.teacher), opt.teacher))
-        teacher_stats = pick(reset_stats(teacher_stats, central_stats), teacher_stats)
-    if c.distill_tail_steps:  # the tail: the teachers, frozen, still act; the central learns
-        frozen = state.iteration >= c.teacher_iterations
-        keep = lambda old, new: jax.tree.map(  # noqa: E731
-            lambda o, n: jnp.where(frozen, o, n), old, new)
-        params = params.replace(teacher=keep(state.params.teacher, params.teacher))
-        opt = opt.replace(teacher=keep(state.opt.teacher, opt.teacher))
-        teacher_stats = keep(state.teacher_stats, teacher_stats)
+    params, opt, teacher_stats = _reset_or_freeze(c, state, params, opt, teacher_stats,
+                                                  central_stats)
     seen = own(env.episodes > 0, 1).astype(jnp.float32)
     teacher_return = _psum_mean(jnp.sum(own(env.last_return, 1) * seen, 1), jnp.sum(seen, 1),
                                 axis_name)

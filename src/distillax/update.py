@@ -111,12 +111,44 @@ def take_rows(x: jax.Array, rows: jax.Array, steps: int) -> jax.Array:
     return x.reshape((P, -1) + x.shape[3:])
 
 
+def _distillation(model: Model, central_params: Any, mb: Batch, dist: Any, t_hidden: list,
+                  central_stats: RunningStats) -> tuple[jax.Array, jax.Array]:
+    """`[P]` each: the distillation divergence of the central policy from each teacher
+    `dist` on the minibatch's states, and (with `feature_coef`) Actor-Mimic's feature
+    regression from the teachers' last hidden layers `t_hidden`."""
+    c = model.config
+    features = c.feature_coef > 0
+    central = model.central_dist(central_params, mb.obs, mb.context, central_stats,
+                                 with_features=features)
+    feature = jnp.zeros(mb.distill_weight.shape[:1])  # [P]
+    if features:
+        central, c_hidden = central
+        feature = jax.vmap(losses.feature_loss)(
+            map_features(central_params, c_hidden), t_hidden[0], mb.distill_weight)
+    distill = jax.vmap(losses.distill_loss, in_axes=(0, 0, 0, 0, None))(
+        dist, central, mb.action, mb.distill_weight, c.resolved_divergence)
+    return distill, feature
+
+
+def _cross(model: Model, teacher_params: Any, mb: Batch, rows: jax.Array | None,
+           teacher_stats: RunningStats) -> tuple[Any, Any]:
+    """Every teacher on every teacher's states, `[P, P, m]` (DnC's pairwise terms), on the
+    minibatch's time `rows` (None: all of them), and its diagonal `[P, m]`: teacher j on its
+    own sampled states."""
+    c = model.config
+    steps = c.num_steps // c.num_minibatches
+    pick = (lambda x: x) if rows is None else (lambda x: take_rows(x, rows, steps))
+    cross = model.cross_policies(teacher_params, pick(mb.obs), pick(mb.context), teacher_stats)
+    P = jax.tree.leaves(teacher_params)[0].shape[0]
+    return cross, jax.tree.map(lambda x: x[jnp.arange(P), jnp.arange(P)], cross)
+
+
 def loss_fn(params: Params, model: Model, mb: Batch, *, teacher_stats: RunningStats,
             central_stats: RunningStats, weights: jax.Array, axis_name: str | None,
             distill_coef: jax.Array | float | None = None, rows: jax.Array | None = None,
             with_central: bool = True) -> tuple[jax.Array, UpdateMetrics]:
     """Total loss on a minibatch `[P, n, ...]`; `weights [P]` are rho_i. The arguments after
-    the minibatch are keyword-only: several share a type, so a position could swap them.
+    the minibatch are keyword-only (several share a type: a position could swap them).
 
     Couplings to the central policy read `mb.central`, pi_c as the update began (stopped, as
     pi_i,old is). The central policy's own forward pass is for distillation only: without
@@ -131,8 +163,7 @@ def loss_fn(params: Params, model: Model, mb: Batch, *, teacher_stats: RunningSt
     Rows, not samples: every device holds the same time rows of its own envs, so a
     sharded run subsamples exactly as one device does.
     """
-    c = model.config
-    spec = c.spec
+    c, spec = model.config, model.config.spec
     lam = c.distill_coef if distill_coef is None else distill_coef
     acting = model.acting_params(params.teacher, params.central)
     features = c.feature_coef > 0
@@ -141,14 +172,8 @@ def loss_fn(params: Params, model: Model, mb: Batch, *, teacher_stats: RunningSt
     zeros = jnp.zeros(weights.shape)
     distill, feature = zeros, zeros
     if model.has_central and with_central:
-        central = model.central_dist(params.central, mb.obs, mb.context, central_stats,
-                                     with_features=features)
-        if features:
-            central, c_hidden = central
-            feature = jax.vmap(losses.feature_loss)(
-                map_features(params.central, c_hidden), t_hidden[0], mb.distill_weight)
-        distill = jax.vmap(losses.distill_loss, in_axes=(0, 0, 0, 0, None))(
-            dist, central, mb.action, mb.distill_weight, c.resolved_divergence)
+        distill, feature = _distillation(model, params.central, mb, dist, t_hidden,
+                                         central_stats)
     # The teachers' own terms read only the steps they took themselves: with noise
     # injection, the noisy envs' steps are not pi_i,old's samples and train the central only
     dist, value, mb = jax.tree.map(lambda x: acting_envs(x, c.noise_every, 1),
@@ -159,12 +184,7 @@ def loss_fn(params: Params, model: Model, mb: Batch, *, teacher_stats: RunningSt
         dist, value, mb.action, mb.log_prob, mb.value, adv, mb.returns)
     cross = cross_own = None
     if spec.coupling.needs_cross:
-        steps = c.num_steps // c.num_minibatches
-        pick = (lambda x: x) if rows is None else (lambda x: take_rows(x, rows, steps))
-        cross = model.cross_policies(params.teacher, pick(mb.obs), pick(mb.context),
-                                     teacher_stats)
-        P = weights.shape[0]  # teacher j on its own sampled states: the diagonal [P, m]
-        cross_own = jax.tree.map(lambda x: x[jnp.arange(P), jnp.arange(P)], cross)
+        cross, cross_own = _cross(model, params.teacher, mb, rows, teacher_stats)
     # The one place where a method's coupling enters the loss.
     couple = spec.coupling.fn(CouplingInputs(
         teacher=dist, log_ratio=dist.log_prob(mb.action) - mb.log_prob, central=mb.central,
@@ -223,6 +243,27 @@ def minibatch_step(model: Model, params: Params, opt: OptState, mb: Batch, *,
                                         nonfinite=jnp.logical_not(jnp.stack(finite)))
 
 
+def split_minibatches(x: jax.Array, perm: jax.Array, M: int) -> jax.Array:
+    """`[P, T, B, ...] -> [M, P, (T/M) * B, ...]`: the time axis permuted by `perm [T]` and
+    cut into M minibatches, each keeping every env (time-major within a partition)."""
+    T = perm.shape[0]
+    x = jnp.take(x, perm, axis=1)
+    x = x.reshape(x.shape[:1] + (M, T // M) + x.shape[2:])
+    x = jnp.moveaxis(x, 1, 0)
+    return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
+
+
+def first_fault(nonfinite: jax.Array, params: Params) -> jax.Array:
+    """The guard's flags of an update `[len(UPDATE_TERMS)]`: the terms of the first faulty
+    step (later steps inherit its NaNs everywhere), from `nonfinite [E, M, terms]`; all False
+    if every step was finite, and then whether the final `params` are."""
+    flags = nonfinite.reshape(-1, len(UPDATE_TERMS))  # [E * M, terms], in step order
+    first = flags[jnp.argmax(jnp.any(flags, axis=1))]
+    params_bad = jnp.zeros_like(first).at[UPDATE_TERMS.index("params")].set(
+        jnp.logical_not(all_finite(params)))
+    return jnp.where(jnp.any(first), first, params_bad)
+
+
 def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
            teacher_stats: RunningStats, central_stats: RunningStats, weights: jax.Array,
            key: jax.Array, axis_name: str | None, distill_coef: jax.Array | float | None = None
@@ -254,12 +295,6 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
             keys = jax.random.split(jax.random.fold_in(key, 1), M)
             rows = jax.vmap(lambda k: cross_rows(k, T // M, c.resolved_cross_steps))(keys)
 
-        def split(x):  # [P, T, B, ...] -> [M, P, (T/M) * B, ...]
-            x = jnp.take(x, perm, axis=1)
-            x = x.reshape(x.shape[:1] + (M, T // M) + x.shape[2:])
-            x = jnp.moveaxis(x, 1, 0)
-            return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
-
         def step(carry, x):
             (params, opt), (mb, mb_rows) = carry, x
             params, opt, metrics = minibatch_step(
@@ -268,7 +303,8 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
                 distill_coef=lam_e, train_central=train_central, rows=mb_rows)
             return (params, opt), metrics
 
-        return jax.lax.scan(step, carry, (jax.tree.map(split, batch), rows))
+        minibatches = jax.tree.map(lambda x: split_minibatches(x, perm, M), batch)
+        return jax.lax.scan(step, carry, (minibatches, rows))
 
     # The first `central_epochs` epochs train the central policy too; the others (static: two
     # scans) skip its forward and backward passes entirely, so `distill_epochs` saves time.
@@ -282,13 +318,7 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
                                    jax.tree.map(lambda x: x[E_c:], xs))
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, rest)
     params, opt = carry
-    # The first faulty step's terms (later steps inherit its NaNs everywhere); all False if
-    # every step was finite, and then whether the final params are.
-    flags = metrics.nonfinite.reshape(-1, len(UPDATE_TERMS))  # [E * M, terms], in step order
-    first = flags[jnp.argmax(jnp.any(flags, axis=1))]
-    params_bad = jnp.zeros_like(first).at[UPDATE_TERMS.index("params")].set(
-        jnp.logical_not(all_finite(params)))
-    first = jnp.where(jnp.any(first), first, params_bad)
+    first = first_fault(metrics.nonfinite, params)
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), metrics.replace(nonfinite=None))
     distill, feature = jax.tree.map(lambda m: jnp.mean(m, axis=(0, 1)), distill_metrics)
     return params, opt, metrics.replace(nonfinite=first, distill=distill, feature=feature)

@@ -216,7 +216,7 @@ class BraxEnvironment(environment.Environment):
     serves from one trace.
     """
 
-    def __init__(self, env: PipelineEnv, episode_length: int = 1000, task_dim: int = 0,
+    def __init__(self, env: PipelineEnv, *, episode_length: int = 1000, task_dim: int = 0,
                  name: str = "", physics: Callable[[Any, jax.Array], Any] | None = None,
                  default_context: tuple[float, ...] = ()):
         if task_dim and not hasattr(env, "reset_task"):
@@ -328,7 +328,8 @@ def contextual(name: str, env: PipelineEnv, space: ContextSpace,
     changes; None: the physics is fixed); `task(context [d]) -> [task_dim]` the reset-time
     task parameters (None: none). Both must be pure and jit-able: they run in every step.
     """
-    benv = BraxEnvironment(env, episode_length, task_dim, name, physics, default_context)
+    benv = BraxEnvironment(env, episode_length=episode_length, task_dim=task_dim, name=name,
+                           physics=physics, default_context=default_context)
     none = jnp.zeros((0,), jnp.float32)
 
     def to_params(c: jax.Array) -> BraxParams:
