@@ -317,7 +317,7 @@ def test_iteration_never_passes_central_params_to_rollout(monkeypatch, method, s
 
     jax.eval_shape(traced, state)
     assert not seen["kwargs"]
-    assert len(seen["args"]) == 8
+    assert len(seen["args"]) == 10  # the signature's (tested above), noise injection's last
     passed = jax.tree.leaves(seen["args"])
     has = lambda leaves: [any(x is y for y in passed) for x in leaves]  # noqa: E731
     assert seen["teacher"] and seen["central"]
