@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import distillax
-from distillax import checkpoint, cli, evaluate, reporting
+from distillax import checkpoint, cli, evaluate
 from distillax.config import Config, ConfigError
 
 pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
@@ -158,7 +158,7 @@ def no_build(monkeypatch):
         raise _Built()
 
     monkeypatch.setattr(distillax.run, "build_model", built)
-    monkeypatch.setattr(reporting, "load", built)
+    monkeypatch.setattr("distillax.checkpoint.load", built)
     monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **kw: calls.append(kw))
     old = jax.config.jax_cpu_collectives_implementation  # initialize_distributed sets it
     yield calls

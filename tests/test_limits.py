@@ -154,7 +154,7 @@ def test_evaluate_refuses_sizes_before_restoring(standin_run, tmp_path, monkeypa
     def restored(*args):
         raise AssertionError("the checkpoint was restored")
 
-    monkeypatch.setattr(reporting, "load", restored)
+    monkeypatch.setattr("distillax.checkpoint.load", restored)
     monkeypatch.setattr(limits, "available_bytes", lambda: 1 << 30)
     assert evaluate.main([standin_run, "--out", str(tmp_path / "eval")] + flags) == 2
     err = capsys.readouterr().err.splitlines()
@@ -169,7 +169,7 @@ def test_a_long_evaluation_is_noted_and_goes_on(standin_run, monkeypatch, capsys
     def loaded(*args):
         raise _Loaded
 
-    monkeypatch.setattr(reporting, "load", loaded)
+    monkeypatch.setattr("distillax.checkpoint.load", loaded)
     # cartpole (default config): 4 partitions + central, episodes of up to 500 steps
     n = sum(evaluation.context_counts(envs.make_task("cartpole").space, 1296, 3))
     with pytest.raises(_Loaded):

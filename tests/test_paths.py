@@ -9,7 +9,7 @@ import os
 import pytest
 
 import distillax
-from distillax import cli, evaluate, reporting
+from distillax import cli, evaluate
 from distillax.config import ConfigError
 from distillax.paths import check_output_dir, removing_unused
 
@@ -100,7 +100,7 @@ def no_build(monkeypatch):
         raise _Built()
 
     monkeypatch.setattr(distillax.run, "build_model", built)
-    monkeypatch.setattr(reporting, "load", built)
+    monkeypatch.setattr("distillax.checkpoint.load", built)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
@@ -122,7 +122,7 @@ def test_a_run_stopped_before_writing_leaves_no_directory(standin_run, tmp_path,
         raise _Built()
 
     monkeypatch.setattr(distillax.run, "build_model", built)
-    monkeypatch.setattr(reporting, "load", built)
+    monkeypatch.setattr("distillax.checkpoint.load", built)
     before = _tree(standin_run)
     with pytest.raises(_Built):
         cli.main(["--checkpoint-dir", str(tmp_path / "new" / "run"), "--tensorboard"])

@@ -24,7 +24,6 @@ import jax
 import numpy as np
 
 from distillax import limits, logs
-from distillax.checkpoint import load, read_run
 from distillax.config import Config, ConfigError
 from distillax.contexts import ContextSpace
 from distillax.evaluation import (
@@ -198,6 +197,8 @@ def evaluate_checkpoint(directory: str, out: str | None = None, contexts: int = 
     `videos` K > 0: also GIFs of the central policy beside the own teacher in K grid contexts
     spread over the partitions (`render.write_videos`), into `out/videos`.
     """
+    from distillax.checkpoint import load, read_run  # orbax: only when a checkpoint is read
+
     t0 = time.perf_counter()
     stored = read_run(directory, step).config
     if stored.seeds > 1:
