@@ -84,7 +84,7 @@ Trace = Callable[[Any, jax.Array], Any]
 def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
              env: ContextualEnv, contexts: jax.Array, key: jax.Array,
              watch: Watch | None = None, trace: Trace | None = None,
-             max_steps: int | None = None) -> Episodes:
+             max_steps: int | None = None, copies: int = 1) -> Episodes:
     """One episode in each context `[N, d]`, undiscounted.
 
     `policy(obs [N, obs], context [N, d], key) -> action [N, ...]`. Counts reward up to each
@@ -93,12 +93,17 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     fails fast is evaluated fast. Step t acts with `fold_in(key_run, t)`. `watch(obs, context)
     -> {name: [N]}` is measured at every state acted on before the episode's end, and summed;
     `trace(env_state, context) -> leaves [N, ...]` is kept at every step t < T = `max_steps`
-    (what a video draws: `render.record`; zeros past the loop's last step).
+    (what a video draws: `render.record`; zeros past the loop's last step). `copies` C plays
+    every context C times with the same keys, as one batch of C x N rows (row c N + n: copy c
+    of context n; the leaves `[C N]`): two policies from the same initial states in one loop
+    (`render.record`), where a vmap over them would select over every env-state leaf.
     """
-    n = contexts.shape[0]
+    tile = lambda x: jnp.concatenate([x] * copies)  # noqa: E731
+    n, contexts = contexts.shape[0] * copies, tile(contexts)
     T = int(max_steps or env.max_steps)
     key_reset, key_run = jax.random.split(key)
-    obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, n), contexts)
+    keys = lambda k: tile(jax.random.split(k, n // copies))  # noqa: E731  one per context
+    obs, state = jax.vmap(env.reset)(keys(key_reset), contexts)
     measures = jax.eval_shape(watch, obs, contexts) if watch else {}
     kept = (jax.tree.map(lambda x: jnp.zeros((T,) + x.shape, x.dtype), trace(state, contexts))
             if trace else None)
@@ -117,7 +122,7 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
         k_act, k_env = jax.random.split(jax.random.fold_in(key_run, t))
         action = policy(obs, contexts, k_act)
         # no reset: an ended episode's later steps are never counted
-        out = jax.vmap(env.transition)(jax.random.split(k_env, n), state, action, contexts)
+        out = jax.vmap(env.transition)(keys(k_env), state, action, contexts)
         total = total + jnp.where(alive, out.reward, 0.0)
         steps = steps + alive
         alive = alive & ~(out.terminated | out.truncated)

@@ -69,25 +69,35 @@ def record(model: Any, policies: Any, contexts: np.ndarray, key: jax.Array,
            greedy: bool = True, steps: int | None = None) -> Recording:
     """Play the central policy and each context's own teacher in `contexts [K, d]`.
 
-    Both play the evaluator's episodes (`evaluation.policy_episodes`, vmapped over who acts),
-    with `Drawer.pick` as its trace: the same keys, so both meet the same initial state and
-    the returns are the evaluator's. Runs at most `steps` steps (default: the env's maximum
-    episode length) and stops once every episode has ended.
+    Both play the evaluator's episodes (`evaluation.episodes`, with `copies=2`: one batch of
+    2K rows, the central policy's then the teachers') with `Drawer.pick` as its trace: the
+    same keys as the evaluator's, so both meet the same initial state and the returns are
+    the evaluator's. Runs at most `steps` steps (default: the env's maximum episode length)
+    and stops once every episode has ended.
     """
-    from distillax.evaluation import CENTRAL, TEACHERS, policy_episodes
+    from distillax.evaluation import episodes
+    from distillax.policy import central_policy, own_cell, teacher_policy
 
     env: ContextualEnv = model.env
     pick = drawer_for(env).pick
     T = int(steps or env.max_steps)
     contexts = jnp.asarray(contexts, jnp.float32)
+    K = contexts.shape[0]
     look = jax.vmap(lambda state, context: pick(env, state, context))
+    central = central_policy(model, policies, greedy)
+    teacher = teacher_policy(model, policies, own_cell(model, policies.partition), greedy)
+
+    def act(obs, context, k):  # rows [0, K): the central policy; [K, 2K): the own teachers
+        return jnp.concatenate([central(obs[:K], context[:K], k),
+                                teacher(obs[K:], context[K:], k)])
 
     @functools.partial(jax.jit, compiler_options=RUN_ONCE)
     def run(contexts, key):
-        both = jax.vmap(lambda who: policy_episodes(model, policies, contexts, key, greedy, who,
-                                                    trace=look, max_steps=T))(
-            jnp.asarray([CENTRAL, TEACHERS]))
-        return both.trace, both.steps, both.returns, both.cell[0]
+        ep = episodes(act, env, contexts, key, trace=look, max_steps=T, copies=2)
+        halves = lambda x: jnp.stack([x[..., :K], x[..., K:]])  # noqa: E731  [..., 2K] -> [2, ..., K]
+        frames = jax.tree.map(lambda x: jnp.stack([x[:, :K], x[:, K:]]), ep.trace)
+        return (frames, halves(ep.steps), halves(ep.returns),
+                own_cell(model, policies.partition)(contexts))
 
     frames, lengths, returns, cell = jax.tree.map(np.asarray, run(contexts, key))
     alive = np.arange(T)[None, :, None] < lengths[:, None, :]  # [2, T, K]
