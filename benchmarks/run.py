@@ -555,9 +555,8 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 def _md_e2e(r: dict[str, Any]) -> list[str]:
     """The `e2e` section of results.md."""
-    lines: list[str] = []
     e = r["e2e"]
-    lines += ["", "## End to end: whole processes, as a user runs them", "",
+    lines = ["", "## End to end: whole processes, as a user runs them", "",
               "Wall time of each process from its start to its results.json written "
               "(start-up, compilation, training, periodic and final evaluation, checkpoints "
               "included), median of the alternated repetitions. rejax 0.1.3: its own "
@@ -596,9 +595,8 @@ def _md_e2e(r: dict[str, Any]) -> list[str]:
 
 def _md_limit(r: dict[str, Any]) -> list[str]:
     """The `limit` section of results.md."""
-    lines: list[str] = []
     L = r["limit"]
-    lines += ["", f"## 1. Limit (CartPole, {L['envs']} envs x {L['steps']} steps, no "
+    lines = ["", f"## 1. Limit (CartPole, {L['envs']} envs x {L['steps']} steps, no "
               "learning)", "", "| what | env-steps/s | compile s |", "|---|---|---|",
               f"| env stepping alone (random actions) | {_k(L['env_only']['steps_per_s'])} "
               f"| {L['env_only']['compile_s']:.1f} |",
@@ -610,8 +608,7 @@ def _md_limit(r: dict[str, Any]) -> list[str]:
 
 def _md_peer(r: dict[str, Any]) -> list[str]:
     """The `peer` section of results.md."""
-    lines: list[str] = []
-    lines += ["", "## 2. Peer: rejax 0.1.3 PPO vs distillax `ppo` on CartPole-v1", "",
+    lines = ["", "## 2. Peer: rejax 0.1.3 PPO vs distillax `ppo` on CartPole-v1", "",
               "Same hyperparameters (4 epochs x 4 minibatches, lr "
               f"{PEER_HP['learning_rate']} constant, clip 0.2, gamma 0.99, GAE 0.95, vf 0.5, "
               "ent 0.01, max_grad_norm 0.5) and network (separate actor and critic, 2x64 "
@@ -638,9 +635,8 @@ def _md_peer(r: dict[str, Any]) -> list[str]:
 
 def _md_overhead(r: dict[str, Any]) -> list[str]:
     """The `overhead` section of results.md."""
-    lines: list[str] = []
     o = r["overhead"]
-    lines += ["", f"## 3. Distillation overhead (cartpole, {o['envs']} envs x {o['steps']} "
+    lines = ["", f"## 3. Distillation overhead (cartpole, {o['envs']} envs x {o['steps']} "
               "steps in total)", "", "| method | P | env-steps/s | vs ppo | compile s |",
               "|---|---|---|---|---|"]
     for name, (_, P, _) in OVERHEAD_CASES.items():
@@ -654,9 +650,8 @@ def _md_overhead(r: dict[str, Any]) -> list[str]:
 
 def _md_scaling(r: dict[str, Any]) -> list[str]:
     """The `scaling` section of results.md."""
-    lines: list[str] = []
     s = r["scaling"]
-    lines += ["", f"## 4. Scaling in P (cartpole, {s['envs']} envs x {s['steps']} steps in "
+    lines = ["", f"## 4. Scaling in P (cartpole, {s['envs']} envs x {s['steps']} steps in "
               "total; all cases compiled first, then timed in interleaved rounds)", "",
               "| method | P | env-steps/s | vs P=1 | compile s (wall) | compile s (CPU) | "
               "CPU vs P=1 |", "|---|---|---|---|---|---|---|"]
@@ -672,8 +667,7 @@ def _md_scaling(r: dict[str, Any]) -> list[str]:
 
 def _md_profile(r: dict[str, Any]) -> list[str]:
     """The `profile` section of results.md."""
-    lines: list[str] = []
-    lines += ["", "## 5. Where the time goes (rollout vs update)", "",
+    lines = ["", "## 5. Where the time goes (rollout vs update)", "",
               "Rollout = a jitted function running only `rollout` (+ the bootstrap value) "
               "on the same state; update = whole iteration - rollout.", "",
               "| method | P | task | envs x steps | iteration ms | rollout ms | update ms | "
@@ -689,9 +683,8 @@ def _md_profile(r: dict[str, Any]) -> list[str]:
 
 def _md_sweep(r: dict[str, Any]) -> list[str]:
     """The `sweep` section of results.md."""
-    lines: list[str] = []
     w = r["sweep"]
-    lines += ["", f"## 6. A 4-member sweep vs 4 separate runs (central, P=4, cartpole, "
+    lines = ["", f"## 6. A 4-member sweep vs 4 separate runs (central, P=4, cartpole, "
               f"{w['envs']} envs x {w['steps']} steps per run; learning_rate in "
               f"{', '.join(map(str, SWEEP_LR))})", "",
               "| case | env-steps/s (all runs) | compile s |", "|---|---|---|",
