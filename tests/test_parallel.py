@@ -173,4 +173,5 @@ def test_a_save_failed_on_one_process_stops_every_process_with_the_same_line(tmp
     assert re.match(r"error: saving a checkpoint \(step 3\) into .*run' failed: OSError: "
                     r"\[Errno 28\] No space left on device.*; no checkpoint is complete$",
                     errors[0][0]), errors[0][0]
-    assert not any("Traceback" in err for _, err in outs)
+    # (intermittent once in a full suite: the message shows whose traceback it was)
+    assert not any("Traceback" in err for _, err in outs), [err[-3000:] for _, err in outs]
