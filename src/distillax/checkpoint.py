@@ -576,6 +576,7 @@ class Saver:
         self.saves = 0
         self._last: int | None = None  # the step of the latest save started
         self._closed = False
+        self._broken = False  # a save failed
 
     def __enter__(self) -> Saver:
         return self
@@ -590,6 +591,7 @@ class Saver:
             pass
 
     def _failed(self, e: Exception, step: int | None) -> CheckpointError:
+        self._broken = True
         at = f" (step {step})" if step is not None else ""
         # A failed save is never committed (orbax renames its tmp directory only once every
         # item is written, and drops old steps only after that), so the latest step on disk
@@ -708,7 +710,10 @@ class Saver:
         except Exception as e:
             raise self._failed(e, self._last) from e
         finally:
-            logging.getLogger("absl").removeFilter(self._quiet)
+            # After a failure orbax's threads can outlive `close` (a write abandoned at a
+            # barrier) and log the same failure later, with a traceback: keep dropping those
+            if not self._broken:
+                logging.getLogger("absl").removeFilter(self._quiet)
 
 
 def require_empty(directory: str) -> None:
