@@ -1,5 +1,6 @@
 """The shipped goal tasks: `reacher-target` resets as brax's reacher given brax's target,
-`ant-goal`'s reward is DnC's, both train, and the GPU script runs small. (The adapter, and
+`ant-goal`'s reward is DnC's, ant-goal trains through the GPU script run small, and
+reacher-target's training program lowers. (The adapter, and
 `double-pendulum-physics`, which reproduces brax's inverted double pendulum: test_brax.py.)
 
 A file of its own so that, under `pytest -n 2 --dist loadfile`, its MJX compilations run
@@ -17,12 +18,15 @@ from flax import struct
 pytest.importorskip("brax")
 
 from brax.envs.reacher import Reacher
-from test_brax import TINY, _check_trained, _quiet
+from test_brax import TINY, _check_trained
 
+from distillax import parallel
 from distillax.config import Config
+from distillax.contexts import make_partition
 from distillax.envs import ant_goal, reacher_target
 from distillax.envs import brax as dbrax
-from distillax.run import train
+from distillax.model import build_model
+from distillax.trainer import _fresh, make_runner
 
 pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
 
@@ -111,15 +115,26 @@ def test_ant_reward_is_dnc_reward_of_the_clipped_action():
     assert obs.shape == (29,) and int(nxt.time) == 1
 
 
-def test_reacher_target_trains():
-    """Two iterations of 2 teachers (method central): finite losses, moved params, and every
-    env's target is its context."""
+def test_reacher_target_training_program_lowers():
+    """The training program of 2 reacher-target teachers (method central) traces and lowers
+    on a 1-device mesh, returning the state it took: the task fits the trainer's shapes, its
+    shard_map and MJX's loops (envs/brax.py's patches). Lowered, not compiled (an MJX
+    compile is most of this file's time): training through the same adapter is checked by
+    the ant-goal run below and test_brax.py's runs, and reacher's own part, the target its
+    context sets at reset, by the reset test above."""
     cfg = Config(task="reacher-target", method="central", partitions=2, total_steps=4 * 8 * 3,
                  **TINY)
-    state, summary = train(cfg, log=_quiet, stop_after=2)
-    _check_trained(cfg, state, summary)
-    target = np.asarray(state.env.state.inner.pipeline_state.q[..., 2:])
-    np.testing.assert_allclose(target, np.asarray(state.env.context), atol=1e-6)
+    model = build_model(cfg)
+    # the fresh state's shapes only (building it would compile MJX's reset)
+    partition = make_partition(jax.random.PRNGKey(0), model.env.space, cfg.partitioner,
+                               cfg.partitions, cfg.kmeans_samples)
+    state = jax.eval_shape(lambda k: _fresh(model, partition, k, k, k), jax.random.PRNGKey(0))
+    runner = make_runner(model, state, parallel.make_mesh(1), 2)
+    out_state, metrics = runner.step.lower(state, runner.count(2)).out_info
+    assert jax.tree.structure(out_state) == jax.tree.structure(state)
+    assert [x.shape for x in jax.tree.leaves(out_state)] == [
+        x.shape for x in jax.tree.leaves(state)]
+    assert metrics.update.loss.shape[0] == 2  # [iterations, ...]
 
 
 def test_ant_goal_trains_through_the_gpu_script_run_small(tmp_path, monkeypatch):
