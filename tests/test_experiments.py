@@ -15,9 +15,10 @@ from distillax import Config
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
-# One run per script: each script's path through the harness is smoke-run once; every
-# method is trained by tests/test_methods.py, and every row of every script is validated and
-# built (below, without compiling).
+# Each table's script is `harness.main(task)` (checked below for each): the harness's whole
+# path is smoke-run once, on pendulum (the cheapest compile); every method is trained by
+# tests/test_methods.py, and every row of every script is validated and built (below,
+# without compiling).
 SMOKE = {"cartpole": "central", "pendulum": "ppo-context", "pointgoal": "dnc",
          "fourrooms": "distral"}
 
@@ -45,8 +46,17 @@ def test_every_row_of_every_script_validates_and_builds(task):
 
 
 @pytest.mark.parametrize("task", sorted(SMOKE))
-def test_experiment_script_writes_its_table_and_curves(task, tmp_path, monkeypatch,
-                                                       compile_cache):
+def test_each_table_script_runs_the_harness_on_its_task(task, monkeypatch):
+    _, harness = _harness()
+    calls = []
+    monkeypatch.setattr(harness, "main", lambda *a, **kw: calls.append(a))
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    runpy.run_path(str(EXPERIMENTS / f"{task}.py"), run_name="__main__")
+    assert calls == [(task,)]
+
+
+def test_experiment_script_writes_its_table_and_curves(tmp_path, monkeypatch, compile_cache):
+    task = "pendulum"
     methods = SMOKE[task].split(",")
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     monkeypatch.setattr(sys, "argv", [f"{task}.py", "--small", "--total-steps", "256",
