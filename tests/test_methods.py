@@ -147,9 +147,10 @@ def test_a_toy_method_registered_through_its_spec_alone_trains(monkeypatch, tmp_
     params = fresh.params.replace(teacher=teacher, central=central)
     kw = dict(teacher_stats=fresh.teacher_stats, central_stats=fresh.central_stats,
               weights=fresh.partition.weights, axis_name=None)
-    total, m = loss_fn(params, model, mb, **kw)
     off = build_model(model.config.replace(coupling_coef=0.0))
-    total_off, _ = loss_fn(params, off, mb, **kw)
+    # jitted: op by op, the loss took ~100 small compilations (most of this test's time)
+    total, m = jax.jit(lambda p: loss_fn(p, model, mb, **kw))(params)
+    total_off, _ = jax.jit(lambda p: loss_fn(p, off, mb, **kw))(params)
     assert float(jnp.min(m.couple)) > 1e-2
     np.testing.assert_allclose(float(total - total_off),
                                2.0 * float(jnp.sum(fresh.partition.weights * m.couple)),
