@@ -16,12 +16,13 @@ from flax import struct
 
 pytest.importorskip("brax")
 
+from brax.envs.base import State as BraxInnerState
 from brax.envs.reacher import Reacher
 from test_brax import TINY, _check_trained, _quiet
 
 from distillax.config import Config
 from distillax.envs import ant_goal, reacher_target
-from distillax.envs import brax as dbrax
+from distillax.envs import mjx as dmjx
 from distillax.run import train
 
 pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
@@ -88,9 +89,9 @@ def test_ant_reward_is_dnc_reward_of_the_clipped_action():
     ctx = jnp.asarray([math.pi / 2])
     np.testing.assert_allclose(ant_goal.goal_of(ctx), [0.0, 5.0], atol=1e-6)
     params = task.to_params(ctx)
-    inner = dbrax.BraxInnerState(fake(), jnp.zeros(29), jnp.zeros(()), jnp.zeros(()),
-                                 {"distance": jnp.zeros(())}, {"goal": params.task})
-    state = dbrax.BraxState(inner, jnp.zeros((), jnp.int32))
+    inner = BraxInnerState(fake(), jnp.zeros(29), jnp.zeros(()), jnp.zeros(()),
+                           {"distance": jnp.zeros(())}, {"goal": params.task})
+    state = dmjx.MjxState(inner, jnp.zeros((), jnp.int32))
     for z, bad, reward, done in [(0.5, False, 1 - math.sqrt(10) / 5 - 0.04, False),
                                  (0.1, False, 1 - math.sqrt(10) / 5 - 0.04, True),
                                  (0.5, True, 0.0, True)]:
