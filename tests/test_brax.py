@@ -76,13 +76,15 @@ def _default(task, n=N):
 
 def test_core_and_gymnax_tasks_do_not_import_brax(tmp_path):
     """In a fresh interpreter: importing distillax and its envs, and building a gymnax task,
-    leaves brax and mujoco unimported, while the brax tasks are listed by name."""
+    leaves brax, mujoco and MuJoCo Playground unimported, while the brax tasks are listed by
+    name."""
     import subprocess
 
     code = ("import sys, distillax, distillax.envs as e; e.make_task('cartpole'); "
             "assert {'ant-goal', 'reacher-target', 'double-pendulum-physics', "
             "'double-pendulum'} <= set(e.names()); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('brax', 'mujoco')))")
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('brax', 'mujoco', 'mujoco_playground')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -1,17 +1,20 @@
 """The MuJoCo Playground adapter and tasks (the `playground` extra): at the default context
 `cartpole-swingup-physics` is Playground's own CartpoleSwingup, contexts change its physics,
 `reacher-easy-target` resets as Playground's reacher given Playground's target, both train,
-episode ends redraw within the cell, a run resumes bit for bit, the README's example runs,
+episode ends redraw within the cell, a run resumes bit for bit, the README's example builds,
 videos draw, and without the extra a Playground task is refused in one line.
 
-MJX programs take 5-25 s each to compile on 2 cores, so the tests share them: one program
-(`play`: the cart-pole with 16-step episodes and Playground's own env, side by side) serves
-the reproduction, trajectory and video tests; one tiny training config serves the smoke run,
-the redraw and the resume tests (runs stop before their last iteration, so no evaluation
-program is compiled; the persistent compilation cache, tests/conftest.py, lets the resumed
-run reuse the training program); the reacher's reset logic runs eagerly with MJX's forward
-pass stubbed. What remains is 4 MJX compilations (play, 2 training programs, the README's
-pendulum): 105-160 s on the shared 2-core VM, most of it the two training programs.
+MJX compilations are this file's cost (each reset or step of an MJX env compiles for 3-8 s on
+2 cores), so it makes as few as it can: one program (`play`: the cart-pole with 16-step
+episodes and Playground's own env side by side, each reset and step compiled once) serves
+the reproduction, trajectory and video tests; one tiny seeded training run of the cart-pole
+serves its smoke run, the redraw and the resume tests (its runs stop before their last
+iteration, so no evaluation program is compiled; the resumed run's programs come from the
+persistent compilation cache, tests/conftest.py); the reacher trains once; its reset logic
+runs eagerly with MJX's forward pass stubbed; the README's example is built, not stepped
+(its physics goes through the same `contextual` as the cart-pole's); the missing extra is
+faked in this process. (The core's imports are checked in a fresh interpreter by
+tests/test_brax.py, which lists `mujoco_playground` among the modules it must not load.)
 """
 
 import math
@@ -19,7 +22,6 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
 import sys
 
 import jax
@@ -32,17 +34,10 @@ pytest.importorskip("mujoco_playground", reason="the playground extra is not ins
 
 from test_brax import TINY, _check_trained, _leaves_differ, _quiet
 
-from distillax import render
+from distillax import envs, render
 from distillax.config import Config, validate
 from distillax.contexts import assign, make_partition
-from distillax.envs import (
-    TASKS,
-    cartpole_swingup,
-    make_task,
-    playground,
-    reacher_easy,
-    register,
-)
+from distillax.envs import cartpole_swingup, make_task, playground, reacher_easy, register
 from distillax.model import build_model
 from distillax.presets import preset
 from distillax.run import resume, train
@@ -52,63 +47,68 @@ pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
 
 N = 5  # envs in the shared program
 EPISODE = 16  # episode length of the shared cart-pole
-T = 2 * EPISODE + 2  # steps it plays: two episode ends per env
+T = 2 * EPISODE + 1  # steps it plays: every env's episode ends twice, and restarts twice
 
 
 @struct.dataclass
 class Played:
     """What `play` returns, leaves `[T, N, ...]`: ours (the adapter, as the rollout runs it:
-    `transition`, then the reset of ended episodes with the reset half of the step key) and
-    Playground's own (`reset`, `step` of the clipped action; reset where ours ended)."""
+    the reset of the envs whose episode ended, then `transition`) and Playground's own (its
+    `reset` with the same key, `step` of the clipped action). Rows at steps 0, 16 and 32
+    begin an episode: there `reset_obs` / `ref_reset_obs` are the reset's observations (key
+    `keys` at step 0, else the reset half of the previous step's key)."""
 
-    obs: jax.Array  # our final obs
+    obs: jax.Array  # our final obs of the step
     reward: jax.Array
     terminated: jax.Array
     truncated: jax.Array
-    reset_obs: jax.Array  # our reset obs with the step's reset key
+    reset_obs: jax.Array
     ref_obs: jax.Array  # Playground's step obs
     ref_reward: jax.Array
     ref_done: jax.Array
     ref_reset_obs: jax.Array
     frames: dict  # the drawer's pick of each state acted on (geom poses, context sizes)
-    first_obs: jax.Array  # [N, obs] our reset obs, and Playground's
-    ref_first_obs: jax.Array
 
 
 @pytest.fixture(scope="module")
 def cp():
     """(the cart-pole with 16-step episodes, `play(keys [N, 2], contexts [N, 4], actions
-    [T, N, 1]) -> Played`): one compiled program for every test of the env itself (an MJX
-    program takes 5-20 s to compile on 2 cores)."""
+    [T, N, 1]) -> Played`): one compiled program for every test of the env itself. Each
+    env's reset and step appear once: a reset is computed at every step and kept where the
+    previous step ended the episode (all envs "ended" before step 0)."""
     task = cartpole_swingup.make(episode_length=EPISODE)
     env = cartpole_swingup._env()
     pick = jax.vmap(lambda s, c: render.drawer_for(task).pick(task, s, c))
-    where = lambda done, a, b: jax.tree.map(  # noqa: E731  per env, over matching trees
-        lambda x, y: jnp.where(jnp.reshape(done, (N,) + (1,) * (x.ndim - 1)), x, y), a, b)
+
+    def where(done, a, b):  # per env, over matching trees
+        return jax.tree.map(
+            lambda x, y: jnp.where(jnp.reshape(done, (N,) + (1,) * (x.ndim - 1)), x, y), a, b)
 
     @jax.jit
     def play(keys, ctx, actions):
-        obs, st = jax.vmap(task.reset)(keys, ctx)
-        ref = jax.vmap(env.reset)(keys)
         step_keys = jax.random.split(jax.random.PRNGKey(2), T * N).reshape(T, N, 2)
+        reset_keys = jnp.concatenate(
+            [keys[None], jax.vmap(jax.vmap(lambda k: jax.random.split(k)[1]))(step_keys[:-1])])
+        blank = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+            lambda: (jax.vmap(task.reset)(keys, ctx)[1], jax.vmap(env.reset)(keys))))
 
         def body(carry, xs):
-            st, ref = carry
-            a, k = xs
-            out = jax.vmap(task.transition)(k, st, a, ctx)
-            nxt = jax.vmap(env.step)(ref, jnp.clip(a, -1.0, 1.0))
-            done = out.terminated | out.truncated
-            k_reset = jax.vmap(lambda k: jax.random.split(k)[1])(k)
+            st, ref, ended = carry
+            a, k, k_reset = xs
             obs_re, st_re = jax.vmap(task.reset)(k_reset, ctx)
             ref_re = jax.vmap(env.reset)(k_reset)
+            st, ref = where(ended, st_re, st), where(ended, ref_re, ref)
+            out = jax.vmap(task.transition)(k, st, a, ctx)
+            nxt = jax.vmap(env.step)(ref, jnp.clip(a, -1.0, 1.0))
             row = dict(obs=out.final_obs, reward=out.reward, terminated=out.terminated,
                        truncated=out.truncated, reset_obs=obs_re, ref_obs=nxt.obs,
                        ref_reward=nxt.reward, ref_done=nxt.done, ref_reset_obs=ref_re.obs,
                        frames=pick(st, ctx))
-            return (where(done, st_re, out.state), where(done, ref_re, nxt)), row
+            return (out.state, nxt, out.terminated | out.truncated), row
 
-        _, rows = jax.lax.scan(body, (st, ref), (actions, step_keys))
-        return Played(**rows, first_obs=obs, ref_first_obs=ref.obs)
+        carry = (*blank, jnp.ones((N,), bool))
+        _, rows = jax.lax.scan(body, carry, (actions, step_keys, reset_keys))
+        return Played(**rows)
 
     return task, play
 
@@ -125,7 +125,14 @@ def test_implementation_is_jax_without_a_cuda_gpu():
     assert cartpole_swingup._env().mjx_model.impl.value == "jax"
 
 
-def test_task_shapes_and_spaces():
+def test_tasks_are_registered_once_with_shapes_spaces_and_drawers():
+    """Each task is one `envs.Task` of its module, listed in `envs.SHIPPED` with its extra;
+    its preset, drawer and spaces."""
+    for name, module in [("cartpole-swingup-physics", cartpole_swingup),
+                         ("reacher-easy-target", reacher_easy)]:
+        assert envs.SHIPPED[name] == (module.__name__.rsplit(".", 1)[1], "playground")
+        assert envs.task(name) is module.TASKS[name] and envs.shipped(name)
+        assert envs.task(name).drawer is module.DRAWER and preset(name)["task"] == name
     cart, reach = make_task("cartpole-swingup-physics"), make_task("reacher-easy-target")
     # cart-pole: cart x, pole cos / sin, 2 velocities; one motor; Playground's 1000 steps
     assert (cart.obs_dim, cart.action_dim, cart.discrete, cart.max_steps) == (5, 1, False, 1000)
@@ -139,6 +146,9 @@ def test_task_shapes_and_spaces():
     assert reach.space.cyclic == (True, False)
     np.testing.assert_allclose([*reach.space.low, *reach.space.high],
                                [0.0, 0.05, 2 * math.pi, 0.2], rtol=1e-6)
+    # the reacher drawer's target mark, where Playground puts it: radius (sin angle, cos angle)
+    np.testing.assert_allclose(reacher_easy.target_xy(jnp.asarray([math.pi / 2, 0.1])),
+                               [0.1, 0.0], atol=1e-7)
 
 
 def test_bad_playground_envs_are_refused_naming_the_field():
@@ -186,8 +196,9 @@ def test_default_context_reproduces_playground_reset_step_and_time_limit(cp):
     keys = jax.random.split(jax.random.PRNGKey(0), N)
     actions = jax.random.uniform(jax.random.PRNGKey(1), (T, N, 1), minval=-1.5, maxval=1.5)
     p = jax.tree.map(np.asarray, play(keys, _default(task), actions))
-    np.testing.assert_array_equal(p.first_obs, p.ref_first_obs)
-    np.testing.assert_array_equal(p.reset_obs, p.ref_reset_obs)
+    starts = [0, EPISODE, 2 * EPISODE]
+    np.testing.assert_array_equal(p.reset_obs[starts], p.ref_reset_obs[starts])
+    assert len({p.reset_obs[t].tobytes() for t in starts}) == 3  # three different resets
     np.testing.assert_allclose(p.obs, p.ref_obs, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(p.reward, p.ref_reward, rtol=1e-5, atol=1e-6)
     assert not p.terminated.any() and not p.ref_done.any()
@@ -253,8 +264,8 @@ def test_context_changes_the_trajectory(cp):
     cart the other way."""
     task, play = cp
     p, _ = _pushed(play, task)
-    x = p.obs[9, :, 0] - p.first_obs[:, 0]  # cart displacement
-    swing = p.obs[9, :, 2] - p.first_obs[:, 2]  # change of the pole's sin
+    x = p.obs[9, :, 0] - p.reset_obs[0, :, 0]  # cart displacement
+    swing = p.obs[9, :, 2] - p.reset_obs[0, :, 2]  # change of the pole's sin
     assert x[0] > 0.03 and abs(swing[0]) > 0.01, (x, swing)
     assert abs(swing[1]) < abs(swing[0]) and abs(swing[2]) < abs(swing[0]), swing
     assert x[3] < x[0], x  # the heavier pole: less cart motion for the same force
@@ -294,10 +305,11 @@ SHORT = "cartpole-swingup-physics-16"  # the cart-pole with 16-step episodes (re
 
 @pytest.fixture(scope="module")
 def cp_runs(tmp_path_factory):
-    """The cart-pole with 16-step episodes, method central, P = 2: a run to iteration 4 of
-    6 with checkpoints at 2 and 4 (32 steps per env: every env's episode ends twice), and a
-    copy of its directory without the checkpoint at 4 resumed from 2 to 4. The short task is
-    registered for this module's tests only (the registry is process-wide)."""
+    """The cart-pole with 16-step episodes, method central, P = 2, seeded: a run to
+    iteration 4 of 6 with checkpoints at 2 and 4 (32 steps per env: every env's episode ends
+    twice), and a copy of its directory without the checkpoint at 4 resumed from 2 to 4.
+    The short task is registered for this module's tests only (the registry is
+    process-wide)."""
     register(SHORT, lambda: cartpole_swingup.make(episode_length=EPISODE))
     cfg = Config(task=SHORT, method="central", partitions=2, total_steps=4 * 8 * 6,
                  checkpoint_every=2, **TINY)
@@ -307,7 +319,7 @@ def cp_runs(tmp_path_factory):
     shutil.rmtree(f"{d_cut}/4")
     resumed, _ = resume(d_cut, log=_quiet, stop_after=4)
     yield cfg, full, summary, resumed
-    TASKS.pop(SHORT)
+    envs.TASKS.pop(SHORT)
 
 
 def test_cartpole_swingup_trains(cp_runs):
@@ -343,8 +355,8 @@ def test_playground_run_resumes_bit_for_bit(cp_runs):
 
 
 def test_reacher_easy_target_trains():
-    """Two iterations of 2 teachers (method central): finite losses, moved params, and every
-    env's target (its mocap body) is its context's."""
+    """Two seeded iterations of 2 teachers (method central): finite losses, moved params,
+    and every env's target (its mocap body) is its context's."""
     cfg = Config(task="reacher-easy-target", method="central", partitions=2,
                  total_steps=4 * 8 * 3, **TINY)
     state, summary = train(cfg, log=_quiet, stop_after=2)
@@ -384,47 +396,42 @@ def test_cartpole_video_draws_each_context_pole(cp, tmp_path):
 
 
 def test_readme_playground_example_makes_an_unshipped_env_contextual():
-    """The README's example, run as written: Playground's PendulumSwingup over gravity.
-    With the same start and no torque, the pendulum swings faster under 1.5x gravity: its
-    angular velocity after 10 steps (0.2 s) is larger."""
+    """The README's example, run as written: Playground's PendulumSwingup over gravity is a
+    registered task whose model at a context has that gravity and is otherwise
+    Playground's (stepping it goes through the same `contextual` as the cart-pole's, which
+    the tests above step)."""
     readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
     code = re.search(r"### A MuJoCo Playground env of your own.*?```python\n(.*?)```", readme,
                      re.S).group(1)
     exec(code, {})
     task = make_task("pendulum-gravity-playground")
-    ctx = jnp.asarray([[9.81], [9.81 * 1.5]], jnp.float32)
-    keys = jnp.broadcast_to(jax.random.PRNGKey(1), (2, 2))
-
-    @jax.jit  # one program: reset, then 10 unforced steps, in both contexts
-    def speed_after_10(keys, ctx):
-        _, st = jax.vmap(task.reset)(keys, ctx)
-
-        def body(st, _):
-            out = jax.vmap(task.transition)(keys, st, jnp.zeros((2, 1)), ctx)
-            return out.state, out.obs[:, -1]
-
-        return jax.lax.scan(body, st, None, length=10)[1][-1]
-
-    speed = np.abs(np.asarray(speed_after_10(keys, ctx)))  # |angular velocity|
-    assert speed[1] > 1.2 * speed[0] > 0, speed
+    assert (task.obs_dim, task.action_dim, task.space.names) == (3, 1, ("gravity",))
+    assert task.env.inner_env.mjx_model.impl.value == "jax"
+    base = task.env.base_model
+    model = task.env.system(jnp.asarray([14.7], jnp.float32))
+    np.testing.assert_allclose(model.opt.gravity, [0.0, 0.0, -14.7], rtol=1e-6)
+    assert _leaves_differ(model.replace(opt=base.opt), base) == []  # nothing else changed
 
 
-def test_core_never_imports_playground_and_a_missing_extra_is_one_line(tmp_path):
-    """In a fresh interpreter: importing distillax and building a gymnax task leaves
-    Playground (and mujoco) unimported; then, with Playground made unimportable, training a
-    Playground task stops before any compute (no run directory is written) with one line
-    that names the extra, exit status 2."""
+def test_a_missing_extra_is_refused_in_one_line_before_any_compute(monkeypatch, capsys,
+                                                                  tmp_path):
+    """With Playground made unimportable (as where the extra is not installed), training a
+    Playground task from the command line stops at validation, before anything is built or
+    written (no run directory), with one line naming the extra, exit status 2."""
+    for name in ("distillax.envs.reacher_easy", "distillax.envs.playground"):
+        monkeypatch.delitem(sys.modules, name)  # imported again, and failing, below
+    monkeypatch.setitem(sys.modules, "mujoco_playground", None)
+    envs._shipped.cache_clear()  # the task's record was cached when its module imported
     out_dir = tmp_path / "run"
-    code = ("import sys, distillax, distillax.envs as e; e.make_task('cartpole'); "
-            "assert 'reacher-easy-target' in e.TASKS; "
-            "assert not {'mujoco_playground', 'mujoco'} & set(sys.modules), 'imported'; "
-            "sys.modules['mujoco_playground'] = None; "
-            "from distillax.cli import main; "
-            f"sys.exit(main(['--task', 'reacher-easy-target', '--checkpoint-dir', "
-            f"{str(out_dir)!r}]))")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert p.returncode == 2, p.stderr
-    (line,) = p.stderr.strip().splitlines()
-    assert line.startswith("error: config field `task` = 'reacher-easy-target' needs the "
-                           "playground extra: pip install 'distillax[playground]' ("), line
+    from distillax import cli
+
+    try:
+        status = cli.main(["--task", "reacher-easy-target", "--checkpoint-dir", str(out_dir)])
+    finally:
+        envs._shipped.cache_clear()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert line.startswith("error: config field `task` = 'reacher-easy-target' is invalid: "
+                           "task `reacher-easy-target` needs the playground extra: pip "
+                           "install 'distillax[playground]' ("), line
     assert not out_dir.exists()
