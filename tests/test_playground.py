@@ -5,8 +5,9 @@ episode ends redraw within the cell, a run resumes bit for bit, the README's exa
 videos draw, and without the extra a Playground task is refused in one line.
 
 MJX compilations are this file's cost (each reset or step of an MJX env compiles for 3-8 s on
-2 cores), so it makes as few as it can: one program (`play`: the cart-pole with 16-step
-episodes and Playground's own env side by side, each reset and step compiled once) serves
+2 cores, and a training program for 20-50 s), so it makes as few as it can: one program
+(`play`: the cart-pole with 16-step episodes and Playground's own env side by side, each
+reset and step compiled once) serves
 the reproduction, trajectory and video tests; one tiny seeded training run of the cart-pole
 serves its smoke run, the redraw and the resume tests (its runs stop before their last
 iteration, so no evaluation program is compiled; the resumed run's programs come from the
@@ -46,7 +47,7 @@ from distillax.trainer import init_state
 
 pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py
 
-N = 5  # envs in the shared program
+N = 5  # envs played (a call each)
 EPISODE = 16  # episode length of the shared cart-pole
 T = 2 * EPISODE + 1  # steps it plays: every env's episode ends twice, and restarts twice
 
@@ -54,10 +55,10 @@ T = 2 * EPISODE + 1  # steps it plays: every env's episode ends twice, and resta
 @struct.dataclass
 class Played:
     """What `play` returns, leaves `[T, N, ...]`: ours (the adapter, as the rollout runs it:
-    the reset of the envs whose episode ended, then `transition`) and Playground's own (its
+    the reset of an env whose episode ended, then `transition`) and Playground's own (its
     `reset` with the same key, `step` of the clipped action). Rows at steps 0, 16 and 32
-    begin an episode: there `reset_obs` / `ref_reset_obs` are the reset's observations (key
-    `keys` at step 0, else the reset half of the previous step's key)."""
+    begin an episode: there `reset_obs` / `ref_reset_obs` are the reset's observations (the
+    env's key at step 0, else the reset half of the previous step's key)."""
 
     obs: jax.Array  # our final obs of the step
     reward: jax.Array
@@ -74,45 +75,45 @@ class Played:
 @pytest.fixture(scope="module")
 def cp():
     """(the cart-pole with 16-step episodes, `play(keys [N, 2], contexts [N, 4], actions
-    [T, N, 1]) -> Played`): one compiled program for every test of the env itself. Each
-    env's reset and step appear once: a reset is computed at every step and kept where the
-    previous step ended the episode (all envs "ended" before step 0)."""
+    [T, N, 1]) -> Played`): one compiled program for every test of the env itself. It plays
+    one env (the N envs are N calls: a vmapped program compiled 30% longer, for a
+    millisecond's run), and each reset and step appears once in it: a reset is computed at
+    every step and kept where the previous step ended the episode (and before step 0)."""
     task = cartpole_swingup.make(episode_length=EPISODE)
     env = cartpole_swingup._env()
     # jitted: each traces once (tracing MJX takes seconds), for `blank`'s shapes and the scan
-    ref_reset, ref_step = jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
-    reset, transition = jax.jit(jax.vmap(task.reset)), jax.jit(jax.vmap(task.transition))
-    pick = jax.vmap(lambda s, c: render.drawer_for(task).pick(task, s, c))
-
-    def where(done, a, b):  # per env, over matching trees
-        return jax.tree.map(
-            lambda x, y: jnp.where(jnp.reshape(done, (N,) + (1,) * (x.ndim - 1)), x, y), a, b)
+    ref_reset, ref_step, reset = jax.jit(env.reset), jax.jit(env.step), jax.jit(task.reset)
+    pick = render.drawer_for(task).pick
 
     @jax.jit
-    def play(keys, ctx, actions):
-        step_keys = jax.random.split(jax.random.PRNGKey(2), T * N).reshape(T, N, 2)
+    def one(key, ctx, actions, step_keys):
         reset_keys = jnp.concatenate(
-            [keys[None], jax.vmap(jax.vmap(lambda k: jax.random.split(k)[1]))(step_keys[:-1])])
+            [key[None], jax.vmap(lambda k: jax.random.split(k)[1])(step_keys[:-1])])
         blank = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
-            lambda: (reset(keys, ctx)[1], ref_reset(keys))))
+            lambda: (reset(key, ctx)[1], ref_reset(key))))
 
         def body(carry, xs):
             st, ref, ended = carry
             a, k, k_reset = xs
             obs_re, st_re = reset(k_reset, ctx)
             ref_re = ref_reset(k_reset)
-            st, ref = where(ended, st_re, st), where(ended, ref_re, ref)
-            out = transition(k, st, a, ctx)
+            st, ref = jax.tree.map(lambda x, y: jnp.where(ended, x, y), (st_re, ref_re),
+                                   (st, ref))
+            out = task.transition(k, st, a, ctx)
             nxt = ref_step(ref, jnp.clip(a, -1.0, 1.0))
             row = dict(obs=out.final_obs, reward=out.reward, terminated=out.terminated,
                        truncated=out.truncated, reset_obs=obs_re, ref_obs=nxt.obs,
                        ref_reward=nxt.reward, ref_done=nxt.done, ref_reset_obs=ref_re.obs,
-                       frames=pick(st, ctx))
+                       frames=pick(task, st, ctx))
             return (out.state, nxt, out.terminated | out.truncated), row
 
-        carry = (*blank, jnp.ones((N,), bool))
-        _, rows = jax.lax.scan(body, carry, (actions, step_keys, reset_keys))
-        return Played(**rows)
+        carry = (*blank, jnp.ones((), bool))
+        return jax.lax.scan(body, carry, (actions, step_keys, reset_keys))[1]
+
+    def play(keys, ctx, actions):
+        step_keys = jax.random.split(jax.random.PRNGKey(2), T * N).reshape(T, N, 2)
+        rows = [one(keys[i], ctx[i], actions[:, i], step_keys[:, i]) for i in range(N)]
+        return Played(**jax.tree.map(lambda *xs: np.stack(xs, axis=1), *rows))
 
     return task, play
 
