@@ -1,22 +1,23 @@
 """The MuJoCo Playground adapter and tasks (the `playground` extra): at the default context
 `cartpole-swingup-physics` is Playground's own CartpoleSwingup, contexts change its physics,
-`reacher-easy-target` resets as Playground's reacher given Playground's target, both train,
-episode ends redraw within the cell, a run resumes bit for bit, the README's example builds,
-videos draw, and without the extra a Playground task is refused in one line.
+`reacher-easy-target` resets as Playground's reacher given Playground's target and rolls out
+towards its context's target, the cart-pole trains, episode ends redraw within the cell, a
+run resumes bit for bit, the README's example builds, videos draw, and without the extra a
+Playground task is refused in one line.
 
-MJX compilations are this file's cost (each reset or step of an MJX env compiles for 3-8 s on
-2 cores, and a training program for 20-50 s), so it makes as few as it can: one program
-(`play`: the cart-pole with 16-step episodes and Playground's own env side by side, each
-reset and step compiled once) serves
-the reproduction, trajectory and video tests; one tiny seeded training run of the cart-pole
-serves its smoke run, the redraw and the resume tests (its runs stop before their last
-iteration, so no evaluation program is compiled; the resumed run's programs come from the
-persistent compilation cache, tests/conftest.py); the reacher's smoke run steps a kinematic
-stand-in for MJX's dynamics, and its reset logic runs eagerly with MJX's forward pass
-stubbed; the README's example is built, not stepped
-(its physics goes through the same `contextual` as the cart-pole's); the missing extra is
-faked in this process. (The core's imports are checked in a fresh interpreter by
-tests/test_brax.py, which lists `mujoco_playground` among the modules it must not load.)
+MJX compilations are this file's cost (an MJX env's reset or step compiles for 2-4 s of CPU
+on the 2-core machine, a training program for 15-25 s, most of it the training itself), so
+it makes few: one program (`play`: the cart-pole with 16-step episodes and Playground's own
+env side by side, each reset and step compiled once) serves the reproduction, trajectory and
+video tests; one tiny seeded training run of the cart-pole serves its smoke run, the redraw
+and the resume tests (its runs stop before their last iteration, so no evaluation program is
+compiled; the resumed run's programs come from the persistent compilation cache,
+tests/conftest.py). The reacher's smoke run is a seeded rollout in one small program, not a
+second training program, and its reset logic runs eagerly with MJX's forward pass stubbed.
+The README's example is built, not stepped (its physics goes through the same `contextual`
+as the cart-pole's). The missing extra is faked in this process; the core's imports are
+checked in a fresh interpreter by tests/test_brax.py, which lists `mujoco_playground` among
+the modules it must not load.
 """
 
 import math
@@ -359,36 +360,45 @@ def test_playground_run_resumes_bit_for_bit(cp_runs):
     assert jax.tree.leaves(full.env.state.inner.data)  # the MJX data was in it
 
 
-def test_reacher_easy_target_trains_on_a_kinematic_stand_in(monkeypatch):
-    """Two seeded iterations of 2 teachers (method central) of `reacher-easy-target`, with
-    MJX's dynamics replaced by a kinematic stand-in (the joints' velocities follow the
-    action, MuJoCo's kinematics places the arm and the target): everything else is the
-    shipped task's (Playground's reset, observation and reward, `reset_task` per context,
-    the adapter, the rollout's redraws), and the training program compiles in seconds
-    instead of the 30-50 s of an MJX one (the cart-pole's run above trains through MJX).
-    Finite losses, moved params, and every env's target (its mocap body) is its context's.
-    The stand-in task is a fresh adapter (`make` unwrapped), so no traced stand-in outlives
-    the test in the shipped task's jit caches."""
-    from mujoco import mjx
-    from mujoco_playground._src import mjx_env
+def test_reacher_easy_target_seeded_rollout():
+    """The reacher's smoke run: a seeded rollout of `reacher-easy-target` through the adapter
+    and MJX, in two contexts, 12 steps of a fixed torque from one key (a training run of its
+    own would compile a second training program, 20-40 s here: the cart-pole's run above
+    trains through the same adapter, and brax's reacher-target through the same `reset_task`
+    route). Each env's target (its mocap body) is its context's from the reset on; the
+    observation's fingertip-to-target is the target minus the fingertip; the arm moves; the
+    reward is 1 exactly where the fingertip is within 0.06 m of the target, else 0."""
+    task = make_task("reacher-easy-target")
+    env = reacher_easy._env()
+    finger, target = env._finger_geom_id, env._target_geom_id
 
-    def kinematic_step(model, data, action, n_substeps=1):
-        dt = model.opt.timestep * n_substeps
-        qvel = data.qvel + dt * action
-        return mjx.kinematics(model, data.replace(qpos=data.qpos + dt * qvel, qvel=qvel,
-                                                  ctrl=action))
+    @jax.jit
+    def run(key, c):
+        obs, st = task.reset(key, c)
 
-    monkeypatch.setattr(mjx, "forward", mjx.kinematics)  # Playground's reset
-    monkeypatch.setattr(mjx_env, "step", kinematic_step)  # its step
-    register("reacher-kinematic", reacher_easy.make.__wrapped__)
-    cfg = Config(task="reacher-kinematic", method="central", partitions=2,
-                 total_steps=4 * 8 * 3, **TINY)
-    state, summary = train(cfg, log=_quiet, stop_after=2)
-    _check_trained(cfg, state, summary)
-    target = np.asarray(state.env.state.inner.data.mocap_pos[..., 0, :2])
-    want = jax.vmap(jax.vmap(reacher_easy.target_xy))(jnp.asarray(state.env.context))
-    np.testing.assert_allclose(target, want, atol=1e-6)
-    assert np.asarray(state.env.episodes).sum() == 0  # 1000-step episodes: still the first
+        def body(st, _):
+            out = task.transition(key, st, jnp.asarray([1.0, -1.0]), c)
+            data = out.state.inner.data
+            return out.state, (out.obs, out.reward, out.terminated, data.geom_xpos,
+                               data.mocap_pos[0])
+
+        return obs, st.inner.data.mocap_pos[0], jax.lax.scan(body, st, None, length=12)[1]
+
+    key = jax.random.PRNGKey(5)
+    for c in ([math.pi / 2, 0.1], [math.pi, 0.2]):  # +x at 0.1 m; -y at 0.2 m
+        c = jnp.asarray(c, jnp.float32)
+        first, mocap0, (obs, reward, terminated, xpos, mocap) = jax.tree.map(
+            np.asarray, run(key, c))
+        want = np.asarray(reacher_easy.target_xy(c))
+        np.testing.assert_allclose(mocap0[:2], want, atol=1e-6)
+        np.testing.assert_allclose(mocap[:, :2], np.broadcast_to(want, (12, 2)), atol=1e-6)
+        np.testing.assert_allclose(xpos[:, target, :2], mocap[:, :2], atol=1e-6)
+        to_target = xpos[:, target, :2] - xpos[:, finger, :2]
+        np.testing.assert_allclose(obs[:, 2:4], to_target, atol=1e-6)
+        assert np.abs(obs[-1, :2] - first[:2]).max() > 0.01  # the joints turned
+        near = np.linalg.norm(to_target, axis=-1) <= 0.06
+        np.testing.assert_array_equal(reward, near.astype(np.float32))
+        assert not terminated.any()
 
 
 # --- videos ---------------------------------------------------------------------------------
