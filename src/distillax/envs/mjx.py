@@ -304,8 +304,9 @@ class MjxEnvironment(environment.Environment):
 
     @property
     def default_params(self) -> MjxParams:
-        return MjxParams(jnp.asarray(self._default_context, jnp.float32),
-                         jnp.zeros((self.task_dim,), jnp.float32), self.episode_length)
+        return MjxParams(context=jnp.asarray(self._default_context, jnp.float32),
+                         task=jnp.zeros((self.task_dim,), jnp.float32),
+                         max_steps_in_episode=self.episode_length)
 
     def system(self, context: jax.Array) -> Any:
         """The MJX model of a context `[d]` (the env's own when the physics is fixed)."""
@@ -343,7 +344,8 @@ class MjxEnvironment(environment.Environment):
     def _reset_impl(self, key: jax.Array, context: jax.Array,
                     task: jax.Array) -> tuple[jax.Array, MjxState]:
         state = self._inner_reset(key, context, task)
-        return _uniform((state.obs, MjxState(self._strip(state), jnp.zeros((), jnp.int32))))
+        return _uniform((state.obs, MjxState(inner=self._strip(state),
+                                             time=jnp.zeros((), jnp.int32))))
 
     def _step_impl(self, state: MjxState, action: jax.Array,
                    context: jax.Array) -> tuple[jax.Array, MjxState, jax.Array, jax.Array]:
@@ -353,8 +355,8 @@ class MjxEnvironment(environment.Environment):
         inner = self._fill(state.inner)
         inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
         nxt = self.with_model(self.system(context)).step(inner, clip_action(action))
-        return _uniform((nxt.obs, MjxState(self._strip(nxt), state.time + 1), nxt.reward,
-                         nxt.done > 0.5))
+        return _uniform((nxt.obs, MjxState(inner=self._strip(nxt), time=state.time + 1),
+                         nxt.reward, nxt.done > 0.5))
 
     def reset_env(self, key: jax.Array, params: MjxParams) -> tuple[jax.Array, MjxState]:
         return self._reset(key, params.context, params.task)
@@ -391,7 +393,9 @@ def as_contextual(env: MjxEnvironment, space: ContextSpace, default_context: tup
     none = jnp.zeros((0,), jnp.float32)
 
     def to_params(c: jax.Array) -> MjxParams:
-        return MjxParams(none if env.physics is None else c, none if task is None else task(c),
-                         env.episode_length)
+        return MjxParams(context=none if env.physics is None else c,
+                         task=none if task is None else task(c),
+                         max_steps_in_episode=env.episode_length)
 
-    return ContextualEnv(env.name, env, space, to_params, tuple(default_context))
+    return ContextualEnv(name=env.name, env=env, space=space, to_params=to_params,
+                         default_context=tuple(default_context))
