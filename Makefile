@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,brax,wandb]'
+	$(PY) -m pip install -q -e '.[test,brax,wandb,playground]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -26,8 +26,8 @@ from conftest import PRODUCTION
 
 from distillax.config import Config
 from distillax.contexts import assign
-from distillax.envs import brax as dbrax
 from distillax.envs import double_pendulum, make_task
+from distillax.envs import mjx as dmjx
 from distillax.model import build_model
 from distillax.run import resume, train
 from distillax.trainer import init_state
@@ -76,13 +76,15 @@ def _default(task, n=N):
 
 def test_core_and_gymnax_tasks_do_not_import_brax(tmp_path):
     """In a fresh interpreter: importing distillax and its envs, and building a gymnax task,
-    leaves brax and mujoco unimported, while the brax tasks are listed by name."""
+    leaves brax, mujoco and MuJoCo Playground unimported, while the brax tasks are listed by
+    name."""
     import subprocess
 
     code = ("import sys, distillax, distillax.envs as e; e.make_task('cartpole'); "
             "assert {'ant-goal', 'reacher-target', 'double-pendulum-physics', "
             "'double-pendulum'} <= set(e.names()); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('brax', 'mujoco')))")
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('brax', 'mujoco', 'mujoco_playground')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]", out.stdout
@@ -244,7 +246,7 @@ def test_out_of_range_action_steps_like_its_clipped_value(dp):
     assert _leaves_differ(jax.tree.map(lambda x: x[0], a.state),
                           jax.tree.map(lambda x: x[2], a.state)) == []  # 3.7 acts as 1.0
     assert not np.allclose(a.final_obs[2], a.final_obs[3])  # 0.4 is not clipped to 1
-    np.testing.assert_array_equal(dbrax.clip_action(jnp.asarray([-7.0, -1.0, 0.3, 2.0])),
+    np.testing.assert_array_equal(dmjx.clip_action(jnp.asarray([-7.0, -1.0, 0.3, 2.0])),
                                   np.float32([-1.0, -1.0, 0.3, 1.0]))
 
 
@@ -259,7 +261,7 @@ def test_shard_map_safe_lax_fixes_loop_types_and_keeps_values():
     from jax.sharding import PartitionSpec as P
 
     mesh = jax.make_mesh((1,), ("data",))
-    lax = dbrax._ShardMapSafeLax()
+    lax = dmjx._ShardMapSafeLax()
 
     def program(lx):
         def f(x):

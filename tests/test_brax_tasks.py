@@ -17,6 +17,7 @@ from flax import struct
 
 pytest.importorskip("brax")
 
+from brax.envs.base import State as BraxInnerState
 from brax.envs.reacher import Reacher
 from test_brax import TINY, _check_trained
 
@@ -24,7 +25,7 @@ from distillax import parallel
 from distillax.config import Config
 from distillax.contexts import make_partition
 from distillax.envs import ant_goal, reacher_target
-from distillax.envs import brax as dbrax
+from distillax.envs import mjx as dmjx
 from distillax.model import build_model
 from distillax.trainer import _fresh, make_runner
 
@@ -92,9 +93,9 @@ def test_ant_reward_is_dnc_reward_of_the_clipped_action():
     ctx = jnp.asarray([math.pi / 2])
     np.testing.assert_allclose(ant_goal.goal_of(ctx), [0.0, 5.0], atol=1e-6)
     params = task.to_params(ctx)
-    inner = dbrax.BraxInnerState(fake(), jnp.zeros(29), jnp.zeros(()), jnp.zeros(()),
-                                 {"distance": jnp.zeros(())}, {"goal": params.task})
-    state = dbrax.BraxState(inner, jnp.zeros((), jnp.int32))
+    inner = BraxInnerState(fake(), jnp.zeros(29), jnp.zeros(()), jnp.zeros(()),
+                           {"distance": jnp.zeros(())}, {"goal": params.task})
+    state = dmjx.MjxState(inner, jnp.zeros((), jnp.int32))
     for z, bad, reward, done in [(0.5, False, 1 - math.sqrt(10) / 5 - 0.04, False),
                                  (0.1, False, 1 - math.sqrt(10) / 5 - 0.04, True),
                                  (0.5, True, 0.0, True)]:

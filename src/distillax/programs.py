@@ -57,7 +57,7 @@ from distillax.config import Config, fields_with, leaf_fields
 HOST_ONLY = fields_with("host_only")
 # Libraries whose code goes into a program.
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "chex", "gymnax", "numpy", "brax", "mujoco",
-             "mujoco-mjx")
+             "mujoco-mjx", "playground", "warp-lang")
 # JAX flags that change where programs are cached or what is logged, not the programs.
 _UNRELATED_FLAGS = ("jax_compilation_cache", "jax_persistent_cache", "jax_log_compiles",
                     "jax_explain_cache_misses", "jax_logging_level", "jax_pprint",

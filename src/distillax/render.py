@@ -6,17 +6,19 @@ Two halves. On the device, `record` plays one episode per context for the centra
 and for the context's own-cell teacher in one jitted loop, from the same reset key and the
 same per-step keys as `evaluation.episode_returns` (so the captioned returns are the
 evaluator's), and keeps per step a small picture of each env state (`Drawer.pick`: the
-gymnax state itself, or a brax state's geom poses) and whether the episode is still running.
+gymnax state itself, or an MJX state's geom poses) and whether the episode is still running.
 On the host, a 2-D projection is drawn with Pillow (`PIL.ImageDraw`), frame by frame, and
 the frames are written as a GIF; no offline 3-D renderer is needed, so it runs wherever the
-trainer runs, brax/MJX tasks included.
+trainer runs, brax and MuJoCo Playground tasks included. (Playground's own renderer,
+`mujoco.Renderer`, needs an OpenGL context: on a headless machine only with `MUJOCO_GL=egl`
+set before mujoco is first imported, and an EGL library installed; the drawers need neither.)
 
 Each task's registration carries its `Drawer` (world box, `pick`, `draw`: `envs.Task`): the
-classic tasks' `draw` sits in their own modules, and every brax task uses one generic
-projection of MuJoCo geoms from here (`brax_drawer`: capsules as thick segments, spheres as
-discs) on the plane that fits it (x-z for the double pendulum, x-y from above for reacher
-and ant) with the goal or target from the context. Give your task one with
-`distillax.envs.register(name, make, drawer=Drawer(...))`.
+classic tasks' `draw` sits in their own modules, and every MJX task, brax's or Playground's,
+uses one generic projection of MuJoCo geoms from here (`mjx_drawer`: capsules as thick
+segments, spheres as discs) on the plane that fits it (x-z for the double pendulum and the
+cart-pole, x-y from above for the reachers and ant) with the goal or target from the
+context. Give your task one with `distillax.envs.register(name, make, drawer=Drawer(...))`.
 """
 
 from __future__ import annotations
@@ -179,28 +181,29 @@ _SPHERE, _CAPSULE, _ELLIPSOID, _CYLINDER, _BOX = 2, 3, 4, 5, 6
 
 
 def _geom_poses(env: ContextualEnv, state: Any, context: jax.Array) -> dict[str, jax.Array]:
-    """A brax state's geom centres `[G, 3]`, orientations `[G, 3, 3]` (MJX `Data`) and sizes
-    `[G, 3]` (the context's `System`: a context may set a pole's length)."""
-    ps = state.inner.pipeline_state
-    return {"pos": ps.geom_xpos, "mat": ps.geom_xmat,
+    """An MJX state's geom centres `[G, 3]`, orientations `[G, 3, 3]` (MJX `Data`) and sizes
+    `[G, 3]` (the context's model: a context may set a pole's length)."""
+    data = env.env.mjx_data(state.inner)
+    return {"pos": data.geom_xpos, "mat": data.geom_xmat,
             "size": env.env.system(env.to_params(context).context).geom_size}
 
 
-def brax_drawer(view: tuple[float, float, float, float], axes: tuple[int, int],
-                goal: Callable[[np.ndarray], tuple[float, float]] | None = None,
-                trail_geom: int | None = None) -> Drawer:
-    """A generic 2-D projection of a brax task's MuJoCo geoms on world `axes` (e.g. (0, 2):
-    x-z, seen from the side; (0, 1): x-y, from above), farthest first along the dropped
-    axis. Capsules and cylinders are segments between their end caps, of their radius;
-    spheres and ellipsoids discs; boxes their projected extent; each body its colour (the
-    world's geoms grey). `goal(context) -> (x, y)` marks a goal or target; `trail_geom`
-    traces one geom's path (the ant's torso, the reacher's fingertip)."""
+def mjx_drawer(view: tuple[float, float, float, float], axes: tuple[int, int],
+               goal: Callable[[np.ndarray], tuple[float, float]] | None = None,
+               trail_geom: int | None = None) -> Drawer:
+    """A generic 2-D projection of an MJX task's MuJoCo geoms (brax's or Playground's,
+    `envs.mjx.MjxEnvironment`) on world `axes` (e.g. (0, 2): x-z, seen from the side;
+    (0, 1): x-y, from above), farthest first along the dropped axis. Capsules and cylinders
+    are segments between their end caps, of their radius; spheres and ellipsoids discs;
+    boxes their projected extent; each body its colour (the world's geoms grey).
+    `goal(context) -> (x, y)` marks a goal or target; `trail_geom` traces one geom's path
+    (the ant's torso, the reacher's fingertip)."""
     depth = ({0, 1, 2} - set(axes)).pop()
     sign = 1.0 if depth == 2 else -1.0  # from above, high is near; from the side (-y), +y far
 
     def draw(c: Canvas, f: Any, t: int, context: np.ndarray, env: ContextualEnv) -> None:
-        sys = env.env.brax_env.sys
-        kinds, bodies = np.asarray(sys.geom_type), np.asarray(sys.geom_bodyid)
+        m = env.env.mj_model
+        kinds, bodies = np.asarray(m.geom_type), np.asarray(m.geom_bodyid)
         pos, mat, sizes = (np.asarray(f[k][t]) for k in ("pos", "mat", "size"))
         if goal is not None:
             c.disc(*goal(context), 0.0, "goal", min_px=5)

@@ -3,8 +3,9 @@
 A task is one `Task` record (its factory, preset, drawer, and whether the program cache may
 trust it). A shipped task's record lives in its own module's `TASKS`; `SHIPPED` below is the
 one list that names them. Modules are imported when one of their tasks is first asked for:
-importing distillax never imports gymnax's tasks or brax, and a brax/MJX task needs the
-`distillax[brax]` extra only when it is built.
+importing distillax never imports gymnax's tasks, brax or MuJoCo Playground, and a brax/MJX
+task needs the `distillax[brax]` extra, a Playground task the `distillax[playground]` extra,
+only when it is built.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ SHIPPED: dict[str, tuple[str, str | None]] = {
     "double-pendulum": ("double_pendulum", "brax"),
     "reacher-target": ("reacher_target", "brax"),
     "ant-goal": ("ant_goal", "brax"),
+    "cartpole-swingup-physics": ("cartpole_swingup", "playground"),
+    "reacher-easy-target": ("reacher_easy", "playground"),
 }
+
+class MissingExtra(ImportError):
+    """A shipped task whose optional extra is not installed."""
+
 
 # The tasks registered in this process (`register`), which take precedence over a shipped
 # task of the same name.
@@ -52,7 +59,7 @@ def names() -> list[str]:
 
 def task(name: str) -> Task:
     """The `Task` registered as `name`, a shipped one imported on first use. An unknown name
-    is a `KeyError`; a shipped task whose extra is missing an `ImportError` saying which."""
+    is a `KeyError`; a shipped task whose extra is missing a `MissingExtra` saying which."""
     if name in TASKS:
         return TASKS[name]
     if name not in SHIPPED:
@@ -66,8 +73,8 @@ def _shipped(name: str) -> Task:
     try:
         mod = importlib.import_module(f"distillax.envs.{module}")
     except ImportError as e:
-        raise ImportError(f"task `{name}` needs the {extra} extra: pip install "
-                          f"'distillax[{extra}]' ({e})") from e
+        raise MissingExtra(f"task `{name}` needs the {extra} extra: pip install "
+                           f"'distillax[{extra}]' ({e})") from e
     return mod.TASKS[name]
 
 
@@ -88,6 +95,8 @@ def build(config: Any) -> ContextualEnv:
         fail(f"one of {names()} (add one with distillax.envs.register)")
     try:
         env = _built(task(name).make)
+    except MissingExtra as e:  # not the task's fault: say what to install, in one line
+        fail(str(e))
     except Exception as e:  # a user's task: report whatever its constructor raised
         fail(f"a task that builds; its constructor raised {type(e).__name__}: {e}")
     if not isinstance(env, ContextualEnv) or not isinstance(env.space, ContextSpace):
@@ -125,5 +134,5 @@ def make_task(name: str) -> ContextualEnv:
         raise ValueError(e.args[0]) from None
 
 
-__all__ = ["SHIPPED", "TASKS", "ContextualEnv", "Drawer", "Step", "Task", "build", "make_task",
-           "names", "register", "shipped", "task"]
+__all__ = ["SHIPPED", "TASKS", "ContextualEnv", "Drawer", "MissingExtra", "Step", "Task", "build",
+           "make_task", "names", "register", "shipped", "task"]

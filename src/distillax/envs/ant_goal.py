@@ -37,7 +37,7 @@ from brax.envs.base import State
 from distillax.contexts import ContextSpace
 from distillax.envs.base import ContextualEnv, Task
 from distillax.envs.brax import contextual
-from distillax.render import brax_drawer
+from distillax.render import mjx_drawer
 
 RADIUS = 5.0  # DnC: goals on a circle of radius 5 around the start
 CTRL_COST = 0.5 * 1e-2  # DnC's 0.5 * ctrl_cost_coeff
@@ -109,5 +109,5 @@ def _goal(context: np.ndarray) -> tuple[float, float]:
 
 
 # goals on the circle of radius 5; geom 1 is the torso
-DRAWER = brax_drawer((-6.0, 6.0, -6.0, 6.0), (0, 1), goal=_goal, trail_geom=1)
+DRAWER = mjx_drawer((-6.0, 6.0, -6.0, 6.0), (0, 1), goal=_goal, trail_geom=1)
 TASKS = {"ant-goal": Task(make=make, preset=PRESET, drawer=DRAWER, trusted=True)}

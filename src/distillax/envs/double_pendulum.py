@@ -52,7 +52,8 @@ from brax.envs.inverted_double_pendulum import InvertedDoublePendulum
 from distillax.contexts import ContextSpace
 from distillax.envs.base import ContextualEnv, Task
 from distillax.envs.brax import contextual
-from distillax.render import brax_drawer
+from distillax.envs.mjx import capsule_inertia_per_mass, rescaled_inertia
+from distillax.render import mjx_drawer
 
 CART, POLE_1, POLE_2 = 1, 2, 3  # body ids in brax's inverted_double_pendulum.xml
 GEOM_1, GEOM_2 = 3, 4  # the poles' capsules
@@ -109,17 +110,9 @@ def space_for(default: tuple[float, ...]) -> ContextSpace:
 
 
 def _per_mass_inertia(length: jax.Array) -> jax.Array:
-    """Capsule inertia per unit mass `[3]` (axis z, radius RADIUS, cylinder `length`):
-    MuJoCo's formula for a uniform capsule. With h = length / 2, per unit density
-    `Vc = pi r^2 2h`, `Vs = 4/3 pi r^3`,
-    `I_perp = Vc (3 r^2 + 4 h^2) / 12 + Vs (2 r^2 / 5 + h^2 + 3 h r / 4)`,
-    `I_axis = Vc r^2 / 2 + Vs 2 r^2 / 5`, divided by the volume Vc + Vs."""
-    r, h = RADIUS, length / 2
-    vc = jnp.pi * r**2 * 2 * h
-    vs = 4.0 / 3.0 * jnp.pi * r**3
-    perp = vc * (3 * r**2 + 4 * h**2) / 12 + vs * (2 * r**2 / 5 + h**2 + 3 * h * r / 4)
-    axis = vc * r**2 / 2 + vs * 2 * r**2 / 5
-    return jnp.stack([perp, perp, axis]) / (vc + vs)
+    """Capsule inertia per unit mass `[3]` of a pole (radius RADIUS): MuJoCo's formula
+    (`mjx.capsule_inertia_per_mass`)."""
+    return capsule_inertia_per_mass(length, RADIUS)
 
 
 def physics(sys, c: jax.Array):
@@ -129,10 +122,8 @@ def physics(sys, c: jax.Array):
     values exactly (x / x = 1 in floating point) and others MuJoCo's formula."""
     l1, l2, m1, m2, mc, g = (c[i] for i in range(6))
     d = _DEFAULT
-    inertia_1 = sys.body_inertia[POLE_1] * (m1 / d[2]) * (
-        _per_mass_inertia(l1) / _per_mass_inertia(jnp.float32(d[0])))
-    inertia_2 = sys.body_inertia[POLE_2] * (m2 / d[3]) * (
-        _per_mass_inertia(l2) / _per_mass_inertia(jnp.float32(d[1])))
+    inertia_1 = rescaled_inertia(sys.body_inertia[POLE_1], m1, l1, d[2], d[0], RADIUS)
+    inertia_2 = rescaled_inertia(sys.body_inertia[POLE_2], m2, l2, d[3], d[1], RADIUS)
     zero = jnp.zeros((), jnp.float32)
     up = lambda z: jnp.stack([zero, zero, z])  # noqa: E731  a point on the z axis
     return sys.tree_replace({
@@ -185,7 +176,7 @@ PRESET = dict(
     normalize_obs=True, hidden_sizes=(64, 64), ent_coef=0.01, total_steps=1_000_000,
     eval_every=1000, eval_contexts=16,
 )
-DRAWER = brax_drawer((-1.3, 1.3, -0.3, 1.8), (0, 2))
+DRAWER = mjx_drawer((-1.3, 1.3, -0.3, 1.8), (0, 2))
 # The physics task with the same settings; `ppo` (context-blind) measured with the command
 # above and --task double-pendulum-physics: see benchmarks/brax_results.md.
 TASKS = {"double-pendulum-physics": Task(make=make, preset=PRESET, drawer=DRAWER, trusted=True),

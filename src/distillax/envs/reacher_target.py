@@ -27,7 +27,7 @@ from brax.envs.reacher import Reacher
 from distillax.contexts import ContextSpace
 from distillax.envs.base import ContextualEnv, Task
 from distillax.envs.brax import contextual
-from distillax.render import brax_drawer
+from distillax.render import mjx_drawer
 
 HALF_WIDTH = 0.14
 SPACE = ContextSpace(names=("target_x", "target_y"), low=(-HALF_WIDTH, -HALF_WIDTH),
@@ -76,6 +76,6 @@ PRESET = dict(
     eval_contexts=16,
 )
 # the arena's walls are capsules at +-0.3 (body 0); geom 8 is the fingertip
-DRAWER = brax_drawer((-0.33, 0.33, -0.33, 0.33), (0, 1),
+DRAWER = mjx_drawer((-0.33, 0.33, -0.33, 0.33), (0, 1),
                      goal=lambda c: (float(c[0]), float(c[1])), trail_geom=8)
 TASKS = {"reacher-target": Task(make=make, preset=PRESET, drawer=DRAWER, trusted=True)}
