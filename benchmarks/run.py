@@ -696,7 +696,8 @@ def _md_sweep(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-SECTIONS = (("e2e", _md_e2e), ("limit", _md_limit), ("peer", _md_peer),
+# results.md's sections, in order (`SECTIONS` above are the measurements)
+MARKDOWN = (("e2e", _md_e2e), ("limit", _md_limit), ("peer", _md_peer),
             ("overhead", _md_overhead), ("scaling", _md_scaling), ("profile", _md_profile),
             ("sweep", _md_sweep))
 
@@ -717,7 +718,7 @@ def markdown(r: dict[str, Any]) -> str:
              "shared: absolute numbers are noisy, ratios within this run are what count.", ""]
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {n} | {v} | {'yes' if ok else '**no**'} |" for n, v, ok in targets(r)]
-    for name, section in SECTIONS:
+    for name, section in MARKDOWN:
         if name in r:
             lines += section(r)
     lines += ["", "What these figures mean and how they were reached: [findings.md](findings.md) "
