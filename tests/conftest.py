@@ -89,15 +89,3 @@ def standin_run(tmp_path_factory):
         saver.save(State(jnp.asarray(1, jnp.int32), jnp.zeros(2)), Config(), 1)
     return d
 
-
-# The longest files first, longest first (`--durations` of a full run, 2-core machine):
-# under `-n 2 --dist loadfile` xdist hands files out in collection order, so a long file
-# collected last keeps one worker busy while the other idles (~50 s of a 13.5-min run).
-LONG_FILES = ("test_cache.py", "test_brax.py", "test_run.py", "test_methods.py",
-              "test_parallel.py", "test_train.py", "test_brax_tasks.py", "test_playground.py",
-              "test_render.py", "test_checkpoint.py", "test_evaluate.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable
