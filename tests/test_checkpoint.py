@@ -734,3 +734,37 @@ def test_a_config_saved_before_anneal_central_lr_reads_back_with_anneal_lr(copy,
     meta["config_sha256"] = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
     json.dump(meta, open(meta_path, "w"))
     assert checkpoint.read_run(copy).config.anneal_central_lr is anneal_lr
+
+
+def test_orbax_error_logs_go_to_the_open_savers_and_stay_dropped_after_close(tmp_path):
+    """An orbax ERROR record (a failed background write) becomes each open Saver's `failure`
+    and is not printed; after every Saver closed (a failed one's abandoned threads can log
+    later) it is still dropped, and a later Saver still receives the next one. Other ERROR
+    records pass."""
+    import logging
+
+    from distillax.checkpoint import Saver
+
+    absl, seen = logging.getLogger("absl"), []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    absl.addHandler(handler)
+
+    def log(path: str, exc: BaseException) -> None:
+        absl.handle(absl.makeRecord("absl", logging.ERROR, path, 1, "write failed", (),
+                                    (type(exc), exc, None)))
+
+    orbax = f"{os.sep}site-packages{os.sep}orbax{os.sep}checkpoint{os.sep}x.py"
+    try:
+        with Saver(str(tmp_path / "a"), 1) as first:
+            log(orbax, OSError("disk full"))
+        assert str(first.failure) == "disk full" and seen == []
+        log(orbax, OSError("late"))  # no Saver open: dropped all the same
+        assert seen == []
+        with Saver(str(tmp_path / "b"), 1) as second:
+            log(orbax, OSError("again"))
+        assert str(second.failure) == "again" and str(first.failure) == "disk full"
+        log(f"{os.sep}elsewhere{os.sep}x.py", OSError("not orbax"))
+        assert [r.getMessage() for r in seen] == ["write failed"]
+    finally:
+        absl.removeHandler(handler)

@@ -275,22 +275,29 @@ def _silence_orphaned_callbacks() -> None:
 class _OrbaxErrorLogs(logging.Filter):
     """Drops orbax's own ERROR records: each failed background write logs one, with the thread's
     traceback, before orbax raises it again from `wait_until_finished` or the next `save`, where
-    `Saver` turns it into the one `CheckpointError` the caller reports. Active only while a
-    `Saver` is open.
+    `Saver` turns it into the one `CheckpointError` the caller reports.
 
-    Keeps the first record's exception as `failure`: the earliest sign that a write of this
-    process failed. In a multi-process run it is the only one in time: orbax's finalize thread
-    holds the error until every process has passed a barrier, which the others reach only once
-    their own writes are done (`_Processes`)."""
+    One filter per process, installed by the first `Saver` and kept: after a failed save,
+    orbax's threads abandoned at a barrier can outlive `close` and log the same failure later.
+    Hands each record's exception to every open `Saver` that has none yet (`failure`): the
+    earliest sign that a write of this process failed. In a multi-process run it is the only
+    one in time: orbax's finalize thread holds the error until every process has passed a
+    barrier, which the others reach only once their own writes are done (`_Processes`)."""
 
-    failure: BaseException | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[Saver] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
             return True
-        if self.failure is None and record.exc_info:
-            self.failure = record.exc_info[1]
+        for saver in self.open:
+            if saver.failure is None and record.exc_info:
+                saver.failure = record.exc_info[1]
         return False
+
+
+_ORBAX_ERRORS = _OrbaxErrorLogs()
 
 
 def agree(running: bool, failure: str | None,
@@ -569,14 +576,14 @@ class Saver:
                 async_options=ocp.AsyncOptions(barrier_sync_fn=self._processes.barrier)
                 if self._processes else None))
         _silence_orphaned_callbacks()  # a failed background write leaves them too
-        self._quiet = _OrbaxErrorLogs()
-        logging.getLogger("absl").addFilter(self._quiet)  # orbax logs through absl
+        self.failure: BaseException | None = None  # from orbax's logs (`_OrbaxErrorLogs`)
+        logging.getLogger("absl").addFilter(_ORBAX_ERRORS)  # orbax logs through absl; once
+        _ORBAX_ERRORS.open.append(self)
         self.blocking_s = 0.0  # time `save` held the training loop, summed over saves
         self.digest_s = 0.0  # the part of it spent taking digests
         self.saves = 0
         self._last: int | None = None  # the step of the latest save started
         self._closed = False
-        self._broken = False  # a save failed
 
     def __enter__(self) -> Saver:
         return self
@@ -591,7 +598,6 @@ class Saver:
             pass
 
     def _failed(self, e: Exception, step: int | None) -> CheckpointError:
-        self._broken = True
         at = f" (step {step})" if step is not None else ""
         # A failed save is never committed (orbax renames its tmp directory only once every
         # item is written, and drops old steps only after that), so the latest step on disk
@@ -605,7 +611,7 @@ class Saver:
     def _local(self, block: bool) -> tuple[bool, str | None]:
         """This process's latest save: (still being written, why it failed or None); with
         `block`, once its write is finished. The failure names that save's step."""
-        failure = self._quiet.failure
+        failure = self.failure
         if self._last is None:
             return False, None
         if failure is None:
@@ -710,10 +716,7 @@ class Saver:
         except Exception as e:
             raise self._failed(e, self._last) from e
         finally:
-            # After a failure orbax's threads can outlive `close` (a write abandoned at a
-            # barrier) and log the same failure later, with a traceback: keep dropping those
-            if not self._broken:
-                logging.getLogger("absl").removeFilter(self._quiet)
+            _ORBAX_ERRORS.open.remove(self)
 
 
 def require_empty(directory: str) -> None:

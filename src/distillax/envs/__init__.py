@@ -32,6 +32,7 @@ SHIPPED: dict[str, tuple[str, str | None]] = {
     "reacher-easy-target": ("reacher_easy", "playground"),
 }
 
+
 class MissingExtra(ImportError):
     """A shipped task whose optional extra is not installed."""
 
