@@ -151,12 +151,10 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
         out = over_envs(env.transition)(k_step, carry.state, action, carry.context)
         done = jnp.logical_or(out.terminated, out.truncated)
         final_value = None
-        if recurrent:  # V(true s_{t+1}) reads the critic's state after s_t: taken here, when
-            # an episode was truncated (rare: a time limit), not for every step after the scan
-            final_value = jax.lax.cond(
-                jnp.any(out.truncated),
-                lambda: value_fn(teacher_params, out.final_obs, carry.context, memory),
-                lambda: jnp.zeros_like(value))
+        if recurrent:  # V(true s_{t+1}) reads the critic's state after s_t, so it is taken
+            # here, a critic step per step. (A `lax.cond` on any truncation would skip most of
+            # them, but under the seeds' vmap inside `shard_map` JAX 0.8 fails to type it.)
+            final_value = value_fn(teacher_params, out.final_obs, carry.context, memory)
             memory = jnp.where(done[..., None], 0.0, memory)
         out = reset_ended(out, done, k_step, k_ctx, partition, env, candidates)
         ep_return = carry.episode_return + out.reward
