@@ -135,11 +135,7 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
         keys = jax.vmap(jax.vmap(lambda k: jax.random.split(k, 4)))(carry.key)
         key, k_act, k_step, k_ctx = (keys[:, :, i] for i in range(4))
         recurrent = carry.teacher_memory is not None
-        if recurrent:
-            dist, value, memory = act(teacher_params, carry.obs, carry.context,
-                                      carry.teacher_memory)
-        else:
-            dist, value = act(teacher_params, carry.obs, carry.context)
+        dist, value, memory = _act(act, teacher_params, carry)
         behaviour = dist
         if noise_every:
             B = carry.obs.shape[1]
@@ -151,9 +147,8 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
         out = over_envs(env.transition)(k_step, carry.state, action, carry.context)
         done = jnp.logical_or(out.terminated, out.truncated)
         final_value = None
-        if recurrent:  # V(true s_{t+1}) reads the critic's state after s_t, so it is taken
-            # here, a critic step per step. (A `lax.cond` on any truncation would skip most of
-            # them, but under the seeds' vmap inside `shard_map` JAX 0.8 fails to type it.)
+        if recurrent:  # V(true s_{t+1}) reads the critic's state after s_t: taken here (a
+            # cond on truncation fails to type under the seeds' vmap inside shard_map)
             final_value = value_fn(teacher_params, out.final_obs, carry.context, memory)
             memory = jnp.where(done[..., None], 0.0, memory)
         out = reset_ended(out, done, k_step, k_ctx, partition, env, candidates)
@@ -164,7 +159,7 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
             last_return=jnp.where(done, ep_return, carry.last_return),
             episodes=carry.episodes + done,
             episode_step=jnp.where(done, 0, carry.episode_step + 1),
-            teacher_memory=memory if recurrent else None, central_memory=carry.central_memory,
+            teacher_memory=memory, central_memory=carry.central_memory,
         )
         # final_value is filled in after the scan, from final_obs: one batched critic pass
         # over [P, T, B] instead of one per step (the per-step cost dominates at few envs)
@@ -179,6 +174,13 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
     if final_obs is None:
         return carry, traj
     return carry, traj.replace(final_value=value_fn(teacher_params, final_obs, traj.context))
+
+
+def _act(act: Callable[..., Any], params: Any, carry: EnvCarry) -> tuple[Any, Any, Any]:
+    """(dist, value, the teachers' memory after the step: None when feed-forward)."""
+    if carry.teacher_memory is None:
+        return (*act(params, carry.obs, carry.context), None)
+    return act(params, carry.obs, carry.context, carry.teacher_memory)
 
 
 def reset_ended(out: Step, done: jax.Array, k_step: jax.Array, k_ctx: jax.Array,

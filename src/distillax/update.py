@@ -316,6 +316,18 @@ def split_env_minibatches(batch: Batch, envs: jax.Array) -> Batch:
     return rest.replace(teacher_start=teacher_start, central_start=central_start)
 
 
+def minibatches(c: Any, batch: Batch, key: jax.Array, axis_name: str | None) -> Batch:
+    """An epoch's M minibatches of `batch [P, T, B, ...]`, leaves `[M, P, ...]`: a random
+    permutation of the time axis cut in M (`split_minibatches`), or with a memory M sets of
+    envs with whole sequences (`env_minibatches`). `c`: the config."""
+    M = c.num_minibatches
+    if c.has_memory:
+        return split_env_minibatches(batch, env_minibatches(key, batch.obs.shape[2], M,
+                                                            axis_name))
+    perm = jax.random.permutation(key, c.num_steps)
+    return jax.tree.map(lambda x: split_minibatches(x, perm, M), batch)
+
+
 def first_fault(nonfinite: jax.Array, params: Params) -> jax.Array:
     """The guard's flags of an update `[len(UPDATE_TERMS)]`: the terms of the first faulty
     step (later steps inherit its NaNs everywhere), from `nonfinite [E, M, terms]`; all False
@@ -367,13 +379,7 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
                 distill_coef=lam_e, train_central=train_central, rows=mb_rows)
             return (params, opt), metrics
 
-        if c.has_memory:
-            envs = env_minibatches(key, batch.obs.shape[2], M, axis_name)
-            minibatches = split_env_minibatches(batch, envs)
-        else:
-            perm = jax.random.permutation(key, T)
-            minibatches = jax.tree.map(lambda x: split_minibatches(x, perm, M), batch)
-        return jax.lax.scan(step, carry, (minibatches, rows))
+        return jax.lax.scan(step, carry, (minibatches(c, batch, key, axis_name), rows))
 
     # The first `central_epochs` epochs train the central policy too; the others (static: two
     # scans) skip its forward and backward passes entirely, so `distill_epochs` saves time.
