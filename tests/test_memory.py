@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distillax import checkpoint, trainer
+from distillax import checkpoint, evaluation, render, trainer
 from distillax.config import Config
 from distillax.model import build_model
 from distillax.networks import RecurrentActor, unroll
@@ -198,3 +198,18 @@ def test_load_policy_carries_the_state(full):
     # the state changes what the policy sees: the same step from state1 moves it again
     _, state2 = policy(obs, context, jax.random.PRNGKey(0), state1)
     assert not np.allclose(state2, state1)
+
+
+def test_a_recurrent_runs_video_plays_the_evaluators_episodes(full):
+    # render.record carries each role's memory along its own rows: with sampled actions (the
+    # keys matter) its returns are the evaluator's, who = central and who = teachers
+    _, _, d = full
+    _, model, policies = checkpoint.load(d)
+    contexts = np.asarray(model.env.space.spread(3, jax.random.PRNGKey(5)))
+    key = jax.random.PRNGKey(3)
+    rec = render.record(model, policies, contexts, key, greedy=False)
+    play = jax.jit(lambda who: evaluation.policy_episodes(
+        model, policies, jnp.asarray(contexts), key, False, who).returns)
+    for who in (evaluation.CENTRAL, evaluation.TEACHERS):
+        np.testing.assert_array_equal(rec.returns[who], np.asarray(play(who)))
+    np.testing.assert_array_equal(rec.returns, rec.lengths)  # cartpole pays 1 per step

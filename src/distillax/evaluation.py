@@ -102,8 +102,9 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     every context C times with the same keys, as one batch of C x N rows (row c N + n: copy c
     of context n; the leaves `[C N]`): two policies from the same initial states in one loop
     (`render.record`), where a vmap over them would select over every env-state leaf.
-    `memory`: a recurrent policy's memory of fresh episodes for the C x N rows (any pytree;
-    None: feed-forward), carried through the loop: then `policy(obs, context, key, memory) ->
+    `memory`: a recurrent policy's memory of fresh episodes for the C x N rows (any pytree,
+    e.g. a pair of roles' memories, one of them None when feed-forward; None: the policy is
+    feed-forward), carried through the loop: then `policy(obs, context, key, memory) ->
     (action, memory')` and `watch(obs, context, memory)` sees the memory the step acts with.
     (Each episode is played once, from a reset, so the memory is never reset inside the loop.)
     """
@@ -238,8 +239,8 @@ def _recurrent_episodes(model: Model, policies: Policies, contexts: jax.Array, k
         return _fit(model, t, c)
 
     memory = (initial_memory(model, n, central=False), initial_memory(model, n, central=True))
-    return episodes(act, model.env, contexts, key,
-                    watch if fit and model.has_central else None, trace, max_steps, memory)
+    watching = watch if fit and model.has_central else None
+    return episodes(act, model.env, contexts, key, watching, trace, max_steps, memory=memory)
 
 
 def policy_returns(model: Model, policies: Policies, contexts: jax.Array, key: jax.Array,
