@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distillax import checkpoint, evaluation, render, trainer
+from distillax import cache, checkpoint, evaluation, programs, render, trainer
 from distillax.config import Config
 from distillax.model import build_model
 from distillax.networks import RecurrentActor, unroll
@@ -200,16 +200,18 @@ def test_load_policy_carries_the_state(full):
     assert not np.allclose(state2, state1)
 
 
-def test_a_recurrent_runs_video_plays_the_evaluators_episodes(full):
+def test_a_recurrent_runs_video_plays_the_evaluators_episodes(full, compile_cache):
     # render.record carries each role's memory along its own rows: with sampled actions (the
-    # keys matter) its returns are the evaluator's, who = central and who = teachers
+    # keys matter) its returns are those of the run's own evaluation program (loaded from the
+    # program store the run filled, not compiled again), who = central and who = teachers
     _, _, d = full
     _, model, policies = checkpoint.load(d)
-    contexts = np.asarray(model.env.space.spread(3, jax.random.PRNGKey(5)))
-    key = jax.random.PRNGKey(3)
-    rec = render.record(model, policies, contexts, key, greedy=False)
-    play = jax.jit(lambda who: evaluation.policy_episodes(
-        model, policies, jnp.asarray(contexts), key, False, who).returns)
+    evaluator = evaluation.make_evaluator(model)
+    runs = jax.tree.map(lambda x: np.asarray(x)[None], policies)  # the run axis R = 1
+    assert evaluator.compile(runs, programs.Store(directory=os.path.join(compile_cache, cache.PROGRAMS),
+                                              max_bytes=cache.max_bytes()))
+    rec = render.record(model, policies, evaluator.contexts, evaluator.keys[0], greedy=False)
     for who in (evaluation.CENTRAL, evaluation.TEACHERS):
-        np.testing.assert_array_equal(rec.returns[who], np.asarray(play(who)))
+        want = evaluator.episodes(runs, False, who).returns[0]
+        np.testing.assert_array_equal(rec.returns[who], want)
     np.testing.assert_array_equal(rec.returns, rec.lengths)  # cartpole pays 1 per step
