@@ -208,8 +208,9 @@ def test_a_recurrent_runs_video_plays_the_evaluators_episodes(full, compile_cach
     _, model, policies = checkpoint.load(d)
     evaluator = evaluation.make_evaluator(model)
     runs = jax.tree.map(lambda x: np.asarray(x)[None], policies)  # the run axis R = 1
-    assert evaluator.compile(runs, programs.Store(directory=os.path.join(compile_cache, cache.PROGRAMS),
-                                              max_bytes=cache.max_bytes()))
+    store = programs.Store(directory=os.path.join(compile_cache, cache.PROGRAMS),
+                           max_bytes=cache.max_bytes())
+    assert evaluator.compile(runs, store)
     rec = render.record(model, policies, evaluator.contexts, evaluator.keys[0], greedy=False)
     for who in (evaluation.CENTRAL, evaluation.TEACHERS):
         want = evaluator.episodes(runs, False, who).returns[0]
