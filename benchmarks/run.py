@@ -1,6 +1,6 @@
 """`make bench`: distillax's speed against its ceiling, a peer (rejax PPO) and itself in P.
 
-    .venv/bin/python benchmarks/run.py                 # everything, ~10-15 min on 2 cores
+    .venv/bin/python benchmarks/run.py                 # everything, ~20-25 min on 2 cores
     .venv/bin/python benchmarks/run.py --sections limit peer --reps 5
 
 Writes benchmarks/results.json and benchmarks/results.md. Everything is measured side by
