@@ -141,10 +141,11 @@ def test_the_updates_recomputed_states_equal_the_rollouts(full):
     # step by step with `central_dist`, from the start state given to `_batch`
     m = np.asarray(start.central_memory)
     assert np.any(m != 0)
+    step = jax.jit(lambda m, obs, context: model.central_dist(  # one compilation, T calls
+        state.params.central, obs, context, c_stats, memory=m))
     for t in range(CFG.num_steps):
         m = np.where(np.asarray(reset[:, t])[..., None], 0.0, m)
-        m, d = model.central_dist(state.params.central, traj.obs[:, t], traj.context[:, t],
-                                  c_stats, memory=m)
+        m, d = step(m, traj.obs[:, t], traj.context[:, t])
         np.testing.assert_allclose(d.log_prob(traj.action[:, t]), batch.central_log_prob[:, t],
                                    rtol=1e-5, atol=1e-6)
     done = np.asarray(traj.terminated[:, -1] | traj.truncated[:, -1])
