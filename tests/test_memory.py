@@ -137,17 +137,21 @@ def test_the_updates_recomputed_states_equal_the_rollouts(full):
     assert np.sum(reset) > 4 and np.any(start.teacher_memory != 0)
     np.testing.assert_allclose(log_prob, traj.log_prob, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(v, traj.value, rtol=1e-5, atol=1e-5)
-    # the central policy's state runs along the same trajectories, reset at the same ends:
-    # step by step with `central_dist`, from the start state given to `_batch`
+    # the central policy's state runs along the same trajectories, reset at the same ends,
+    # reading at each step the action the teacher took at the one before: step by step with
+    # `central_dist`, from the start state given to `_batch`, the action one-hot by hand
     m = np.asarray(start.central_memory)
-    assert np.any(m != 0)
+    M = CFG.memory_size
+    assert m.shape[-1] == M + 2 and np.any(m[..., :M] != 0)
+    assert set(np.unique(m[..., M:])) <= {0.0, 1.0} and np.all(m[..., M:].sum(-1) <= 1)
     step = jax.jit(lambda m, obs, context: model.central_dist(  # one compilation, T calls
         state.params.central, obs, context, c_stats, memory=m))
     for t in range(CFG.num_steps):
         m = np.where(np.asarray(reset[:, t])[..., None], 0.0, m)
-        m, d = step(m, traj.obs[:, t], traj.context[:, t])
+        gru, d = step(m, traj.obs[:, t], traj.context[:, t])
         np.testing.assert_allclose(d.log_prob(traj.action[:, t]), batch.central_log_prob[:, t],
                                    rtol=1e-5, atol=1e-6)
+        m = np.concatenate([gru, np.eye(2)[np.asarray(traj.action[:, t])]], axis=-1)
     done = np.asarray(traj.terminated[:, -1] | traj.truncated[:, -1])
     np.testing.assert_allclose(c_end, np.where(done[..., None], 0.0, m), rtol=1e-5, atol=1e-6)
 
@@ -191,11 +195,12 @@ def test_load_policy_carries_the_state(full):
     policy = checkpoint.load_policy(d, greedy=True)
     assert policy.recurrent
     state = policy.initial_state((3,))
-    assert state.shape == (3, 16) and not np.any(state)
+    assert state.shape == (3, 16 + 2) and not np.any(state)  # the GRU's, the previous action
     context = np.asarray(build_model(CFG).env.space.spread(3, jax.random.PRNGKey(0)))
     obs = np.zeros((3, 4))
     action, state1 = policy(obs, context, jax.random.PRNGKey(0), state)
     assert action.shape == (3,) and np.any(state1 != 0)
+    np.testing.assert_array_equal(state1[:, 16:], np.eye(2)[action])  # the action it took
     # the state changes what the policy sees: the same step from state1 moves it again
     _, state2 = policy(obs, context, jax.random.PRNGKey(0), state1)
     assert not np.allclose(state2, state1)

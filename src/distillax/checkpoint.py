@@ -561,8 +561,8 @@ def load_policy(directory: str, greedy: bool = False, step: int | None = None,
 
 def _recurrent_policy(model: Any, policies: Policies, greedy: bool, size: int) -> Policy:
     """`load_policy`'s policy of a recurrent central policy: `policy(obs [..., obs], context
-    [..., d], key, state [..., M]) -> (action [...], state')`, with
-    `policy.initial_state(batch=())`, the zeros `[*batch, M]` a fresh episode starts from (pass
+    [..., d], key, state [..., S]) -> (action [...], state')`, with
+    `policy.initial_state(batch=())`, the zeros `[*batch, S]` a fresh episode starts from (pass
     it again where an episode ends: the training resets there too)."""
     act = jax.jit(recurrent_acts(central_step(model, policies), greedy))
 

@@ -157,7 +157,8 @@ class Config:
                                  "episode end)")
     central_memory: str = static("none", GROUPS[2], "the central policy's memory: none or gru "
                                  "(its state runs along the teachers' trajectories, reset at "
-                                 "their episode ends; it never acts)")
+                                 "their episode ends, and reads the previous action; it "
+                                 "never acts)")
     memory_size: int = static(128, GROUPS[2], "units of each GRU (with a memory)")
 
     # --- optimisation ------------------------------------------------------------------------
@@ -611,10 +612,10 @@ def _check_memory(c: Config) -> None:
     if c.noise_every:
         _fail("noise_every", c.noise_every, f"0 with {role} = {value!r} (minibatches of whole "
               "sequences do not keep the noisy envs' pattern)")
-    if c.reset_every and c.teacher_memory != c.central_memory:
-        _fail("reset_every", c.reset_every, "0 unless teachers and the central policy have the "
-              f"same memory (teacher_memory = {c.teacher_memory!r}, central_memory = "
-              f"{c.central_memory!r})")
+    if c.reset_every:  # the central actor is copied into actors of another shape
+        _fail("reset_every", c.reset_every, f"0 with {role} = {value!r} (a recurrent central "
+              "policy's GRU also reads the previous action, a recurrent teacher's does not, "
+              "and a feed-forward actor has no GRU)")
 
 
 def _check_outputs(c: Config) -> None:

@@ -228,11 +228,12 @@ def _recurrent_episodes(model: Model, policies: Policies, contexts: jax.Array, k
     rand = random_policy(model.env)
 
     def act(obs, context, k, memory):
-        d_t, m_t = teacher(obs, context, memory[0])
-        d_c, m_c = central(obs, context, memory[1])
+        d_t, after_t = teacher(obs, context, memory[0])
+        d_c, after_c = central(obs, context, memory[1])
         actions = jnp.stack([choose(d_c, k, greedy), choose(d_t, k, greedy),
                              rand(obs, context, k).astype(d_c.mode().dtype)])
-        return actions[who], (m_t, m_c)
+        action = actions[who]
+        return action, (after_t(action), after_c(action))
 
     def watch(obs, context, memory):
         t, c = teacher(obs, context, memory[0])[0], central(obs, context, memory[1])[0]

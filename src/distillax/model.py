@@ -117,9 +117,19 @@ class Model:
 
     @property
     def central_memory(self) -> int:
-        """Floats of the central policy's memory per env; 0: feed-forward (or no central)."""
+        """Floats of the central policy's memory per env, its GRU's state then the previous
+        action (`RecurrentActor.reads_action`); 0: feed-forward (or no central)."""
         c = self.config
-        return c.memory_size if c.central_memory != "none" and self.has_central else 0
+        recurrent = c.central_memory != "none" and self.has_central
+        return c.memory_size + self.env.action_dim if recurrent else 0
+
+    def central_remember(self, state: jax.Array, action: jax.Array) -> jax.Array:
+        """A recurrent central policy's memory `[..., M + A]` after a step: its GRU's new
+        `state [..., M]` (`central_dist`'s) and the `action [..., (A)]` taken there, whoever
+        took it (one-hot when discrete)."""
+        a = (jax.nn.one_hot(action, self.env.action_dim) if self.env.discrete
+             else action.astype(state.dtype))
+        return jnp.concatenate([state, a], axis=-1)
 
     def initial_memory(self, lead: tuple[int, ...]) -> tuple[Any, Any]:
         """(teacher, central) memory of fresh episodes, `[*lead, size]` zeros, or None for a
@@ -209,26 +219,33 @@ class Model:
                      memory: jax.Array | None = None) -> Any:
         """The central policy on `obs [..., obs]`: its distribution, or with `with_features`
         (distribution, last hidden layer `[..., hidden]`). A recurrent one takes one step
-        from `memory [..., M]` and returns `(memory', that)`."""
+        from `memory [..., M + A]` and returns `(its GRU's state [..., M], that)`: the
+        caller appends the action taken (`central_remember`)."""
         x = self.central_input(obs, context, stats)
         if self.central_memory:
             return self.central.apply(params, memory, x, with_features=with_features)
         return self.central.apply(params, x, with_features=with_features)
 
     def central_sequences(self, params: Any, start: jax.Array | None, obs: jax.Array,
-                          context: jax.Array, reset: jax.Array, stats: RunningStats,
-                          with_features: bool = False) -> tuple[Any, Any]:
+                          context: jax.Array, action: jax.Array, reset: jax.Array,
+                          stats: RunningStats, with_features: bool = False
+                          ) -> tuple[Any, Any]:
         """The central policy along the teachers' sequences `obs [P, T, b, obs]` (time axis
-        1): with a memory, its state runs along them from `start [P, b, M]`, reset where
-        `reset [P, T, b]` (the teachers' episode ends). Returns (its memory after the last
-        step (None when feed-forward), `central_dist`'s output over `[P, T, b]`)."""
+        1): with a memory, its state runs along them from `start [P, b, M + A]`, reading the
+        teachers' `action [P, T, b, (A)]` of each step at the next one, reset where `reset
+        [P, T, b]` (the teachers' episode ends). Returns (its memory after the last step
+        (None when feed-forward), `central_dist`'s output over `[P, T, b]`)."""
         if not self.central_memory:
             return None, self.central_dist(params, obs, context, stats, with_features)
-        x = jnp.swapaxes(self.central_input(obs, context, stats), 0, 1)  # [T, P, b, in]
-        step = lambda m, x_t: self.central.apply(  # noqa: E731
-            params, m, x_t, with_features=with_features)
-        end, out = unroll(step, start, x, jnp.swapaxes(reset, 0, 1))
-        return end, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), out)
+        time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  [P, T, ...] <-> [T, P, ...]
+        x = time_major(self.central_input(obs, context, stats))
+
+        def step(m, xa):
+            state, out = self.central.apply(params, m, xa[0], with_features=with_features)
+            return self.central_remember(state, xa[1]), out
+
+        end, out = unroll(step, start, (x, time_major(action)), time_major(reset))
+        return end, jax.tree.map(time_major, out)
 
     def init_params(self, key: jax.Array) -> tuple[Any, Any]:
         """(teacher params `[P, ...]`, central params)."""
@@ -255,7 +272,8 @@ def build_model(config: Config) -> Model:
                else ActorCritic(env.action_dim, env.discrete, hidden, act))
     # Feature distillation: one map per teacher (an Actor-Mimic regression target each).
     maps = config.partitions if config.feature_coef > 0 else 0
-    central = (RecurrentActor(env.action_dim, env.discrete, hidden, act, size, maps)
+    central = (RecurrentActor(env.action_dim, env.discrete, hidden, act, size, maps,
+                              reads_action=True)
                if config.central_memory != "none"
                else Actor(env.action_dim, env.discrete, hidden, act, feature_maps=maps))
     return Model(config, env, teacher, central)

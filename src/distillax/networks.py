@@ -132,17 +132,22 @@ def apply_stacked(module: nn.Module, params: Any, x: jax.Array, **kwargs: Any) -
 
 class Core(nn.Module):
     """The feed-forward torso (`hidden_sizes`), then a GRU of `memory_size` units, one step:
-    `(memory [..., M], x [..., in]) -> (memory', out [..., M])` (a GRU's output is its state)."""
+    `(memory [..., M], x [..., in]) -> (memory', out [..., M])` (a GRU's output is its state).
+    `previous [..., A]`, when given, joins the torso's output at the GRU's input (the previous
+    action, `RecurrentActor.reads_action`)."""
 
     hidden_sizes: Sequence[int]
     memory_size: int
     activation: str = "tanh"
 
     @nn.compact
-    def __call__(self, memory: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, memory: jax.Array, x: jax.Array, previous: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
         act = ACTIVATIONS[self.activation]
         for h in self.hidden_sizes:
             x = act(_dense(h, np.sqrt(2))(x))
+        if previous is not None:
+            x = jnp.concatenate([x, previous], axis=-1)
         return nn.GRUCell(self.memory_size, name="gru")(memory, x)
 
 
@@ -150,7 +155,14 @@ class RecurrentActor(nn.Module):
     """`Core`, then `Actor`'s head of one hidden layer (of the last torso width, so the
     features that feature distillation reads have the feed-forward actor's size):
     `(memory [..., M], obs) -> (memory', distribution)` (or `(memory', (dist, hidden))` with
-    `with_features`)."""
+    `with_features`).
+
+    With `reads_action` its memory also holds the previous action, `[..., M:]` (`[..., A]`,
+    one-hot when discrete; zeros at an episode's start), which the GRU reads beside the
+    torso's output, as RL^2's policies do: the central policy learns from actions chosen by
+    teachers that may see what it does not (the context), and only an action together with
+    the state's answer to it identifies, e.g., a flipped actuator. The step returns only the
+    GRU's state; the caller appends the action taken (`Model.central_remember`)."""
 
     action_dim: int
     discrete: bool
@@ -158,11 +170,14 @@ class RecurrentActor(nn.Module):
     activation: str = "tanh"
     memory_size: int = 128
     feature_maps: int = 0
+    reads_action: bool = False
 
     @nn.compact
     def __call__(self, memory: jax.Array, obs: jax.Array, with_features: bool = False) -> Any:
-        memory, y = Core(self.hidden_sizes, self.memory_size, self.activation,
-                         name="core")(memory, obs)
+        m = self.memory_size
+        previous = memory[..., m:] if self.reads_action else None
+        memory, y = Core(self.hidden_sizes, m, self.activation,
+                         name="core")(memory[..., :m], obs, previous)
         head = Actor(self.action_dim, self.discrete, tuple(self.hidden_sizes[-1:]),
                      self.activation, self.feature_maps, name="head")
         return memory, head(y, with_features=with_features)

@@ -59,9 +59,11 @@ def own_cell(model: Model, partition: Partition) -> Callable[[jax.Array], jax.Ar
 
 
 # One step of a role on a batch: `(obs [N, obs], context [N, d], memory) -> (distribution
-# [N], memory')`; the memory is the role's `[N, size]` (`initial_memory`), None when
-# feed-forward (and returned as it came).
-Step = Callable[[jax.Array, jax.Array, Any], tuple[Distribution, Any]]
+# [N], after)`, `after(action [N, ...]) -> memory'` given the action taken (a recurrent
+# central policy remembers it, whoever took it); the memory is the role's `[N, size]`
+# (`initial_memory`), None when feed-forward (and returned as it came).
+Step = Callable[[jax.Array, jax.Array, Any],
+                tuple[Distribution, Callable[[jax.Array], Any]]]
 
 
 def initial_memory(model: Model, n: int, central: bool) -> Any:
@@ -81,7 +83,9 @@ def central_step(model: Model, policies: Policies) -> Step:
     def step(obs, context, memory):
         out = model.central_dist(policies.central, obs, context, policies.central_stats,
                                  memory=memory)
-        return (out[1], out[0]) if model.central_memory else (out, memory)
+        if not model.central_memory:
+            return out, lambda action: memory
+        return out[1], lambda action: model.central_remember(out[0], action)
 
     return step
 
@@ -100,7 +104,7 @@ def teacher_step(model: Model, policies: Policies, which: Callable[[jax.Array], 
                              policies.central_stats,
                              memory=None if memory is None else memory[:, None])
         memory = out[-1][:, 0] if model.teacher_memory else memory
-        return jax.tree.map(lambda x: x[:, 0], out[0]), memory
+        return jax.tree.map(lambda x: x[:, 0], out[0]), lambda action: memory
 
     return step
 
@@ -140,8 +144,9 @@ def recurrent_acts(step: Step, greedy: Any) -> Callable[..., tuple[jax.Array, An
     from a `Step`: what `evaluation.episodes` plays when the memory is carried."""
 
     def policy(obs, context, key, memory):
-        d, memory = step(obs, context, memory)
-        return choose(d, key, greedy), memory
+        d, after = step(obs, context, memory)
+        action = choose(d, key, greedy)
+        return action, after(action)
 
     return policy
 

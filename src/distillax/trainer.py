@@ -179,12 +179,7 @@ def reset_teachers(teacher: Any, central: Any) -> Any:
     """Copy the central actor into every teacher's actor (DnC's periodic reset); critics stay,
     and so do the central-only params (the feature maps)."""
     num = jax.tree.leaves(teacher)[0].shape[0]
-
-    def like(src: Any, ref: Any) -> Any:  # src's entries of ref's keys, nested (a recurrent
-        # actor's feature maps sit in its head)
-        return {k: like(src[k], v) if isinstance(v, dict) else src[k] for k, v in ref.items()}
-
-    shared = like(central["params"], teacher["params"]["actor"])
+    shared = {k: central["params"][k] for k in teacher["params"]["actor"]}
     actor = jax.tree.map(lambda x: jnp.broadcast_to(x, (num,) + x.shape), shared)
     return {**teacher, "params": {**teacher["params"], "actor": actor}}
 
@@ -252,7 +247,7 @@ def _batch(model: Model, central: Any, traj: Transition, last_value: jax.Array,
     reset = episode_starts(traj.terminated, traj.truncated) if c.has_memory else None
     if model.has_central:
         end, pi_c = model.central_sequences(central, start.central_memory, traj.obs,
-                                            traj.context, reset, c_stats)
+                                            traj.context, traj.action, reset, c_stats)
         pi_c = jax.lax.stop_gradient(pi_c)
         central_log_prob = pi_c.log_prob(traj.action)
         if end is not None:  # reset after a last step that ended an episode, as teachers do

@@ -142,7 +142,7 @@ def _forward(model: Model, params: Params, mb: Batch, teacher_stats: RunningStat
                                                      with_features=features)
     if model.has_central and with_central:
         _, central = model.central_sequences(params.central, mb.central_start, mb.obs,
-                                             mb.context, mb.reset, central_stats,
+                                             mb.context, mb.action, mb.reset, central_stats,
                                              with_features=features)
     mb = mb.replace(reset=None, teacher_start=None, central_start=None)
     flat = lambda x: x.reshape(x.shape[:1] + (-1,) + x.shape[3:])  # noqa: E731
