@@ -52,7 +52,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 # Side-by-side speed (limit, rejax peer, distillation overhead, scaling in P, profile):
-# writes benchmarks/results.json and benchmarks/results.md; ~15 min on 2 cores.
+# writes benchmarks/results.json and benchmarks/results.md; ~20-25 min on 2 cores (the memory section alone took 9 min under load).
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
 

@@ -1,6 +1,6 @@
 """`make bench`: distillax's speed against its ceiling, a peer (rejax PPO) and itself in P.
 
-    .venv/bin/python benchmarks/run.py                 # everything, ~10-15 min on 2 cores
+    .venv/bin/python benchmarks/run.py                 # everything, ~20-25 min on 2 cores
     .venv/bin/python benchmarks/run.py --sections limit peer --reps 5
 
 Writes benchmarks/results.json and benchmarks/results.md. Everything is measured side by
@@ -22,6 +22,9 @@ env-steps/s is the median over the calls. Sections:
 6. sweep: a 4-member vmapped sweep (`--sweep learning_rate=...`, `central` P=4) in one
    program vs the 4 member configs as separate runs, one after the other: env-steps/s over
    all 4 runs, and compile time (one program vs four).
+7. memory: the cost of memory: `ppo` and `central` (P=4) with GRU teachers and/or a GRU
+   central policy (`--memory-size`, default 128 units) against the same feed-forward
+   config, at the same envs, steps and torso.
 
 rejax is a bench-only dependency (`make bench` installs it into the venv); it unpacks
 gymnax's old 5-value `step`, so its env is wrapped here (`FiveValueStep`), rejax unedited.
@@ -500,9 +503,34 @@ def section_sweep(a) -> dict[str, Any]:
     return out
 
 
+# The cost of memory: name -> (method, P, teacher_memory, central_memory), each recurrent
+# case beside the feed-forward one of its method (same envs, steps and torso)
+MEMORY_CASES = {"ppo": ("ppo", 1, "none", "none"), "ppo, GRU": ("ppo", 1, "gru", "none"),
+                "central": ("central", 4, "none", "none"),
+                "central, GRU central": ("central", 4, "none", "gru"),
+                "central, GRU teachers and central": ("central", 4, "gru", "gru")}
+
+
+def section_memory(a) -> dict[str, Any]:
+    cases = {}
+    for name, (m, P, teacher, central) in MEMORY_CASES.items():
+        config = distillax_config(m, P, a.envs, a.steps, _total_steps(a), teacher_memory=teacher,
+                                  central_memory=central, memory_size=a.memory_size)
+        cases[name] = prepare_distillax(config, a.iters)
+        log(f"memory {name}: compiled in {cases[name].compile_s:.1f} s")
+    out = {"envs": a.envs, "steps": a.steps, "memory_size": a.memory_size,
+           **run_interleaved(cases, a.reps)}
+    for name, (m, *_) in MEMORY_CASES.items():
+        out[name]["vs_feed_forward"] = out[name]["steps_per_s"] / out[m]["steps_per_s"]
+        log(f"memory {name}: {out[name]['steps_per_s']:,.0f}/s "
+            f"({out[name]['vs_feed_forward']:.2f}x feed-forward)")
+    return out
+
+
 SECTIONS = {"e2e": section_e2e, "limit": section_limit, "peer": section_peer,
             "overhead": section_overhead,
-            "scaling": section_scaling, "profile": section_profile, "sweep": section_sweep}
+            "scaling": section_scaling, "profile": section_profile, "sweep": section_sweep,
+            "memory": section_memory}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -696,10 +724,23 @@ def _md_sweep(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-# results.md's sections, in order (`SECTIONS` above are the measurements)
+def _md_memory(r: dict[str, Any]) -> list[str]:
+    """The `memory` section of results.md."""
+    o = r["memory"]
+    lines = ["", f"## 7. The cost of memory (cartpole, {o['envs']} envs x {o['steps']} steps "
+              f"in total, 2x64 torso, GRU of {o['memory_size']} units)", "",
+              "| case | P | env-steps/s | vs feed-forward | compile s |", "|---|---|---|---|---|"]
+    for name, (_, P, _, _) in MEMORY_CASES.items():
+        x = o[name]
+        lines.append(f"| {name} | {P} | {_k(x['steps_per_s'])} | {x['vs_feed_forward']:.2f}x | "
+                     f"{x['compile_s']:.1f} |")
+    return lines
+
+
+# results.md's sections in order (`SECTIONS` above are the measurements)
 MARKDOWN = (("e2e", _md_e2e), ("limit", _md_limit), ("peer", _md_peer),
             ("overhead", _md_overhead), ("scaling", _md_scaling), ("profile", _md_profile),
-            ("sweep", _md_sweep))
+            ("sweep", _md_sweep), ("memory", _md_memory))
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -739,6 +780,7 @@ def main() -> None:
     p.add_argument("--envs", type=int, default=256, help="total envs, sections 3-5")
     p.add_argument("--steps", type=int, default=128, help="rollout length, sections 3-5")
     p.add_argument("--partitions", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--memory-size", type=int, default=128, help="GRU units, section 7")
     p.add_argument("--limit-envs", type=int, default=4096)
     p.add_argument("--limit-steps", type=int, default=128)
     p.add_argument("--budget-small", type=int, default=2**19,

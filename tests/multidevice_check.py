@@ -5,6 +5,8 @@ difference of params, normalisers and env observations, how far training moved t
 
     python tests/multidevice_check.py METHOD[,METHOD...] [SEEDS] [NOISE_EVERY]
 
+METHOD:gru makes both roles recurrent (and that method's run has no noise injection).
+
 SEEDS > 1: a multi-seed state; NOISE_EVERY: noise injection's one env in N (each device holds
 2 envs per cell, so 2 gives every device one noisy env in each cell).
 
@@ -36,10 +38,13 @@ def max_abs_diff(a, b) -> float:
     return max(jax.tree.leaves(diff))
 
 
-for method in methods:
+for name in methods:
+    method, _, memory = name.partition(":")
     config = Config(method=method, num_envs=16, num_steps=16, total_steps=16 * 16 * 4,
                     num_minibatches=2, update_epochs=2, normalize_obs=True, hidden_sizes=(16,),
-                    kmeans_samples=1000, partitions=2, seeds=seeds, noise_every=noise_every)
+                    kmeans_samples=1000, partitions=2, seeds=seeds,
+                    noise_every=0 if memory else noise_every, teacher_memory=memory or "none",
+                    central_memory=memory or "none", memory_size=8)
     model = build_model(config)
     out = {}
     init = jax.device_get(init_run_state(model).params)  # PRNGKey(0), or [seeds] stacked
@@ -52,6 +57,6 @@ for method in methods:
         parallel.assert_replicated(state.opt)
         out[n] = jax.device_get((state.params, state.opt, state.teacher_stats,
                                  state.central_stats, state.env.obs, metrics.update.loss))
-    print(json.dumps({"method": method, "devices": len(jax.devices()),
+    print(json.dumps({"method": name, "devices": len(jax.devices()),
                       "max_abs_diff": max_abs_diff(out[1], out[4]),
                       "moved": max_abs_diff(out[1][0], init)}), flush=True)

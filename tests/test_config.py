@@ -27,6 +27,7 @@ from distillax.config import (
     DIVERGENCES,
     FIELD_RULES,
     GROUPS,
+    MEMORIES,
     PARTITIONERS,
     SCHEDULES,
     WANDB_MODES,
@@ -188,6 +189,7 @@ BAD_VALUES = {
     "task": _bad_name(SHIPPED), "method": _bad_name(METHODS),
     "partitioner": _bad_name(PARTITIONERS), "divergence": _bad_name(DIVERGENCES),
     "distill_schedule": _bad_name(SCHEDULES), "activation": _bad_name(ACTIVATIONS),
+    "teacher_memory": _bad_name(MEMORIES), "central_memory": _bad_name(MEMORIES),
     "wandb_mode": _bad_name(WANDB_MODES),
     "wandb_project": st.sampled_from([None, 7, b"p"]), "wandb_name": st.sampled_from([None, 7]),
     "seed": st.integers(max_value=-1) | st.integers(min_value=2**31) | wrong_type,
@@ -256,6 +258,23 @@ def _breakers(c: Config) -> list[tuple[frozenset, dict]]:
                               partitions=5, num_envs=10, grid_shape=(), kmeans_samples=10,
                               reset_every=0, total_steps=10**9)),
         ({"num_envs"}, dict(num_envs=P * c.num_envs + 1)) if P > 1 else None,
+        # a memory: minibatches of whole sequences must divide each device's envs of a
+        # cell; what it does not support is refused, naming the field
+        ({"num_minibatches"}, dict(teacher_memory="gru", noise_every=0, reset_every=0,
+                                   method="independent",
+                                   num_minibatches=c.envs_per_partition + 1)),
+        ({"central_memory"}, dict(central_memory="gru", method="ppo", partitioner="kmeans",
+                                  grid_shape=(), reset_every=0, feature_coef=0.0,
+                                  distill_tail_steps=0, noise_every=0)),
+        ({"teacher_memory"}, dict(teacher_memory="gru", method="distral2col",
+                                  reset_every=0, noise_every=0, distill_tail_steps=0)),
+        ({"central_memory"}, dict(central_memory="gru", method="dnc", noise_every=0,
+                                  reset_every=0)),
+        ({"noise_every"}, dict(teacher_memory="gru", noise_every=c.envs_per_partition,
+                               method="independent", reset_every=0)),
+        ({"reset_every"}, dict(teacher_memory="gru", central_memory="none", reset_every=2,
+                               method="independent", noise_every=0,
+                               teacher_sees_context=c.central_sees_context)),
     ]
     return [b for b in out if b is not None]
 

@@ -77,7 +77,7 @@ from distillax.config import Config, ConfigError, fields_with
 from distillax.contexts import Partition
 from distillax.model import Model, build_model
 from distillax.normalizer import RunningStats
-from distillax.policy import Policies, Policy, central_policy
+from distillax.policy import Policies, Policy, central_policy, central_step, recurrent_acts
 
 # Bump when the layout of a checkpoint changes (TrainState fields, item names, meta keys) so
 # that an old checkpoint fails with a message instead of a deep orbax structure error.
@@ -537,16 +537,44 @@ def load_policy(directory: str, greedy: bool = False, step: int | None = None,
     which takes the distribution's mode). Leading axes are batch axes, including none.
     A multi-seed checkpoint needs `seed`, the index s of the run (of config seed + s); a
     sweep's needs `member`, the index k of its member (`Config.members`).
+    A recurrent central policy (`central_memory`; for `ppo`, `teacher_memory`) carries a
+    state instead: `policy(obs, context, key, state) -> (action, state)`, from
+    `policy.initial_state(batch)` at each episode's start (`policy.recurrent` says which).
     Raises `checkpoint.CheckpointError` if the checkpoint is missing, unreadable or corrupt.
     """
     info, model, policies = load(directory, step, seed, member)
-    jitted = jax.jit(central_policy(model, policies, greedy))
+    size = model.central_memory if model.has_central else model.teacher_memory
+    if size:
+        policy = _recurrent_policy(model, policies, greedy, size)
+    else:
+        jitted = jax.jit(central_policy(model, policies, greedy))
 
-    def policy(obs: Any, context: Any, key: jax.Array) -> jax.Array:
-        return jitted(jnp.asarray(obs, jnp.float32), jnp.asarray(context, jnp.float32), key)
+        def policy(obs: Any, context: Any, key: jax.Array) -> jax.Array:
+            return jitted(jnp.asarray(obs, jnp.float32), jnp.asarray(context, jnp.float32),
+                          key)
 
+    policy.recurrent = bool(size)  # type: ignore[attr-defined]
     policy.config = info.config  # type: ignore[attr-defined]  # what the policy was trained with
     policy.step = info.step  # type: ignore[attr-defined]
+    return policy
+
+
+def _recurrent_policy(model: Any, policies: Policies, greedy: bool, size: int) -> Policy:
+    """`load_policy`'s policy of a recurrent central policy: `policy(obs [..., obs], context
+    [..., d], key, state [..., S]) -> (action [...], state')`, with
+    `policy.initial_state(batch=())`, the zeros `[*batch, S]` a fresh episode starts from (pass
+    it again where an episode ends: the training resets there too)."""
+    act = jax.jit(recurrent_acts(central_step(model, policies), greedy))
+
+    def policy(obs: Any, context: Any, key: jax.Array, state: Any) -> tuple[jax.Array, Any]:
+        obs, context = jnp.asarray(obs, jnp.float32), jnp.asarray(context, jnp.float32)
+        lead = obs.shape[:-1]
+        action, state = act(obs.reshape(-1, obs.shape[-1]),
+                            context.reshape(-1, context.shape[-1]), key,
+                            jnp.asarray(state, jnp.float32).reshape(-1, size))
+        return action.reshape(lead + action.shape[1:]), state.reshape(lead + (size,))
+
+    policy.initial_state = lambda batch=(): jnp.zeros((*tuple(batch), size))  # type: ignore[attr-defined]
     return policy
 
 

@@ -34,6 +34,7 @@ from distillax.config import (
     ACTIVATIONS,
     DIVERGENCES,
     GROUPS,
+    MEMORIES,
     PARTITIONERS,
     SCHEDULES,
     WANDB_MODES,
@@ -59,6 +60,7 @@ def _choices(name: str) -> tuple[str, ...] | None:
         return tuple(envs.names())
     return {"method": methods.names(), "partitioner": PARTITIONERS, "divergence": DIVERGENCES,
             "distill_schedule": SCHEDULES, "activation": ACTIVATIONS,
+            "teacher_memory": MEMORIES, "central_memory": MEMORIES,
             "wandb_mode": WANDB_MODES}.get(name)
 
 

@@ -28,6 +28,10 @@ SCHEDULES = ("constant", "linear")
 WANDB_MODES = ("online", "offline", "disabled")
 PARTITIONERS = ("kmeans", "grid", "tasks")
 ACTIVATIONS = ("tanh", "relu")
+# A role's memory: none (feed-forward) or a GRU after the feed-forward torso. No LSTM: on the
+# tasks here a GRU infers a context as well with 3/4 of the parameters and one state array
+# instead of two; flax's cells make adding one a few lines when a task shows it earns its place.
+MEMORIES = ("none", "gru")
 # The central policy's step size over the teachers' (`central_learning_rate` None). Measured
 # with experiments/central_fit.py (method `central`, each task's preset, 300k env steps, 3
 # seeds, annealed; experiments/results/central_fit.md): at the old 1e-3 (0.4x) the central
@@ -138,7 +142,8 @@ class Config:
                               "(per run)", may_change_on_resume=True)
     update_epochs: int = static(4, GROUPS[1], "E, epochs over each rollout")
     num_minibatches: int = static(4, GROUPS[1], "M, minibatches per epoch (they split the time "
-                                  "axis; each holds every partition's slice)")
+                                  "axis, or with a memory the env axis; each holds every "
+                                  "partition's slice)")
     num_devices: int = static(0, GROUPS[1], "devices on the data-parallel mesh axis (0 = all "
                               "visible)", may_change_on_resume=True)
 
@@ -146,6 +151,15 @@ class Config:
     hidden_sizes: tuple[int, ...] = static((64, 64), GROUPS[2], "hidden layer widths of every "
                                            "actor and critic")
     activation: str = static("tanh", GROUPS[2], "hidden activation")
+    teacher_memory: str = static("none", GROUPS[2], "the teachers' memory: none "
+                                 "(feed-forward) or gru (a GRU after the torso, one for the "
+                                 "actor and one for the critic; its state is reset at every "
+                                 "episode end)")
+    central_memory: str = static("none", GROUPS[2], "the central policy's memory: none or gru "
+                                 "(its state runs along the teachers' trajectories, reset at "
+                                 "their episode ends, and reads the previous action; it "
+                                 "never acts)")
+    memory_size: int = static(128, GROUPS[2], "units of each GRU (with a memory)")
 
     # --- optimisation ------------------------------------------------------------------------
     learning_rate: float = leaf(2.5e-3, GROUPS[3], "the teachers' Adam step size")
@@ -260,6 +274,11 @@ class Config:
         spec = methods.METHODS.get(self.method)
         if spec is not None and spec.single_teacher:
             object.__setattr__(self, "partitions", 1)
+
+    @property
+    def has_memory(self) -> bool:
+        """Whether a role is recurrent (then minibatches split the env axis, not time)."""
+        return self.teacher_memory != "none" or self.central_memory != "none"
 
     @property
     def resolved_divergence(self) -> str:
@@ -404,8 +423,11 @@ FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("divergence",), lambda v: v in DIVERGENCES, f"one of {list(DIVERGENCES)}"),
     (("distill_schedule",), lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
     (("activation",), lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
+    (("teacher_memory", "central_memory"), lambda v: v in MEMORIES,
+     f"one of {list(MEMORIES)}"),
     (("partitions", "num_envs", "num_steps", "total_steps", "update_epochs", "num_minibatches",
-      "seeds", "kmeans_samples", "context_candidates", "eval_contexts", "max_to_keep"),
+      "seeds", "kmeans_samples", "context_candidates", "eval_contexts", "max_to_keep",
+      "memory_size"),
      lambda v: _is_int(v) and v >= 1, "a positive integer"),
     (("seed",), lambda v: _is_int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)"),
     (("num_devices",), lambda v: _is_int(v) and v >= 0,
@@ -553,7 +575,15 @@ def _check_sizes(c: Config, num_devices: int) -> None:
               f"a multiple of partitions x devices = {P} x {num_devices} = {P * num_devices}")
     if c.noise_every:
         _check_noise(c, c.num_envs // (P * num_devices))
-    if c.num_steps % c.num_minibatches:
+    if c.has_memory:
+        _check_memory(c)
+    envs_per_device = c.num_envs // (P * num_devices)
+    if c.has_memory and envs_per_device % c.num_minibatches:
+        _fail("num_minibatches", c.num_minibatches,
+              f"a divisor of the envs of a cell on each device, num_envs / (partitions x "
+              f"devices) = {envs_per_device} (with a memory, minibatches split the env axis "
+              "so that each keeps whole sequences)")
+    if not c.has_memory and c.num_steps % c.num_minibatches:
         _fail("num_minibatches", c.num_minibatches,
               f"a divisor of num_steps = {c.num_steps} (minibatches split the time axis)")
     if c.cross_steps > c.num_steps // c.num_minibatches:
@@ -562,6 +592,30 @@ def _check_sizes(c: Config, num_devices: int) -> None:
     if c.total_steps < c.steps_per_iteration:
         _fail("total_steps", c.total_steps,
               f"at least num_envs x num_steps = {c.steps_per_iteration} (one iteration)")
+
+
+def _check_memory(c: Config) -> None:
+    """What a recurrent role does not support (refused rather than half-supported)."""
+    spec = c.spec
+    role = "teacher_memory" if c.teacher_memory != "none" else "central_memory"
+    value = getattr(c, role)
+    if c.central_memory != "none" and not spec.has_central:
+        _fail("central_memory", c.central_memory, f"none for method `{c.method}` (it has no "
+              "central policy; its single teacher's memory is teacher_memory)")
+    if spec.shares_central:
+        _fail(role, value, f"none for method `{c.method}` (a recurrent shared column would "
+              "need the central state in every teacher's rollout)")
+    if spec.coupling.needs_cross:
+        _fail(role, value, f"none for method `{c.method}` (its pairwise terms run every "
+              "teacher on every partition's states, a subsample of time rows, which a "
+              "recurrent policy's state along whole sequences does not fit)")
+    if c.noise_every:
+        _fail("noise_every", c.noise_every, f"0 with {role} = {value!r} (minibatches of whole "
+              "sequences do not keep the noisy envs' pattern)")
+    if c.reset_every:  # the central actor is copied into actors of another shape
+        _fail("reset_every", c.reset_every, f"0 with {role} = {value!r} (a recurrent central "
+              "policy's GRU also reads the previous action, a recurrent teacher's does not, "
+              "and a feed-forward actor has no GRU)")
 
 
 def _check_outputs(c: Config) -> None:

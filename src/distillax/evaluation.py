@@ -30,9 +30,14 @@ from distillax.policy import (
     Policies,
     central_dist,
     central_policy,
+    central_step,
+    choose,
+    initial_memory,
     own_cell,
+    recurrent_acts,
     teacher_dist,
     teacher_policy,
+    teacher_step,
 )
 
 VARIANTS = (("central", True), ("central", False), ("teachers", True), ("teachers", False))
@@ -84,7 +89,7 @@ Trace = Callable[[Any, jax.Array], Any]
 def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
              env: ContextualEnv, contexts: jax.Array, key: jax.Array,
              watch: Watch | None = None, trace: Trace | None = None,
-             max_steps: int | None = None, copies: int = 1) -> Episodes:
+             max_steps: int | None = None, copies: int = 1, memory: Any = None) -> Episodes:
     """One episode in each context `[N, d]`, undiscounted.
 
     `policy(obs [N, obs], context [N, d], key) -> action [N, ...]`. Counts reward up to each
@@ -97,6 +102,11 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     every context C times with the same keys, as one batch of C x N rows (row c N + n: copy c
     of context n; the leaves `[C N]`): two policies from the same initial states in one loop
     (`render.record`), where a vmap over them would select over every env-state leaf.
+    `memory`: a recurrent policy's memory of fresh episodes for the C x N rows (any pytree,
+    e.g. a pair of roles' memories, one of them None when feed-forward; None: the policy is
+    feed-forward), carried through the loop: then `policy(obs, context, key, memory) ->
+    (action, memory')` and `watch(obs, context, memory)` sees the memory the step acts with.
+    (Each episode is played once, from a reset, so the memory is never reset inside the loop.)
     """
     tile = lambda x: jnp.concatenate([x] * copies)  # noqa: E731
     n, contexts = contexts.shape[0] * copies, tile(contexts)
@@ -104,33 +114,40 @@ def episodes(policy: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     key_reset, key_run = jax.random.split(key)
     keys = lambda k: tile(jax.random.split(k, n // copies))  # noqa: E731  one per context
     obs, state = jax.vmap(env.reset)(keys(key_reset), contexts)
-    measures = jax.eval_shape(watch, obs, contexts) if watch else {}
+    recurrent = memory is not None
+    def watched(o, c, m):
+        return watch(o, c, m) if recurrent else watch(o, c)
+
+    measures = jax.eval_shape(watched, obs, contexts, memory) if watch else {}
     kept = (jax.tree.map(lambda x: jnp.zeros((T,) + x.shape, x.dtype), trace(state, contexts))
             if trace else None)
 
     def running(carry):
-        t, alive = carry[0], carry[-1]
+        t, alive = carry[0], carry[-2]
         return jnp.logical_and(t < T, jnp.any(alive))
 
     def step(carry):
-        t, obs, state, total, steps, fit, kept, alive = carry
+        t, obs, state, total, steps, fit, kept, alive, memory = carry
         if watch:
-            now = watch(obs, contexts)
+            now = watched(obs, contexts, memory)
             fit = {k: v + jnp.where(alive, now[k], 0.0) for k, v in fit.items()}
         if trace:
             kept = jax.tree.map(lambda b, x: b.at[t].set(x), kept, trace(state, contexts))
         k_act, k_env = jax.random.split(jax.random.fold_in(key_run, t))
-        action = policy(obs, contexts, k_act)
+        if recurrent:
+            action, memory = policy(obs, contexts, k_act, memory)
+        else:
+            action = policy(obs, contexts, k_act)
         # no reset: an ended episode's later steps are never counted
         out = jax.vmap(env.transition)(keys(k_env), state, action, contexts)
         total = total + jnp.where(alive, out.reward, 0.0)
         steps = steps + alive
         alive = alive & ~(out.terminated | out.truncated)
-        return t + 1, out.obs, out.state, total, steps, fit, kept, alive
+        return t + 1, out.obs, out.state, total, steps, fit, kept, alive, memory
 
     init = (jnp.zeros((), jnp.int32), obs, state, jnp.zeros(n), jnp.zeros(n, jnp.int32),
-            {k: jnp.zeros(n) for k in measures}, kept, jnp.ones(n, bool))
-    _, _, _, total, steps, fit, kept, _ = jax.lax.while_loop(running, step, init)
+            {k: jnp.zeros(n) for k in measures}, kept, jnp.ones(n, bool), memory)
+    _, _, _, total, steps, fit, kept, _, _ = jax.lax.while_loop(running, step, init)
     return Episodes(returns=total, steps=steps, fit=fit, cell=jnp.full(n, -1, jnp.int32),
                     trace=kept)
 
@@ -154,14 +171,15 @@ def fit_watch(model: Model, policies: Policies
     teacher = teacher_dist(model, policies, own_cell(model, policies.partition))
     central = central_dist(model, policies)
 
-    def watch(obs, context):
-        t, c = teacher(obs, context), central(obs, context)
-        a, b = t.mode(), c.mode()
-        gap = ((a != b).astype(jnp.float32) if model.env.discrete
-               else jnp.linalg.norm(a - b, axis=-1))
-        return {"kl": t.kl(c), "action_gap": gap}
+    return lambda obs, context: _fit(model, teacher(obs, context), central(obs, context))
 
-    return watch
+
+def _fit(model: Model, t: Any, c: Any) -> dict[str, jax.Array]:
+    """`fit_watch`'s measures of teacher `t` and central `c` distributions `[N]`."""
+    a, b = t.mode(), c.mode()
+    gap = ((a != b).astype(jnp.float32) if model.env.discrete
+           else jnp.linalg.norm(a - b, axis=-1))
+    return {"kl": t.kl(c), "action_gap": gap}
 
 
 def random_policy(env: ContextualEnv) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
@@ -182,6 +200,10 @@ def policy_episodes(model: Model, policies: Policies, contexts: jax.Array, key: 
     With `fit` (and a central policy) they carry `fit_watch`'s sums; `cell` is each context's;
     `trace` and `max_steps` are `episodes`'.
     For a method without a central policy its single teacher acts as the central policy."""
+    if model.config.has_memory:
+        out = _recurrent_episodes(model, policies, contexts, key, greedy, who, fit, trace,
+                                  max_steps)
+        return out.replace(cell=own_cell(model, policies.partition)(contexts))
     acting = [central_policy(model, policies, greedy),
               teacher_policy(model, policies, own_cell(model, policies.partition), greedy),
               random_policy(model.env)]
@@ -192,6 +214,34 @@ def policy_episodes(model: Model, policies: Policies, contexts: jax.Array, key: 
     watch = fit_watch(model, policies) if fit and model.has_central else None
     out = episodes(act, model.env, contexts, key, watch, trace, max_steps)
     return out.replace(cell=own_cell(model, policies.partition)(contexts))
+
+
+def _recurrent_episodes(model: Model, policies: Policies, contexts: jax.Array, key: jax.Array,
+                        greedy: Any, who: Any, fit: bool, trace: Trace | None,
+                        max_steps: int | None) -> Episodes:
+    """`policy_episodes` with a recurrent role: the central policy and the own-cell teacher
+    both step at every state, whoever acts, so that each one's memory runs along the acting
+    trajectory (what `fit_watch`'s comparison of the two needs); memory (teacher, central)."""
+    n = contexts.shape[0]
+    teacher = teacher_step(model, policies, own_cell(model, policies.partition))
+    central = central_step(model, policies)
+    rand = random_policy(model.env)
+
+    def act(obs, context, k, memory):
+        d_t, after_t = teacher(obs, context, memory[0])
+        d_c, after_c = central(obs, context, memory[1])
+        actions = jnp.stack([choose(d_c, k, greedy), choose(d_t, k, greedy),
+                             rand(obs, context, k).astype(d_c.mode().dtype)])
+        action = actions[who]
+        return action, (after_t(action), after_c(action))
+
+    def watch(obs, context, memory):
+        t, c = teacher(obs, context, memory[0])[0], central(obs, context, memory[1])[0]
+        return _fit(model, t, c)
+
+    memory = (initial_memory(model, n, central=False), initial_memory(model, n, central=True))
+    watching = watch if fit and model.has_central else None
+    return episodes(act, model.env, contexts, key, watching, trace, max_steps, memory=memory)
 
 
 def policy_returns(model: Model, policies: Policies, contexts: jax.Array, key: jax.Array,
@@ -519,6 +569,10 @@ def grid_program(model: Model, greedy: bool) -> Any:
 
         def teacher(i):
             which = lambda c: jnp.full(c.shape[:-1], i, jnp.int32)  # noqa: E731
+            memory = initial_memory(model, contexts.shape[0], central=False)
+            if memory is not None:
+                act = recurrent_acts(teacher_step(model, policies, which), greedy)
+                return episodes(act, model.env, contexts, key, memory=memory).returns
             return episode_returns(teacher_policy(model, policies, which, greedy), model.env,
                                    contexts, key)
 

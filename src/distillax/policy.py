@@ -58,33 +58,73 @@ def own_cell(model: Model, partition: Partition) -> Callable[[jax.Array], jax.Ar
     return lambda context: assign(partition, model.env.space, context)
 
 
+# One step of a role on a batch: `(obs [N, obs], context [N, d], memory) -> (distribution
+# [N], after)`, `after(action [N, ...]) -> memory'` given the action taken (a recurrent
+# central policy remembers it, whoever took it); the memory is the role's `[N, size]`
+# (`initial_memory`), None when feed-forward (and returned as it came).
+Step = Callable[[jax.Array, jax.Array, Any],
+                tuple[Distribution, Callable[[jax.Array], Any]]]
+
+
+def initial_memory(model: Model, n: int, central: bool) -> Any:
+    """`[n, size]` zeros: the memory of fresh episodes of the central policy (`central`; for
+    a method without one, its single teacher's) or of the teachers; None when feed-forward."""
+    size = model.central_memory if central and model.has_central else model.teacher_memory
+    return jnp.zeros((n, size)) if size else None
+
+
+def central_step(model: Model, policies: Policies) -> Step:
+    """The central policy's `Step` (for a method without a central policy, the single
+    teacher's)."""
+    if not model.has_central:
+        return teacher_step(model, policies, own_cell(model, policies.partition))
+    model = _acting(model, policies)
+
+    def step(obs, context, memory):
+        out = model.central_dist(policies.central, obs, context, policies.central_stats,
+                                 memory=memory)
+        if not model.central_memory:
+            return out, lambda action: memory
+        return out[1], lambda action: model.central_remember(out[0], action)
+
+    return step
+
+
+def teacher_step(model: Model, policies: Policies, which: Callable[[jax.Array], jax.Array]
+                 ) -> Step:
+    """The teachers' `Step`: row n by teacher `which(context [N, d])[n]`, e.g. `own_cell`."""
+    model = _acting(model, policies)
+
+    def step(obs, context, memory):
+        idx = which(context)  # [N]
+        pick = lambda x: jnp.asarray(x)[idx]  # noqa: E731  N stacked teachers [N, ...], one each
+        acting = model.acting_params(jax.tree.map(pick, policies.teacher), policies.central)
+        out = model.teachers(acting, obs[:, None], context[:, None],
+                             jax.tree.map(pick, policies.teacher_stats),
+                             policies.central_stats,
+                             memory=None if memory is None else memory[:, None])
+        memory = out[-1][:, 0] if model.teacher_memory else memory
+        return jax.tree.map(lambda x: x[:, 0], out[0]), lambda action: memory
+
+    return step
+
+
+def _stateless(step: Step) -> Callable[[jax.Array, jax.Array], Distribution]:
+    return lambda obs, context: step(obs, context, None)[0]
+
+
 def central_dist(model: Model, policies: Policies) -> Callable[[jax.Array, jax.Array],
                                                                  Distribution]:
-    """`dist(obs [N, obs], context [N, d])`: the central policy's action distribution `[N]`
-    (for a method without a central policy, the single teacher's)."""
-    if not model.has_central:
-        return teacher_dist(model, policies, own_cell(model, policies.partition))
-    model = _acting(model, policies)
-    return lambda obs, context: model.central_dist(policies.central, obs, context,
-                                                   policies.central_stats)
+    """`dist(obs [N, obs], context [N, d])`: the feed-forward central policy's action
+    distribution `[N]` (for a method without a central policy, the single teacher's)."""
+    return _stateless(central_step(model, policies))
 
 
 def teacher_dist(model: Model, policies: Policies, which: Callable[[jax.Array], jax.Array]
                  ) -> Callable[[jax.Array, jax.Array], Distribution]:
-    """`dist(obs [N, obs], context [N, d])`: row n's distribution from teacher
+    """`dist(obs [N, obs], context [N, d])`: row n's distribution from feed-forward teacher
     `which(context [N, d])[n]`, e.g. `own_cell`."""
-    model = _acting(model, policies)
-
-    def dist(obs, context):
-        idx = which(context)  # [N]
-        pick = lambda x: jnp.asarray(x)[idx]  # noqa: E731  N stacked teachers [N, ...], one each
-        acting = model.acting_params(jax.tree.map(pick, policies.teacher), policies.central)
-        d, _ = model.teachers(acting, obs[:, None], context[:, None],
-                              jax.tree.map(pick, policies.teacher_stats),
-                              policies.central_stats)
-        return jax.tree.map(lambda x: x[:, 0], d)
-
-    return dist
+    return _stateless(teacher_step(model, policies, which))
 
 
 def _acts(dist: Callable[[jax.Array, jax.Array], Distribution], greedy: Any) -> Policy:
@@ -95,6 +135,18 @@ def _acts(dist: Callable[[jax.Array, jax.Array], Distribution], greedy: Any) -> 
         d = dist(obs.reshape(-1, obs.shape[-1]), context.reshape(-1, context.shape[-1]))
         action = choose(d, key, greedy)
         return action.reshape(lead + action.shape[1:])
+
+    return policy
+
+
+def recurrent_acts(step: Step, greedy: Any) -> Callable[..., tuple[jax.Array, Any]]:
+    """`policy(obs [N, obs], context [N, d], key, memory) -> (action [N, ...], memory')`
+    from a `Step`: what `evaluation.episodes` plays when the memory is carried."""
+
+    def policy(obs, context, key, memory):
+        d, after = step(obs, context, memory)
+        action = choose(d, key, greedy)
+        return action, after(action)
 
     return policy
 

@@ -78,7 +78,13 @@ def record(model: Any, policies: Any, contexts: np.ndarray, key: jax.Array,
     and stops once every episode has ended.
     """
     from distillax.evaluation import episodes
-    from distillax.policy import central_policy, own_cell, teacher_policy
+    from distillax.policy import (
+        central_step,
+        initial_memory,
+        own_cell,
+        recurrent_acts,
+        teacher_step,
+    )
 
     env: ContextualEnv = model.env
     pick = drawer_for(env).pick
@@ -86,16 +92,22 @@ def record(model: Any, policies: Any, contexts: np.ndarray, key: jax.Array,
     contexts = jnp.asarray(contexts, jnp.float32)
     K = contexts.shape[0]
     look = jax.vmap(lambda state, context: pick(env, state, context))
-    central = central_policy(model, policies, greedy)
-    teacher = teacher_policy(model, policies, own_cell(model, policies.partition), greedy)
+    # Both roles play as steps with a memory (None when feed-forward), so a recurrent central
+    # policy or teacher carries its state along its own K rows on the same code path
+    central = recurrent_acts(central_step(model, policies), greedy)
+    teacher = recurrent_acts(teacher_step(model, policies, own_cell(model, policies.partition)),
+                             greedy)
 
-    def act(obs, context, k):  # rows [0, K): the central policy; [K, 2K): the own teachers
-        return jnp.concatenate([central(obs[:K], context[:K], k),
-                                teacher(obs[K:], context[K:], k)])
+    def act(obs, context, k, memory):  # rows [0, K): the central policy; [K, 2K): the teachers
+        a_c, m_c = central(obs[:K], context[:K], k, memory[0])
+        a_t, m_t = teacher(obs[K:], context[K:], k, memory[1])
+        return jnp.concatenate([a_c, a_t]), (m_c, m_t)
+
+    memory = (initial_memory(model, K, central=True), initial_memory(model, K, central=False))
 
     @functools.partial(jax.jit, compiler_options=RUN_ONCE)
     def run(contexts, key):
-        ep = episodes(act, env, contexts, key, trace=look, max_steps=T, copies=2)
+        ep = episodes(act, env, contexts, key, trace=look, max_steps=T, copies=2, memory=memory)
         halves = lambda x: jnp.stack([x[..., :K], x[..., K:]])  # noqa: E731  [..., 2K] -> [2, ..., K]
         frames = jax.tree.map(lambda x: jnp.stack([x[:, :K], x[:, K:]]), ep.trace)
         return (frames, halves(ep.steps), halves(ep.returns),

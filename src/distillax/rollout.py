@@ -32,6 +32,12 @@ class EnvCarry:
     last_return: jax.Array  # [P, B] return of the last completed episode
     episodes: jax.Array  # [P, B] completed episodes
     episode_step: jax.Array  # [P, B] steps since the running episode began (t in gamma^t)
+    # [P, B, 2M] recurrent teachers' memory to act with (zeros at an episode's first step);
+    # None for feed-forward teachers
+    teacher_memory: Any = None
+    # [P, B, M] a recurrent central policy's memory at the same step, advanced along the
+    # teachers' trajectories by the trainer (`trainer._batch`), never by acting; else None
+    central_memory: Any = None
 
 
 @struct.dataclass
@@ -87,8 +93,9 @@ def acting_envs(x: jax.Array, every: int, axis: int) -> jax.Array:
 
 
 def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per_cell: int,
-              candidates: int) -> EnvCarry:
-    """Reset `envs_per_cell` envs in every cell, each in a context drawn from its cell."""
+              candidates: int, memory: tuple[Any, Any] = (None, None)) -> EnvCarry:
+    """Reset `envs_per_cell` envs in every cell, each in a context drawn from its cell;
+    `memory`: the (teacher, central) memory of fresh episodes (`Model.initial_memory`)."""
     P = partition.size
     keys = jax.random.split(key, P * envs_per_cell).reshape(P, envs_per_cell, -1)
     cells = jnp.broadcast_to(jnp.arange(P)[:, None], (P, envs_per_cell))
@@ -103,7 +110,8 @@ def init_envs(key: jax.Array, env: ContextualEnv, partition: Partition, envs_per
     zeros = jnp.zeros((P, envs_per_cell))
     return EnvCarry(state=states, obs=obs, context=contexts, key=keys, episode_return=zeros,
                     last_return=zeros, episodes=zeros,
-                    episode_step=jnp.zeros((P, envs_per_cell), jnp.int32))
+                    episode_step=jnp.zeros((P, envs_per_cell), jnp.int32),
+                    teacher_memory=memory[0], central_memory=memory[1])
 
 
 def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
@@ -115,6 +123,9 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
 
     `act(params, obs [P, B, obs], context [P, B, d]) -> (dist, value)` and `value_fn` (same
     inputs -> `[P, B]`) close over the teacher network and its input normalisation.
+    Recurrent teachers (`carry.teacher_memory` not None) take the memory as a fourth argument
+    of both and `act` returns the new memory third; the carried memory is zeroed after a
+    step that ended an episode (termination or truncation, so at every context redraw).
     Noise injection: the envs `noisy_envs(B, noise_every)` act with the teacher's std (or
     temperature) times `noise_scale`; every env stores the teacher's own log-prob.
     Returns the carry after T steps and the transitions `[P, T, B, ...]`.
@@ -123,7 +134,8 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
     def step(carry: EnvCarry, _):
         keys = jax.vmap(jax.vmap(lambda k: jax.random.split(k, 4)))(carry.key)
         key, k_act, k_step, k_ctx = (keys[:, :, i] for i in range(4))
-        dist, value = act(teacher_params, carry.obs, carry.context)
+        recurrent = carry.teacher_memory is not None
+        dist, value, memory = _act(act, teacher_params, carry)
         behaviour = dist
         if noise_every:
             B = carry.obs.shape[1]
@@ -134,6 +146,11 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
         # episode ended and resets them (as `env.step` would have with that context)
         out = over_envs(env.transition)(k_step, carry.state, action, carry.context)
         done = jnp.logical_or(out.terminated, out.truncated)
+        final_value = None
+        if recurrent:  # V(true s_{t+1}) reads the critic's state after s_t: taken here (a
+            # cond on truncation fails to type under the seeds' vmap inside shard_map)
+            final_value = value_fn(teacher_params, out.final_obs, carry.context, memory)
+            memory = jnp.where(done[..., None], 0.0, memory)
         out = reset_ended(out, done, k_step, k_ctx, partition, env, candidates)
         ep_return = carry.episode_return + out.reward
         new = EnvCarry(
@@ -142,18 +159,28 @@ def rollout(teacher_params: Any, carry: EnvCarry, partition: Partition,
             last_return=jnp.where(done, ep_return, carry.last_return),
             episodes=carry.episodes + done,
             episode_step=jnp.where(done, 0, carry.episode_step + 1),
+            teacher_memory=memory, central_memory=carry.central_memory,
         )
         # final_value is filled in after the scan, from final_obs: one batched critic pass
         # over [P, T, B] instead of one per step (the per-step cost dominates at few envs)
         tr = Transition(obs=carry.obs, context=carry.context, action=action,
                         log_prob=dist.log_prob(action), value=value, reward=out.reward,
-                        terminated=out.terminated, truncated=out.truncated, final_value=None,
-                        episode_step=carry.episode_step)
-        return new, (tr, out.final_obs)
+                        terminated=out.terminated, truncated=out.truncated,
+                        final_value=final_value, episode_step=carry.episode_step)
+        return new, (tr, None if recurrent else out.final_obs)
 
     carry, (traj, final_obs) = jax.lax.scan(step, carry, None, length=num_steps)
     traj, final_obs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), (traj, final_obs))
+    if final_obs is None:
+        return carry, traj
     return carry, traj.replace(final_value=value_fn(teacher_params, final_obs, traj.context))
+
+
+def _act(act: Callable[..., Any], params: Any, carry: EnvCarry) -> tuple[Any, Any, Any]:
+    """(dist, value, the teachers' memory after the step: None when feed-forward)."""
+    if carry.teacher_memory is None:
+        return (*act(params, carry.obs, carry.context), None)
+    return act(params, carry.obs, carry.context, carry.teacher_memory)
 
 
 def reset_ended(out: Step, done: jax.Array, k_step: jax.Array, k_ctx: jax.Array,
@@ -204,6 +231,14 @@ def reset_ended(out: Step, done: jax.Array, k_step: jax.Array, k_ctx: jax.Array,
     # at 4-64 envs (benchmarks/findings.md). Under a vmap over seeds (`seeds > 1`) the cond
     # becomes a select that always runs `redraw`: no saving there, same results.
     return jax.lax.cond(count > 0, redraw, lambda out: out, out)
+
+
+def episode_starts(terminated: jax.Array, truncated: jax.Array) -> jax.Array:
+    """`[P, T, B]` -> `[P, T, B]` bool: step t begins a new episode within the rollout (step
+    t - 1 ended one), where a recurrent policy's memory is zeroed before acting (`unroll`).
+    The first step is never marked: the memory carried into the rollout is already reset."""
+    done = jnp.logical_or(terminated, truncated)
+    return jnp.concatenate([jnp.zeros_like(done[:, :1]), done[:, :-1]], axis=1)
 
 
 def gae(reward_t: jax.Array, value_t: jax.Array, terminated_t: jax.Array,

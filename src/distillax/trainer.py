@@ -25,7 +25,15 @@ from distillax.config import Config, ConfigError, leaf_fields
 from distillax.contexts import Partition, make_partition
 from distillax.model import Model
 from distillax.normalizer import RunningStats
-from distillax.rollout import EnvCarry, Transition, acting_envs, gae, init_envs, rollout
+from distillax.rollout import (
+    EnvCarry,
+    Transition,
+    acting_envs,
+    episode_starts,
+    gae,
+    init_envs,
+    rollout,
+)
 from distillax.update import UPDATE_TERMS, Batch, OptState, Params, UpdateMetrics, update
 from distillax.xla import RUN_ONCE
 
@@ -106,7 +114,8 @@ def _fresh(model: Model, partition: Partition, k_params: jax.Array, k_env: jax.A
     P, obs_dim = c.partitions, model.env.obs_dim
     teacher, central = model.init_params(k_params)
     opt = OptState(teacher=model.teacher_tx.init(teacher), central=model.central_tx.init(central))
-    env = init_envs(k_env, model.env, partition, c.envs_per_partition, c.context_candidates)
+    env = init_envs(k_env, model.env, partition, c.envs_per_partition, c.context_candidates,
+                    model.initial_memory((P, c.envs_per_partition)))
     state = TrainState(params=Params(teacher=teacher, central=central), opt=opt,
                        teacher_stats=normalizer.init_stats((P, obs_dim)),
                        central_stats=normalizer.init_stats((obs_dim,)), env=env,
@@ -226,23 +235,33 @@ def training_rewards(model: Model, central_log_prob: jax.Array,
 
 
 def _batch(model: Model, central: Any, traj: Transition, last_value: jax.Array,
-           c_stats: RunningStats) -> Batch:
-    """The update's data `[P, T, B, ...]` from a rollout: the rewards PPO learns from, GAE,
-    and pi_c on the teachers' samples, once per iteration (Distral's reward, and the anchor
-    of the couplings to the central policy, frozen through the update like pi_i,old)."""
+           c_stats: RunningStats, start: EnvCarry) -> tuple[Batch, Any]:
+    """The update's data `[P, T, B, ...]` from a rollout that began at `start`: the rewards
+    PPO learns from, GAE, and pi_c on the teachers' samples, once per iteration (Distral's
+    reward, and the anchor of the couplings to the central policy, frozen through the update
+    like pi_i,old). A recurrent central policy's state runs along the teachers' trajectories
+    here, from the carried one; returned second: its state for the next rollout's first step
+    (None when feed-forward)."""
     c = model.config
-    pi_c, central_log_prob = None, traj.log_prob
+    pi_c, central_log_prob, central_memory = None, traj.log_prob, None
+    reset = episode_starts(traj.terminated, traj.truncated) if c.has_memory else None
     if model.has_central:
-        pi_c = jax.lax.stop_gradient(model.central_dist(central, traj.obs, traj.context,
-                                                        c_stats))
+        end, pi_c = model.central_sequences(central, start.central_memory, traj.obs,
+                                            traj.context, traj.action, reset, c_stats)
+        pi_c = jax.lax.stop_gradient(pi_c)
         central_log_prob = pi_c.log_prob(traj.action)
+        if end is not None:  # reset after a last step that ended an episode, as teachers do
+            last_done = jnp.logical_or(traj.terminated[:, -1], traj.truncated[:, -1])
+            central_memory = jnp.where(last_done[..., None], 0.0, end)
     reward, distill_weight = training_rewards(model, central_log_prob, traj)
     adv, ret = jax.vmap(lambda r, v, te, tr, fv, lv: gae(r, v, te, tr, fv, lv, c.gamma,
                                                          c.gae_lambda))(
         reward, traj.value, traj.terminated, traj.truncated, traj.final_value, last_value)
     return Batch(obs=traj.obs, context=traj.context, action=traj.action,
                  log_prob=traj.log_prob, value=traj.value, advantages=adv, returns=ret,
-                 distill_weight=distill_weight, central=pi_c, central_log_prob=central_log_prob)
+                 distill_weight=distill_weight, central=pi_c, central_log_prob=central_log_prob,
+                 reset=reset, teacher_start=start.teacher_memory,
+                 central_start=start.central_memory), central_memory
 
 
 def _reset_or_freeze(c: Config, state: TrainState, params: Params, opt: OptState,
@@ -278,18 +297,21 @@ def iteration(model: Model, state: TrainState,
     c = model.config
     key, k_update = jax.random.split(state.key)
     t_stats, c_stats = state.teacher_stats, state.central_stats
-    act = lambda p, o, ctx: model.teachers(p, o, ctx, t_stats, c_stats)  # noqa: E731
-    value_fn = lambda p, o, ctx: model.teacher_values(p, o, ctx, t_stats)  # noqa: E731
+    act = lambda p, o, ctx, m=None: model.teachers(p, o, ctx, t_stats, c_stats,  # noqa: E731
+                                                   memory=m)
+    value_fn = lambda p, o, ctx, m=None: model.teacher_values(p, o, ctx, t_stats, m)  # noqa: E731
     acting = model.acting_params(state.params.teacher, state.params.central)
     env, traj = rollout(acting, state.env, state.partition, act, value_fn,
                         model.env, c.num_steps, c.context_candidates, c.noise_every,
                         c.resolved_noise_scale)
     own = lambda x, axis: acting_envs(x, c.noise_every, axis)  # noqa: E731 (the teachers' envs)
-    last_value = value_fn(acting, env.obs, env.context)
+    last_value = value_fn(acting, env.obs, env.context, env.teacher_memory)
     bad_reward = jnp.logical_not(jnp.all(jnp.isfinite(traj.reward)))
     if axis_name is not None:  # each device saw its own envs' rewards
         bad_reward = jax.lax.psum(bad_reward.astype(jnp.int32), axis_name) > 0
-    batch = _batch(model, state.params.central, traj, last_value, c_stats)
+    batch, central_memory = _batch(model, state.params.central, traj, last_value, c_stats,
+                                   state.env)
+    env = env.replace(central_memory=central_memory)
     params, opt, metrics = update(model, state.params, state.opt, batch, teacher_stats=t_stats,
                                   central_stats=c_stats, weights=state.partition.weights,
                                   key=k_update, axis_name=axis_name,

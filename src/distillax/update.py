@@ -60,6 +60,12 @@ class Batch:
     # the central policy, frozen through the update as pi_i,old is (None without a central)
     central: Any
     central_log_prob: jax.Array  # log pi_c(a|s,c) of it (log pi_i,old without a central)
+    # With a memory (else None): `[P, T, B]` the steps that begin an episode (`rollout.
+    # episode_starts`), and each recurrent role's memory at the rollout's first step, `[P, B,
+    # M]`: what the update recomputes the states from (whole sequences per minibatch)
+    reset: Any = None
+    teacher_start: Any = None
+    central_start: Any = None
 
 
 # What the numerical guard watches in the update, in the order a fault propagates.
@@ -111,15 +117,46 @@ def take_rows(x: jax.Array, rows: jax.Array, steps: int) -> jax.Array:
     return x.reshape((P, -1) + x.shape[3:])
 
 
-def _distillation(model: Model, central_params: Any, mb: Batch, dist: Any, t_hidden: list,
-                  central_stats: RunningStats) -> tuple[jax.Array, jax.Array]:
-    """`[P]` each: the distillation divergence of the central policy from each teacher
-    `dist` on the minibatch's states, and (with `feature_coef`) Actor-Mimic's feature
-    regression from the teachers' last hidden layers `t_hidden`."""
+def _forward(model: Model, params: Params, mb: Batch, teacher_stats: RunningStats,
+             central_stats: RunningStats, with_central: bool) -> tuple[Any, ...]:
+    """The teachers' pass over a minibatch and, `with_central`, the central policy's (else
+    None): (teacher dist, value, [teacher hidden] with `feature_coef`, central output, the
+    minibatch), every per-sample leaf `[P, n]`.
+
+    With a memory the minibatch holds whole sequences `[P, T, b]`: the recurrent roles'
+    states are recomputed along them from the stored start states, with the episode resets
+    (backpropagation through the whole rollout), then everything is flattened time-major."""
     c = model.config
     features = c.feature_coef > 0
-    central = model.central_dist(central_params, mb.obs, mb.context, central_stats,
-                                 with_features=features)
+    acting = model.acting_params(params.teacher, params.central)
+    central = None
+    if not c.has_memory:
+        dist, value, *t_hidden = model.teachers(acting, mb.obs, mb.context, teacher_stats,
+                                                central_stats, with_features=features)
+        if model.has_central and with_central:
+            central = model.central_dist(params.central, mb.obs, mb.context, central_stats,
+                                         with_features=features)
+        return dist, value, t_hidden, central, mb
+    dist, value, *t_hidden = model.teacher_sequences(acting, mb.teacher_start, mb.obs,
+                                                     mb.context, mb.reset, teacher_stats,
+                                                     with_features=features)
+    if model.has_central and with_central:
+        _, central = model.central_sequences(params.central, mb.central_start, mb.obs,
+                                             mb.context, mb.action, mb.reset, central_stats,
+                                             with_features=features)
+    mb = mb.replace(reset=None, teacher_start=None, central_start=None)
+    flat = lambda x: x.reshape(x.shape[:1] + (-1,) + x.shape[3:])  # noqa: E731
+    return jax.tree.map(flat, (dist, value, t_hidden, central, mb))
+
+
+def _distillation(model: Model, central_params: Any, mb: Batch, dist: Any, t_hidden: list,
+                  central: Any) -> tuple[jax.Array, jax.Array]:
+    """`[P]` each: the distillation divergence of the central policy (`central`: its
+    distribution on the minibatch's states, with `feature_coef` and its hidden layer) from
+    each teacher `dist`, and (with `feature_coef`) Actor-Mimic's feature regression from the
+    teachers' last hidden layers `t_hidden`."""
+    c = model.config
+    features = c.feature_coef > 0
     feature = jnp.zeros(mb.distill_weight.shape[:1])  # [P]
     if features:
         central, c_hidden = central
@@ -165,15 +202,12 @@ def loss_fn(params: Params, model: Model, mb: Batch, *, teacher_stats: RunningSt
     """
     c, spec = model.config, model.config.spec
     lam = c.distill_coef if distill_coef is None else distill_coef
-    acting = model.acting_params(params.teacher, params.central)
-    features = c.feature_coef > 0
-    dist, value, *t_hidden = model.teachers(acting, mb.obs, mb.context, teacher_stats,
-                                            central_stats, with_features=features)
+    dist, value, t_hidden, central, mb = _forward(model, params, mb, teacher_stats,
+                                                  central_stats, with_central)
     zeros = jnp.zeros(weights.shape)
     distill, feature = zeros, zeros
-    if model.has_central and with_central:
-        distill, feature = _distillation(model, params.central, mb, dist, t_hidden,
-                                         central_stats)
+    if central is not None:
+        distill, feature = _distillation(model, params.central, mb, dist, t_hidden, central)
     # The teachers' own terms read only the steps they took themselves: with noise
     # injection, the noisy envs' steps are not pi_i,old's samples and train the central only
     dist, value, mb = jax.tree.map(lambda x: acting_envs(x, c.noise_every, 1),
@@ -253,6 +287,47 @@ def split_minibatches(x: jax.Array, perm: jax.Array, M: int) -> jax.Array:
     return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
 
+def env_minibatches(key: jax.Array, num_envs: int, M: int, axis_name: str | None
+                    ) -> jax.Array:
+    """`[M, num_envs / M]`: the local envs of each of M minibatches (with a memory, which
+    keep whole sequences). The envs form groups of M consecutive ones, and each group's
+    members go one to each minibatch in an order drawn for that group from `key` folded with
+    its global index (the device's place on `axis_name` counted in): so the minibatches of a
+    sharded run are exactly the device-wise pieces of the 1-device minibatches, as with the
+    time split, whenever M divides each device's envs (`config.validate`)."""
+    groups = num_envs // M
+    first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * groups
+    order = jax.vmap(lambda g: jax.random.permutation(jax.random.fold_in(key, g), M))(
+        first + jnp.arange(groups))  # [groups, M]
+    return (jnp.arange(groups)[:, None] * M + order).T
+
+
+def split_env_minibatches(batch: Batch, envs: jax.Array) -> Batch:
+    """`batch` leaves `[P, T, B, ...]` (start memories `[P, B, ...]`) -> `[M, P, T, b, ...]`
+    (`[M, P, b, ...]`): minibatch m holds the envs `envs[m]` (`env_minibatches`)."""
+    starts = (batch.teacher_start, batch.central_start)
+    rest = batch.replace(teacher_start=None, central_start=None)
+
+    def split(x, axis):
+        return jnp.moveaxis(jnp.take(x, envs, axis=axis), axis, 0)
+
+    rest = jax.tree.map(lambda x: split(x, 2), rest)
+    teacher_start, central_start = jax.tree.map(lambda x: split(x, 1), starts)
+    return rest.replace(teacher_start=teacher_start, central_start=central_start)
+
+
+def minibatches(c: Any, batch: Batch, key: jax.Array, axis_name: str | None) -> Batch:
+    """An epoch's M minibatches of `batch [P, T, B, ...]`, leaves `[M, P, ...]`: a random
+    permutation of the time axis cut in M (`split_minibatches`), or with a memory M sets of
+    envs with whole sequences (`env_minibatches`). `c`: the config."""
+    M = c.num_minibatches
+    if c.has_memory:
+        return split_env_minibatches(batch, env_minibatches(key, batch.obs.shape[2], M,
+                                                            axis_name))
+    perm = jax.random.permutation(key, c.num_steps)
+    return jax.tree.map(lambda x: split_minibatches(x, perm, M), batch)
+
+
 def first_fault(nonfinite: jax.Array, params: Params) -> jax.Array:
     """The guard's flags of an update `[len(UPDATE_TERMS)]`: the terms of the first faulty
     step (later steps inherit its NaNs everywhere), from `nonfinite [E, M, terms]`; all False
@@ -274,7 +349,9 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
 
     Minibatches split a random permutation of the time axis (shared by all envs and all
     devices, from a replicated key), each keeping every env: so the minibatches of a
-    sharded run are exactly the device-wise pieces of the 1-device minibatches.
+    sharded run are exactly the device-wise pieces of the 1-device minibatches. With a
+    memory they split the env axis instead (`env_minibatches`), each keeping whole
+    sequences, along which `loss_fn` recomputes the recurrent states.
     Distillation is active in the first `distill_epochs` epochs (0: all); the central policy
     takes steps in the first `config.central_epochs` (those, or all when the teachers share
     its network), which is what its learning-rate schedule counts. `distill` and `feature`
@@ -288,7 +365,6 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
 
     def epoch(carry, x, train_central):
         key, index = x
-        perm = jax.random.permutation(key, T)
         lam_e = jnp.where(index < c.active_distill_epochs, lam, 0.0)
         rows = None  # [M, cross_steps]: each minibatch's time rows for the cross terms
         if needs_cross:  # (a key of its own: other methods' streams are unchanged)
@@ -303,8 +379,7 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
                 distill_coef=lam_e, train_central=train_central, rows=mb_rows)
             return (params, opt), metrics
 
-        minibatches = jax.tree.map(lambda x: split_minibatches(x, perm, M), batch)
-        return jax.lax.scan(step, carry, (minibatches, rows))
+        return jax.lax.scan(step, carry, (minibatches(c, batch, key, axis_name), rows))
 
     # The first `central_epochs` epochs train the central policy too; the others (static: two
     # scans) skip its forward and backward passes entirely, so `distill_epochs` saves time.
