@@ -1,7 +1,8 @@
 """Recurrent teachers and central policy (`teacher_memory`, `central_memory`): the resets of
 the memory at episode ends, the gradient through the scan, the states the update recomputes
 against the rollout's, the env-split minibatches of 1 and 4 devices, resume bit for bit,
-`load_policy`'s carried state, and a tiny seeded learning run.
+`load_policy`'s carried state, the two methods that take a memory in one role only
+(distral2col's teachers, DnC's central policy), and a tiny seeded learning run.
 
 One small recurrent config (both roles a GRU) is trained once per module; its programs are
 shared by the tests through the persistent compilation cache (tests/conftest.py).
@@ -154,6 +155,55 @@ def test_the_updates_recomputed_states_equal_the_rollouts(full):
         m = np.concatenate([gru, np.eye(2)[np.asarray(traj.action[:, t])]], axis=-1)
     done = np.asarray(traj.terminated[:, -1] | traj.truncated[:, -1])
     np.testing.assert_allclose(c_end, np.where(done[..., None], 0.0, m), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, memory", [("distral2col", "teacher_memory"),
+                                            ("dnc", "central_memory")])
+def test_a_shared_column_and_pairwise_terms_with_the_memory_they_support(method, memory):
+    # distral2col with recurrent teachers: each teacher acts with the shared central column
+    # combined in, and the update recomputes that combined policy along its sequences (the
+    # rollout's log-probs again); DnC with a recurrent central policy: its pairwise terms
+    # (feed-forward teachers, time rows of whole-sequence minibatches) and the central
+    # policy's states in one iteration, all finite, and both networks trained
+    config = Config(task="cartpole", method=method, partitions=2, num_envs=8, num_steps=16,
+                    total_steps=8 * 16, update_epochs=1, num_minibatches=2, hidden_sizes=(8,),
+                    memory_size=8, kmeans_samples=500, **{memory: "gru"})
+    model = build_model(config)
+    state = trainer.init_state(model, jax.random.PRNGKey(0))
+    t_stats, c_stats = state.teacher_stats, state.central_stats
+    acting = model.acting_params(state.params.teacher, state.params.central)
+    act = lambda p, o, c, m=None: model.teachers(p, o, c, t_stats, c_stats,  # noqa: E731
+                                                 memory=m)
+    value = lambda p, o, c, m=None: model.teacher_values(p, o, c, t_stats, m)  # noqa: E731
+
+    @jax.jit
+    def run(state):
+        _, traj = rollout(acting, state.env, state.partition, act, value, model.env,
+                          config.num_steps, config.context_candidates)
+        reset = episode_starts(traj.terminated, traj.truncated)
+        def log_prob(central):  # the teachers' policy recomputed along the sequences
+            acting = model.acting_params(state.params.teacher, central)
+            dist = model.teacher_sequences(acting, state.env.teacher_memory, traj.obs,
+                                           traj.context, reset, t_stats, central_stats=c_stats)
+            return dist[0].log_prob(traj.action)
+
+        moved = jax.tree.map(lambda x: x + 0.1, state.params.central)
+        return (traj, reset, log_prob(state.params.central), log_prob(moved),
+                trainer.iteration(model, state, None))
+
+    traj, reset, log_prob, log_prob_moved, (after, metrics) = run(state)
+    assert np.sum(reset) > 0  # episodes ended inside the rollout
+    np.testing.assert_allclose(log_prob, traj.log_prob, rtol=1e-5, atol=1e-6)
+    # the teachers' policy reads the central network exactly when it is a shared column
+    assert np.allclose(log_prob_moved, log_prob) != model.shares_central
+    assert np.all(np.isfinite(metrics.update.loss)) and not np.any(metrics.nonfinite)
+    if config.spec.coupling.needs_cross:  # DnC's pairwise term ran
+        assert np.all(np.abs(metrics.update.couple) > 0)
+    for old, new in ((state.params.teacher, after.params.teacher),
+                     (state.params.central, after.params.central)):
+        assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new)))
+    carried = after.env.teacher_memory if memory == "teacher_memory" else after.env.central_memory
+    assert np.any(np.asarray(carried) != 0)
 
 
 # --- a run: resume bit for bit, learning, load_policy --------------------------------------

@@ -226,7 +226,8 @@ class Config:
                                  "passes, so fewer epochs cost less")
     cross_steps: int = static(0, GROUPS[4], "time steps of each minibatch on which DnC's "
                               "pairwise terms are estimated, an unbiased subsample (0 = auto: "
-                              "ceil((T/M) / P), one teacher pass instead of P)")
+                              "ceil(minibatch time steps / P), the steps T/M, or T with a "
+                              "memory; one teacher pass instead of P)")
     reset_every: int = static(0, GROUPS[4], "DnC's reset: every R iterations each teacher "
                               "becomes the central policy (0 = off; needs teachers and central "
                               "to see the same input)")
@@ -314,10 +315,15 @@ class Config:
         return self.update_epochs if self.spec.shares_central else self.active_distill_epochs
 
     @property
+    def minibatch_steps(self) -> int:
+        """Time steps of each minibatch: T/M, or with a memory (minibatches split the envs)
+        the whole rollout's T."""
+        return self.num_steps if self.has_memory else self.num_steps // self.num_minibatches
+
+    @property
     def resolved_cross_steps(self) -> int:
-        """`cross_steps`, or its auto value ceil((T/M) / P)."""
-        steps = self.num_steps // self.num_minibatches
-        return self.cross_steps or -(-steps // self.partitions)
+        """`cross_steps`, or its auto value ceil(minibatch_steps / P)."""
+        return self.cross_steps or -(-self.minibatch_steps // self.partitions)
 
     @property
     def envs_per_partition(self) -> int:
@@ -586,9 +592,10 @@ def _check_sizes(c: Config, num_devices: int) -> None:
     if not c.has_memory and c.num_steps % c.num_minibatches:
         _fail("num_minibatches", c.num_minibatches,
               f"a divisor of num_steps = {c.num_steps} (minibatches split the time axis)")
-    if c.cross_steps > c.num_steps // c.num_minibatches:
-        _fail("cross_steps", c.cross_steps, f"at most num_steps / num_minibatches = "
-                                            f"{c.num_steps // c.num_minibatches} (0 = auto)")
+    if c.cross_steps > c.minibatch_steps:
+        _fail("cross_steps", c.cross_steps, f"at most the time steps of a minibatch, "
+              f"{c.minibatch_steps} (num_steps, or with a memory num_steps / num_minibatches; "
+              "0 = auto)")
     if c.total_steps < c.steps_per_iteration:
         _fail("total_steps", c.total_steps,
               f"at least num_envs x num_steps = {c.steps_per_iteration} (one iteration)")
@@ -602,13 +609,15 @@ def _check_memory(c: Config) -> None:
     if c.central_memory != "none" and not spec.has_central:
         _fail("central_memory", c.central_memory, f"none for method `{c.method}` (it has no "
               "central policy; its single teacher's memory is teacher_memory)")
-    if spec.shares_central:
-        _fail(role, value, f"none for method `{c.method}` (a recurrent shared column would "
-              "need the central state in every teacher's rollout)")
-    if spec.coupling.needs_cross:
-        _fail(role, value, f"none for method `{c.method}` (its pairwise terms run every "
-              "teacher on every partition's states, a subsample of time rows, which a "
-              "recurrent policy's state along whole sequences does not fit)")
+    if spec.shares_central and c.central_memory != "none":
+        _fail("central_memory", c.central_memory, f"none for method `{c.method}` (a "
+              "recurrent shared column would need the central state in every teacher's "
+              "rollout; recurrent teachers, teacher_memory, are supported)")
+    if spec.coupling.needs_cross and c.teacher_memory != "none":
+        _fail("teacher_memory", c.teacher_memory, f"none for method `{c.method}` (its pairwise "
+              "terms run every teacher on every partition's states, which for a recurrent "
+              "teacher needs its state along every other partition's trajectories; a recurrent "
+              "central policy, central_memory, is supported)")
     if c.noise_every:
         _fail("noise_every", c.noise_every, f"0 with {role} = {value!r} (minibatches of whole "
               "sequences do not keep the noisy envs' pattern)")

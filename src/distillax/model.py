@@ -166,13 +166,21 @@ class Model:
         if self.teacher_memory:
             out = jax.vmap(lambda p, m, xi: self.teacher.apply(
                 p, m, xi, with_features=with_features))(own, memory, x)
-            return (*out[1:], out[0])
-        out = apply_stacked(self.teacher, own, x, with_features=with_features)
-        if self.shares_central:
-            h = self.central.apply(acting[1], self.column_input(obs, context, central_stats))
-            out = (h.combine(out[0], self.config.distral_alpha, self.config.distral_beta),
-                   *out[1:])
-        return out
+            out = (*out[1:], out[0])
+        else:
+            out = apply_stacked(self.teacher, own, x, with_features=with_features)
+        return self._with_column(acting, out, obs, context, central_stats)
+
+    def _with_column(self, acting: Any, out: tuple[Any, ...], obs: jax.Array,
+                     context: jax.Array, central_stats: RunningStats | None
+                     ) -> tuple[Any, ...]:
+        """`out` (the teachers' own distribution first) with, for distral2col, the
+        distribution combined with the shared central column's on the same states."""
+        if not self.shares_central:
+            return out
+        h = self.central.apply(acting[1], self.column_input(obs, context, central_stats))
+        return (h.combine(out[0], self.config.distral_alpha, self.config.distral_beta),
+                *out[1:])
 
     def teacher_values(self, acting: Any, obs: jax.Array, context: jax.Array,
                        stats: RunningStats, memory: jax.Array | None = None) -> jax.Array:
@@ -186,22 +194,26 @@ class Model:
 
     def teacher_sequences(self, acting: Any, start: jax.Array | None, obs: jax.Array,
                           context: jax.Array, reset: jax.Array, stats: RunningStats,
-                          with_features: bool = False) -> tuple[Any, ...]:
+                          with_features: bool = False,
+                          central_stats: RunningStats | None = None) -> tuple[Any, ...]:
         """`teachers` along whole sequences `obs [P, T, b, obs]` (time axis 1): the recurrent
         teachers' states recomputed from `start [P, b, 2M]`, the rollout's memory at the
         sequences' first step, reset where `reset [P, T, b]` (`unroll`); gradients flow
         through the scan. Feed-forward teachers ignore `start` and `reset`. Returns
         (distribution, value `[P, T, b]`, and with `with_features` the hidden layer)."""
         if not self.teacher_memory:
-            return self.teachers(acting, obs, context, stats, with_features=with_features)
+            return self.teachers(acting, obs, context, stats, central_stats,
+                                 with_features=with_features)
         x = self.teacher_input(obs, context, stats)
+        own = acting[0] if self.shares_central else acting
 
         def one(params, m, x, reset):  # one teacher's [T, b, ...]
             step = lambda m, x_t: (lambda o: (o[0], o[1:]))(  # noqa: E731
                 self.teacher.apply(params, m, x_t, with_features=with_features))
             return unroll(step, m, x, reset)[1]
 
-        return jax.vmap(one)(acting, start, x, reset)
+        out = jax.vmap(one)(own, start, x, reset)
+        return self._with_column(acting, out, obs, context, central_stats)
 
     def cross_policies(self, teacher: Any, obs: jax.Array, context: jax.Array,
                        stats: RunningStats) -> Distribution:

@@ -139,7 +139,8 @@ def _forward(model: Model, params: Params, mb: Batch, teacher_stats: RunningStat
         return dist, value, t_hidden, central, mb
     dist, value, *t_hidden = model.teacher_sequences(acting, mb.teacher_start, mb.obs,
                                                      mb.context, mb.reset, teacher_stats,
-                                                     with_features=features)
+                                                     with_features=features,
+                                                     central_stats=central_stats)
     if model.has_central and with_central:
         _, central = model.central_sequences(params.central, mb.central_start, mb.obs,
                                              mb.context, mb.action, mb.reset, central_stats,
@@ -172,8 +173,7 @@ def _cross(model: Model, teacher_params: Any, mb: Batch, rows: jax.Array | None,
     """Every teacher on every teacher's states, `[P, P, m]` (DnC's pairwise terms), on the
     minibatch's time `rows` (None: all of them), and its diagonal `[P, m]`: teacher j on its
     own sampled states."""
-    c = model.config
-    steps = c.num_steps // c.num_minibatches
+    steps = model.config.minibatch_steps
     pick = (lambda x: x) if rows is None else (lambda x: take_rows(x, rows, steps))
     cross = model.cross_policies(teacher_params, pick(mb.obs), pick(mb.context), teacher_stats)
     P = jax.tree.leaves(teacher_params)[0].shape[0]
@@ -358,7 +358,7 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
     are averaged over those epochs.
     """
     c = model.config
-    T, M = c.num_steps, c.num_minibatches
+    M = c.num_minibatches
     lam = c.distill_coef if distill_coef is None else distill_coef
 
     needs_cross = c.spec.coupling.needs_cross
@@ -369,7 +369,8 @@ def update(model: Model, params: Params, opt: OptState, batch: Batch, *,
         rows = None  # [M, cross_steps]: each minibatch's time rows for the cross terms
         if needs_cross:  # (a key of its own: other methods' streams are unchanged)
             keys = jax.random.split(jax.random.fold_in(key, 1), M)
-            rows = jax.vmap(lambda k: cross_rows(k, T // M, c.resolved_cross_steps))(keys)
+            rows = jax.vmap(lambda k: cross_rows(k, c.minibatch_steps,
+                                                 c.resolved_cross_steps))(keys)
 
         def step(carry, x):
             (params, opt), (mb, mb_rows) = carry, x
