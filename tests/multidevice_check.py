@@ -5,7 +5,8 @@ difference of params, normalisers and env observations, how far training moved t
 
     python tests/multidevice_check.py METHOD[,METHOD...] [SEEDS] [NOISE_EVERY]
 
-METHOD:gru makes both roles recurrent (and that method's run has no noise injection).
+METHOD:gru makes both roles recurrent, METHOD:central-gru the central policy only (either
+way that method's run has no noise injection).
 
 SEEDS > 1: a multi-seed state; NOISE_EVERY: noise injection's one env in N (each device holds
 2 envs per cell, so 2 gives every device one noisy env in each cell).
@@ -43,8 +44,9 @@ for name in methods:
     config = Config(method=method, num_envs=16, num_steps=16, total_steps=16 * 16 * 4,
                     num_minibatches=2, update_epochs=2, normalize_obs=True, hidden_sizes=(16,),
                     kmeans_samples=1000, partitions=2, seeds=seeds,
-                    noise_every=0 if memory else noise_every, teacher_memory=memory or "none",
-                    central_memory=memory or "none", memory_size=8)
+                    noise_every=0 if memory else noise_every,
+                    teacher_memory="gru" if memory == "gru" else "none",
+                    central_memory="gru" if memory else "none", memory_size=8)
     model = build_model(config)
     out = {}
     init = jax.device_get(init_run_state(model).params)  # PRNGKey(0), or [seeds] stacked

@@ -16,9 +16,11 @@ from distillax.config import ConfigError
 HERE = os.path.dirname(__file__)
 
 
-# central-clip: the new coupling (pmean-ed clipped ratio terms); dnc: the cross passes on a
-# row subsample. One process for both (start-up once).
-MULTIDEVICE_METHODS = ("central-clip", "dnc")
+# central-clip: its coupling (pmean-ed clipped ratio terms), with both roles recurrent (the
+# central ratio along recurrent states); dnc: the cross passes on a row subsample, with a
+# recurrent central policy (time rows of whole-sequence minibatches). The feed-forward time
+# split is test_parallel's two-seed check. One process for both (start-up once).
+MULTIDEVICE_METHODS = ("central-clip:gru", "dnc:central-gru")
 
 
 def test_update_on_4_simulated_devices_equals_1_device():
