@@ -2,6 +2,7 @@
 fidelity of DnC and Distral to their papers, a toy method registered through its spec alone,
 and a seeded smoke run of every method on a discrete and a continuous task."""
 
+import functools
 import math
 import os
 import re
@@ -33,7 +34,15 @@ SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src", "distillax")
 
 
 def _model_and_state(method, task="cartpole", **kw):
-    model = build_model(validate(Config(task=task, method=method, **{**SMALL, **kw}),
+    """(model, fresh state) of a small config: built once per (method, task, fields) for the
+    module (tests share them: a state's arrays are immutable), each build compiles its
+    partition and init programs."""
+    return _built(method, task, tuple(sorted(kw.items())))
+
+
+@functools.cache
+def _built(method, task, kw):
+    model = build_model(validate(Config(task=task, method=method, **{**SMALL, **dict(kw)}),
                                  num_devices=1))
     return model, init_state(model, jax.random.PRNGKey(0))
 

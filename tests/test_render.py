@@ -21,13 +21,13 @@ import pytest
 from flax import struct
 from PIL import Image
 
-from distillax import envs, evaluate, evaluation, normalizer, render
+from distillax import checkpoint, envs, evaluate, evaluation, normalizer, render
 from distillax.config import Config
 from distillax.contexts import make_partition
 from distillax.evaluation import episode_returns
 from distillax.model import build_model
 from distillax.policy import Policies, central_policy, own_cell, teacher_policy
-from distillax.run import train
+from distillax.trainer import init_state
 from distillax.xla import RUN_ONCE
 
 BRAX = ("double-pendulum-physics", "double-pendulum", "reacher-target", "ant-goal")
@@ -196,7 +196,12 @@ def test_evaluate_cli_writes_videos(tmp_path, capsys):
     config = Config(task="pointgoal", partitions=2, hidden_sizes=(8,), num_envs=2,
                     num_steps=4, update_epochs=1, num_minibatches=1, kmeans_samples=200,
                     total_steps=2 * 4 * 2, eval_contexts=2, checkpoint_dir=d)
-    train(config, log=lambda line: None, compile_cache=None)
+    # a fresh state saved as the run's checkpoint at iteration 2: what is tested is the
+    # recording and the drawing, not the policies (training would compile a program more)
+    model = build_model(config)
+    state = init_state(model, jax.random.PRNGKey(config.seed))
+    with checkpoint.Saver(d, 1) as saver:
+        saver.save(state.replace(iteration=jnp.asarray(2, jnp.int32)), config, 1)
     out = str(tmp_path / "eval")
     argv = [d, "--out", out, "--contexts", "8", "--resolution", "2"]
     assert evaluate.main(argv + ["--video", "0"]) == 2

@@ -123,10 +123,13 @@ def test_stop_after_must_be_a_positive_iteration(bad):
         train(Config(**SMALL, total_steps=8 * 8 * 2), log=lambda _: None, stop_after=bad)
 
 
-def test_each_sweep_member_is_the_single_run_of_its_config(tmp_path):
+def test_each_sweep_member_is_the_single_run_of_its_config(tmp_path, compile_cache):
     """A 2-member sweep (stopped and resumed) against each member's own run: params within
     1e-5 (vmapped and unbatched float reductions may round differently), held-out returns
-    equal; the checkpoint serves each member to load_policy and the evaluator."""
+    equal; the checkpoint serves each member to load_policy and the evaluator. On the
+    module's persistent cache (tests/conftest.py): the resume and the second member's run
+    load their programs from the store, as a user's would (the learning rates still train
+    differently: checked below)."""
     from distillax import resume
     from distillax.checkpoint import load
     from distillax.reporting import evaluate_checkpoint
