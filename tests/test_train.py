@@ -58,16 +58,14 @@ def _cli(*args, timeout=300):
 
 
 def test_cli_prints_progress_and_held_out_return(tmp_path):
-    # the default config's envs and steps, as the run above: its training program, in the
-    # worker's persistent cache (tests/conftest.py), loads here instead of compiling again
-    out = _cli("--total-steps", "16384", "--log-every", "1", "--eval-contexts", "8",
-               "--checkpoint-dir", str(tmp_path))
+    out = _cli("--total-steps", "16384", "--num-envs", "16", "--num-steps", "64",
+               "--log-every", "4", "--eval-contexts", "8", "--checkpoint-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "steps/s" in out.stdout
     assert "central policy held-out return over 8 contexts" in out.stdout
     assert "compile time" in out.stdout
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert records[-1]["iteration"] == 2
+    assert records[-1]["iteration"] == 16
     assert len(records[-1]["teacher_return"]) == 4
     # honest names: a divergence's loss and the method's coupling term, not "kl" for all
     assert {"distill_loss", "couple", "central_log_ratio"} <= set(records[-1])
