@@ -59,7 +59,8 @@ HOST_ONLY = fields_with("host_only")
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "chex", "gymnax", "numpy", "brax", "mujoco",
              "mujoco-mjx", "playground", "warp-lang")
 # JAX flags that change where programs are cached or what is logged, not the programs.
-_UNRELATED_FLAGS = ("jax_compilation_cache", "jax_persistent_cache", "jax_log_compiles",
+_UNRELATED_FLAGS = ("jax_compilation_cache", "jax_persistent_cache",
+                    "jax_enable_compilation_cache", "jax_log_compiles",
                     "jax_explain_cache_misses", "jax_logging_level", "jax_pprint",
                     "jax_traceback_filtering", "jax_raise_persistent_cache_errors")
 
