@@ -216,6 +216,32 @@ def test_welch_interval_by_hand(monkeypatch):
     assert dv.welch_ci95([1.0, 1.0], [0.0, 0.0]) == (1.0, 1.0, 1.0)  # no spread
 
 
+def test_holm_correction_by_hand(monkeypatch):
+    """p = (0.01, 0.04, 0.03, 0.005), m = 4. Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03,
+    0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06 (never below the one before). At 0.05 the first
+    and the last hold; uncorrected, all four would."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import protocol
+
+    adjusted, holds = protocol.holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+    assert holds.tolist() == [True, False, False, True]
+    adjusted, holds = protocol.holm([0.5, 0.9])  # 0.5 x 2 = 1.0; 0.9 x 1 -> 1.0 (capped)
+    np.testing.assert_allclose(adjusted, [1.0, 1.0])
+    assert not holds.any()
+
+
+def test_welch_p_by_hand(monkeypatch):
+    """a = (0, 2), b = (1, 3): t = -1 / sqrt 2, dof 2: p = 2 P(T_2 > 0.7071) = 0.5528 (the
+    t_2 tail 1/2 - t / (2 sqrt(2 + t^2)) at t = 0.7071 is 0.2764)."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import protocol
+
+    assert protocol.welch_p([0.0, 2.0], [1.0, 3.0]) == pytest.approx(0.552786, rel=1e-5)
+    assert protocol.welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0
+    assert protocol.welch_p([1.0, 1.0], [0.0, 0.0]) == 0.0
+
+
 def test_dividing_marks_where_teachers_beat_the_context_aware_policy(tmp_path, monkeypatch):
     """Hand-made curves at 100k and 1M steps (5 seeds): the teachers of every divided method
     ahead by ~100 at 100k (an interval excluding 0: bold), level at 1M (not bold); at the end
