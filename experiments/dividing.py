@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from harness import RESULTS, interval
+from protocol import welch
 
 from distillax.evaluation import mean_ci95
 
@@ -45,13 +46,9 @@ def welch_ci95(a: Any, b: Any) -> tuple[float, float, float]:
     the means of two independent samples (unequal variances, Welch-Satterthwaite dof)."""
     import scipy.stats
 
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    d = float(a.mean() - b.mean())
-    se = float(np.sqrt(va + vb))
+    d, se, dof = welch(a, b)
     if se == 0.0:
         return d, d, d
-    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
     half = float(scipy.stats.t.ppf(0.975, dof)) * se
     return d, d - half, d + half
 

@@ -22,19 +22,26 @@ DIVIDED = ("independent", "central", "central-kl", "central-clip", "dnc", "distr
            "distral2col")
 
 
-def welch_p(a: Any, b: Any) -> float:
-    """Two-sided p-value of Welch's t-test that mean(a) = mean(b) (unequal variances, the
-    Welch-Satterthwaite dof); 1 where neither sample varies and the means are equal, 0 where
-    they differ."""
-    import scipy.stats
-
+def welch(a: Any, b: Any) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), its standard error, the Welch-Satterthwaite dof) of two
+    independent samples with unequal variances; dof is nan where neither sample varies."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    d = float(a.mean() - b.mean())
     if va + vb == 0.0:
-        return 1.0 if d == 0.0 else 0.0
+        return float(a.mean() - b.mean()), 0.0, float("nan")
     dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
-    return float(2.0 * scipy.stats.t.sf(abs(d) / np.sqrt(va + vb), dof))
+    return float(a.mean() - b.mean()), float(np.sqrt(va + vb)), float(dof)
+
+
+def welch_p(a: Any, b: Any) -> float:
+    """Two-sided p-value of Welch's t-test that mean(a) = mean(b); 1 where neither sample
+    varies and the means are equal, 0 where they differ."""
+    import scipy.stats
+
+    d, se, dof = welch(a, b)
+    if se == 0.0:
+        return 1.0 if d == 0.0 else 0.0
+    return float(2.0 * scipy.stats.t.sf(abs(d) / se, dof))
 
 
 def holm(p_values: Any, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
