@@ -50,6 +50,7 @@ def test_four_seeds_equal_four_separate_runs(tmp_path):
     model = build_model(single)
     mesh = parallel.make_mesh(1)
     runner = make_runner(model, init_state(model, jax.random.PRNGKey(3)), mesh, 3)
+    program = None  # one evaluation program for the 4: contexts and keys are its arguments
     for s in range(4):
         alone = runner.step(runner.place(init_state(model, jax.random.PRNGKey(3 + s))),
                             runner.count(3))[0]
@@ -57,7 +58,10 @@ def test_four_seeds_equal_four_separate_runs(tmp_path):
         diff = jax.tree.map(lambda a, b: np.max(np.abs(a - np.asarray(b))), got, alone.params)
         assert max(jax.tree.leaves(diff)) <= 1e-5, (s, diff)
         alone_model = build_model(single.replace(seed=3 + s))  # its held-out key: seed + 1
-        report_s = report(make_evaluator(alone_model), run_policies(alone_model, alone))
+        evaluator = make_evaluator(alone_model)
+        evaluator.program = program
+        report_s = report(evaluator, run_policies(alone_model, alone))
+        program = evaluator.program
         for k in ("central_greedy", "central_sampled", "teachers_greedy", "teachers_sampled"):
             assert final["per_seed"][s][k] == pytest.approx(report_s[k], abs=1e-4), (s, k)
             assert final[f"{k}_seeds"][s] == final["per_seed"][s][k]
