@@ -1,8 +1,8 @@
-"""The compilation cache and program store through the command line (issue 23): the two
-sequences that crashed (a second run of a changed config; runs after the store was emptied
-while JAX's cache was kept), and a sequence of runs that vary coefficients, host-only fields,
-the task and a sweep, with and without JAX's cache, each bit for bit the run without any
-cache. Every run is a new process, as a user's is: an executable that loads but cannot run
+"""The compilation cache and program store through the command line (issue 23): the two sequences
+that crashed (a second run of a changed config; runs after the store was emptied while JAX's
+cache was kept), and a sequence of runs that vary coefficients, host-only fields, the task, a
+sweep and a recurrent policy, with and without JAX's cache, each bit for bit the run without
+any cache. Every run is a new process, as a user's is: an executable that loads but cannot run
 only fails in a process that did not compile it. Also: the cap, and emptying the cache."""
 
 import json
@@ -20,8 +20,10 @@ TINY = ["--num-envs", "8", "--num-steps", "8", "--num-minibatches", "2", "--upda
         "--hidden-sizes", "8", "--kmeans-samples", "500", "--context-candidates", "8",
         "--eval-contexts", "4", "--log-every", "2", "--total-steps", "128"]
 A = TINY + ["--partitions", "2"]  # cartpole, central
-# pendulum, one policy, a sweep of 2 members: another task and a vmapped program
-B = TINY + ["--task", "pendulum", "--method", "ppo", "--partitions", "1"]
+# pendulum, one recurrent policy, a sweep of 2 members: another task, a vmapped program, and
+# a memory (its programs stored by one process, loaded by another)
+B = TINY + ["--task", "pendulum", "--method", "ppo", "--partitions", "1", "--teacher-memory",
+            "gru", "--memory-size", "8"]
 TIMES = ("steps_per_s", "compile_s", "startup_s", "train_s", "eval_s", "wall_s",
          "checkpoint_blocking_s", "checkpoint_wait_s")
 

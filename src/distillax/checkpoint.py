@@ -77,7 +77,14 @@ from distillax.config import Config, ConfigError, fields_with
 from distillax.contexts import Partition
 from distillax.model import Model, build_model
 from distillax.normalizer import RunningStats
-from distillax.policy import Policies, Policy, central_policy, central_step, recurrent_acts
+from distillax.policy import (
+    Policies,
+    Policy,
+    central_policy,
+    central_step,
+    initial_memory,
+    recurrent_acts,
+)
 
 # Bump when the layout of a checkpoint changes (TrainState fields, item names, meta keys) so
 # that an old checkpoint fails with a message instead of a deep orbax structure error.
@@ -543,7 +550,8 @@ def load_policy(directory: str, greedy: bool = False, step: int | None = None,
     Raises `checkpoint.CheckpointError` if the checkpoint is missing, unreadable or corrupt.
     """
     info, model, policies = load(directory, step, seed, member)
-    size = model.central_memory if model.has_central else model.teacher_memory
+    fresh = initial_memory(model, 1, central=True)  # the acting policy's, or None
+    size = 0 if fresh is None else fresh.shape[-1]
     if size:
         policy = _recurrent_policy(model, policies, greedy, size)
     else:

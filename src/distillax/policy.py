@@ -69,8 +69,8 @@ Step = Callable[[jax.Array, jax.Array, Any],
 def initial_memory(model: Model, n: int, central: bool) -> Any:
     """`[n, size]` zeros: the memory of fresh episodes of the central policy (`central`; for
     a method without one, its single teacher's) or of the teachers; None when feed-forward."""
-    size = model.central_memory if central and model.has_central else model.teacher_memory
-    return jnp.zeros((n, size)) if size else None
+    teacher, central_memory = model.initial_memory((n,))
+    return central_memory if central and model.has_central else teacher
 
 
 def central_step(model: Model, policies: Policies) -> Step:
